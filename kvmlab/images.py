@@ -1,0 +1,201 @@
+"""Build the lab's Debian image locally with mmdebstrap and cache it by recipe hash."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from kvmlab import settings
+from kvmlab.errors import HarnessError
+from kvmlab.templating import render_template
+
+SUITE = "bookworm"
+ROOT_LABEL = "kvmlab-root"
+ROOT_SIZE_GIB = 8
+RECIPE_VERSION = 1
+
+# Everything any role needs: guests have no internet at run time.
+PACKAGES = sorted(
+    {
+        # boot and base
+        "linux-image-cloud-amd64", "initramfs-tools", "systemd-sysv", "udev", "dbus",
+        "kmod", "iproute2", "iputils-ping", "netbase", "procps", "less", "ca-certificates",
+        "openssh-server", "cloud-init", "chrony", "python3", "e2fsprogs", "parted",
+        # NFS
+        "nfs-kernel-server", "nfs-common",
+        # iSCSI and block
+        "targetcli-fb", "open-iscsi", "multipath-tools", "mdadm", "lvm2", "xfsprogs",
+        # Gluster
+        "glusterfs-server", "glusterfs-client",
+        # Ceph (ceph-volume ships inside ceph-osd on bookworm)
+        "ceph-mon", "ceph-mgr", "ceph-osd", "ceph-common",
+        # hypervisor
+        "libvirt-daemon-system", "libvirt-clients", "qemu-system-x86", "qemu-utils",
+        "virtinst", "qemu-block-extra",
+    }
+)
+
+# Started by the roles that need them, never at boot.
+DISABLED_UNITS = [
+    "apt-daily.timer", "apt-daily-upgrade.timer", "man-db.timer", "e2scrub_all.timer",
+    "fstrim.timer", "logrotate.timer", "dpkg-db-backup.timer",
+    "nfs-server.service", "rpcbind.service", "rpcbind.socket", "glusterd.service",
+    "ceph.target", "ceph-mon.target", "ceph-mgr.target", "ceph-osd.target", "ceph-crash.service",
+    "libvirtd.service", "libvirtd.socket", "libvirtd-ro.socket", "libvirtd-admin.socket",
+    "libvirt-guests.service", "virtlogd.socket", "virtlockd.socket", "virtlogd-admin.socket",
+    "virtlockd-admin.socket", "iscsid.socket", "iscsid.service", "open-iscsi.service",
+    "multipathd.service", "multipathd.socket", "rtslib-fb-targetctl.service",
+    "mdmonitor.service", "lvm2-monitor.service", "lvm2-lvmpolld.socket", "blk-availability.service",
+    "smartmontools.service", "ssh.socket",
+]
+MASKED_UNITS = ["systemd-networkd-wait-online.service", "apt-daily.service", "apt-daily-upgrade.service"]
+
+
+@dataclass(frozen=True)
+class Image:
+    """A built image: root disk plus the kernel and initrd it boots with."""
+
+    digest: str
+    directory: Path
+
+    @property
+    def root(self) -> Path:
+        return self.directory / "root.qcow2"
+
+    @property
+    def kernel(self) -> Path:
+        return self.directory / "vmlinuz"
+
+    @property
+    def initrd(self) -> Path:
+        return self.directory / "initrd.img"
+
+    def exists(self) -> bool:
+        return all(p.exists() for p in (self.root, self.kernel, self.initrd, self.directory / "recipe.json"))
+
+
+def customize_script() -> str:
+    return render_template(
+        "image/customize.sh.j2",
+        {
+            "root_label": ROOT_LABEL,
+            "cloud_cfg": render_template("image/cloud.cfg.j2", {}).rstrip("\n"),
+            "disabled_units": DISABLED_UNITS,
+            "masked_units": MASKED_UNITS,
+        },
+    )
+
+
+def recipe() -> dict:
+    return {
+        "version": RECIPE_VERSION,
+        "suite": SUITE,
+        "mirror": settings.debian_mirror(),
+        "packages": PACKAGES,
+        "customize": customize_script(),
+        "root_size_gib": ROOT_SIZE_GIB,
+    }
+
+
+def recipe_digest(rec: dict | None = None) -> str:
+    blob = json.dumps(rec or recipe(), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def cached_image() -> Image:
+    digest = recipe_digest()
+    return Image(digest, settings.cache_dir() / "images" / digest)
+
+
+Progress = Callable[[str], None]
+
+
+def _print_progress(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def ensure_image(progress: Progress = _print_progress, force: bool = False) -> Image:
+    """Return the cached image, building it first if its recipe changed."""
+    image = cached_image()
+    if image.exists() and not force:
+        return image
+    image.directory.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = image.directory.parent / f"{image.digest}.lock"
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a parallel build of the same recipe waits for ours
+        if image.exists() and not force:
+            return image
+        _build(image, progress)
+    return image
+
+
+def _run(cmd: list[str], what: str, progress: Progress) -> None:
+    progress(f"image: {what}")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    tail: list[str] = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        line = line.rstrip()
+        tail = (tail + [line])[-30:]
+        if line.startswith(("I: ", "E: ", "W: ")):
+            progress(f"image:   {line}")
+    if proc.wait() != 0:
+        raise HarnessError(f"image build step '{what}' failed (exit {proc.returncode}): {' '.join(cmd)}\n" + "\n".join(tail))
+
+
+def _build(image: Image, progress: Progress) -> None:
+    for tool in ("mmdebstrap", "mkfs.ext4", "qemu-img"):
+        if not shutil.which(tool):
+            raise HarnessError(f"'{tool}' is not installed: run `make deps` (apt-get install mmdebstrap e2fsprogs qemu-utils)")
+    started = time.monotonic()
+    rec = recipe()
+    mirror = rec["mirror"]
+    sources = [
+        f"deb {mirror} {SUITE} main",
+        f"deb {mirror} {SUITE}-updates main",
+        f"deb {mirror.replace('/debian', '/debian-security')} {SUITE}-security main",
+    ]
+    image.directory.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="kvmlab-image-", dir=image.directory.parent) as tmp:
+        work = Path(tmp)
+        rootfs, script = work / "rootfs", work / "customize.sh"
+        script.write_text(rec["customize"])
+        _run(
+            [
+                "mmdebstrap", "--mode=root", "--variant=apt", "--verbose",
+                "--include=" + ",".join(rec["packages"]),
+                "--customize-hook=sh " + str(script) + ' "$1"',
+                SUITE, str(rootfs), *sources,
+            ],
+            f"mmdebstrap {SUITE} with {len(rec['packages'])} packages",
+            progress,
+        )
+        out = work / "out"
+        out.mkdir()
+        kernels = sorted((rootfs / "boot").glob("vmlinuz-*"))
+        initrds = sorted((rootfs / "boot").glob("initrd.img-*"))
+        if not kernels or not initrds:
+            raise HarnessError("image build: no kernel or initrd under /boot of the new root")
+        shutil.copyfile(kernels[-1], out / "vmlinuz")
+        shutil.copyfile(initrds[-1], out / "initrd.img")
+        raw = work / "root.raw"
+        _run(
+            ["mkfs.ext4", "-q", "-F", "-L", ROOT_LABEL, "-d", str(rootfs), str(raw), f"{ROOT_SIZE_GIB}G"],
+            "make ext4 root filesystem",
+            progress,
+        )
+        _run(["qemu-img", "convert", "-O", "qcow2", str(raw), str(out / "root.qcow2")], "convert to qcow2", progress)
+        (out / "recipe.json").write_text(json.dumps(rec, indent=1, sort_keys=True))
+        if image.directory.exists():
+            shutil.rmtree(image.directory)
+        out.rename(image.directory)
+    progress(f"image: built {image.directory} in {time.monotonic() - started:.0f} s")

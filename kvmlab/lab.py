@@ -1,0 +1,418 @@
+"""LabSession: bring a lab up, hand out node handles, tear everything down."""
+
+from __future__ import annotations
+
+import fcntl
+import ipaddress
+import os
+import re
+import shutil
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from kvmlab import accel as accel_mod
+from kvmlab import images, keys, render, runs, settings
+from kvmlab.errors import HarnessError, LabTimeout
+from kvmlab.model import Lab, Node, Placement
+from kvmlab.preflight import check_fits, require_host
+from kvmlab.providers.base import Provider
+from kvmlab.remote import Remote, Result, SshTarget
+from kvmlab.roles import RoleContext, registry
+from kvmlab.seed import build_seed_iso
+from kvmlab.wait import timeout_for, wait_until
+
+POOL = "kvmlab"
+PEM_BLOCK = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----", re.S)
+
+Progress = Callable[[str], None]
+
+
+def _stderr_progress(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def redact(text: str) -> str:
+    """Private keys never reach artifacts or logs."""
+    return PEM_BLOCK.sub("<private key redacted>", text)
+
+
+@dataclass
+class NodeStatus:
+    state: str = "pending"
+    started: float | None = None
+    ready_s: float | None = None
+    error: str | None = None
+
+
+class NodeHandle:
+    """What a test holds for one node: its testinfra host, its SSH session, its state."""
+
+    def __init__(self, session: LabSession, node: Node) -> None:
+        self.session, self.model = session, node
+        self._remote: Remote | None = None
+        self._host: Any = None
+
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        return self.model.roles
+
+    @property
+    def domain(self) -> str:
+        return render.domain_name(self.session.lab.name, self.session.run_id, self.name)
+
+    def address(self, network: str | None = None) -> str:
+        net = network or self.model.networks[0]
+        return self.session.placement.address(self.session.lab, self.name, net)
+
+    @property
+    def remote(self) -> Remote:
+        if self._remote is None:
+            self._remote = Remote(self.session.ssh_target(self.name))
+        return self._remote
+
+    @property
+    def host(self) -> Any:
+        """A testinfra Host over this node's SSH connection."""
+        if self._host is None:
+            self._host = self.remote.host()
+        return self._host
+
+    @property
+    def state(self) -> str:
+        return self.session.provider.domain_state(self.domain)
+
+    def run(self, command: str, timeout: float = 600.0) -> Result:
+        return self.remote.run(command, timeout=timeout)
+
+    def console_tail(self, lines: int = 30) -> str:
+        path = self.session.console_log(self.name)
+        try:
+            text = path.read_text(errors="replace")
+        except OSError:
+            return f"(no console log at {path})"
+        tail = [ln.rstrip("\r") for ln in text.splitlines()[-lines:]]
+        return f"last {len(tail)} console lines of {self.name} ({path}):\n" + "\n".join("  | " + ln for ln in tail)
+
+
+@dataclass
+class LabSession:
+    """A running lab. Use as a context manager; it is torn down on exit unless kept."""
+
+    lab: Lab
+    provider: Provider
+    keep: bool = False
+    progress: Progress = _stderr_progress
+    accel: str = ""
+    run_id: str = field(default_factory=runs.new_run_id)
+    placement: Placement = field(init=False)
+    files: dict[str, str] = field(default_factory=dict)
+    status: dict[str, NodeStatus] = field(default_factory=dict)
+    phase_s: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._nodes = {n.name: NodeHandle(self, n) for n in self.lab.nodes}
+        self.status = {n.name: NodeStatus() for n in self.lab.nodes}
+        self._t0 = time.monotonic()
+        self._registered = False
+        self._stop = threading.Event()
+
+    # -- access -------------------------------------------------------------
+    @property
+    def prefix(self) -> str:
+        return render.prefix(self.lab.name, self.run_id)
+
+    @property
+    def run_dir(self) -> Path:
+        return settings.state_dir() / "runs" / self.prefix
+
+    def node(self, name: str) -> NodeHandle:
+        try:
+            return self._nodes[name]
+        except KeyError:
+            raise HarnessError(f"lab '{self.lab.name}' has no node '{name}' (nodes: {', '.join(self._nodes)})") from None
+
+    @property
+    def nodes(self) -> list[NodeHandle]:
+        return list(self._nodes.values())
+
+    def by_role(self, role: str) -> list[NodeHandle]:
+        return [h for h in self._nodes.values() if role in h.roles]
+
+    def ssh_target(self, node: str) -> SshTarget:
+        return SshTarget(
+            node=node,
+            address=self.node(node).address(),
+            key_file=self.run_dir / "id_ed25519",
+            known_hosts=self.run_dir / "known_hosts",
+            ssh_config=self.run_dir / "ssh_config",
+        )
+
+    def console_log(self, node: str) -> Path:
+        return settings.console_dir() / f"{render.domain_name(self.lab.name, self.run_id, node)}.log"
+
+    def log(self, message: str) -> None:
+        self.progress(f"[{time.monotonic() - self._t0:6.1f}s] {message}")
+
+    # -- lifecycle ----------------------------------------------------------
+    def __enter__(self) -> LabSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self.keep:
+            self.down()
+
+    def up(self) -> LabSession:
+        """Build everything; on any failure (or Ctrl-C) nothing is left behind unless kept."""
+        try:
+            self._up()
+        except BaseException:
+            self._stop.set()
+            if not self.keep:
+                self.log("bring-up failed: tearing the lab down")
+                self.down()
+            raise
+        return self
+
+    def _timed(self, phase: str, fn: Callable[[], Any]) -> Any:
+        start = time.monotonic()
+        try:
+            return fn()
+        finally:
+            self.phase_s[phase] = time.monotonic() - start
+
+    def _up(self) -> None:
+        require_host(settings.cache_dir(), settings.pool_dir())
+        check_fits(self.lab, settings.pool_dir())
+        image = self._timed("image", lambda: images.ensure_image(self.progress))
+        if not self.accel:
+            self.accel, reason = accel_mod.choose_accel(image.kernel, settings.cache_dir())
+            self.log(f"accelerator: {self.accel.upper()} — {reason}")
+        run = runs.register(
+            self.run_id, self.lab.name, self.lab.path,
+            {n.name: n.prefix for n in self.lab.networks},
+            extra_taken=self.provider.network_addresses() if hasattr(self.provider, "network_addresses") else (),
+        )
+        self._registered = True
+        self.placement = Placement(self.run_id, {k: ipaddress.IPv4Network(v) for k, v in run.subnets.items()})
+        self.log(f"run {self.run_id}: " + ", ".join(f"{k} {v}" for k, v in run.subnets.items()))
+        self._timed("prepare", lambda: self._prepare(image))
+        self._timed("nodes", self._bring_up_nodes)
+
+    def _prepare(self, image: images.Image) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        client = keys.new_keypair(f"kvmlab-{self.prefix}")
+        keys.write_private(self.run_dir / "id_ed25519", client.private_openssh)
+        (self.run_dir / "id_ed25519.pub").write_text(client.public_openssh + "\n")
+        host_keys = {n.name: keys.new_keypair(f"{n.name}@{self.prefix}") for n in self.lab.nodes}
+        self.files = render.render_lab(
+            render.RenderInput(
+                lab=self.lab,
+                placement=self.placement,
+                backing=render.Backing(str(settings.pool_dir()), image.digest),
+                accel=self.accel,
+                ssh_public_key=client.public_openssh,
+                host_keys={k: (v.private_openssh, v.public_openssh) for k, v in host_keys.items()},
+                owner=render.Owner(
+                    pid=os.getpid(), user=runs.me(), host=socket.gethostname(), boot_id=accel_mod.boot_id(),
+                    created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                ),
+                console_dir=str(settings.console_dir()),
+            )
+        )
+        self._write_ssh_files(host_keys)
+        write_files(self.run_dir / "rendered", self.files)
+        settings.console_dir().mkdir(parents=True, exist_ok=True)
+        self._ensure_base(image)
+        for net in self.lab.networks:
+            self.provider.create_network(self.files[f"networks/{net.name}.xml"])
+        for node in self.lab.nodes:
+            self.provider.create_volume(POOL, self.files[f"volumes/{node.name}-root.xml"])
+            for disk in node.disks:
+                self.provider.create_volume(POOL, self.files[f"volumes/{node.name}-{disk.name}.xml"])
+            seed = build_seed_iso({d: self.files[f"cloud-init/{node.name}/{d}"] for d in ("user-data", "meta-data", "network-config")})
+            self.provider.upload_volume(POOL, render.volume_name(self.lab.name, self.run_id, node.name, "seed.iso"), seed, "raw")
+
+    def _write_ssh_files(self, host_keys: dict[str, keys.KeyPair]) -> None:
+        known, config = [], []
+        for node in self.lab.nodes:
+            addresses = [self.placement.address(self.lab, node.name, net) for net in node.networks]
+            public = " ".join(host_keys[node.name].public_openssh.split()[:2])
+            known.append(f"{','.join([node.name, *addresses])} {public}")
+            config.append(
+                f"Host {node.name}\n  HostName {addresses[0]}\n  User root\n  IdentityFile {self.run_dir / 'id_ed25519'}\n"
+                f"  UserKnownHostsFile {self.run_dir / 'known_hosts'}\n  StrictHostKeyChecking yes\n  IdentitiesOnly yes\n"
+            )
+        (self.run_dir / "known_hosts").write_text("\n".join(known) + "\n")
+        (self.run_dir / "ssh_config").write_text("\n".join(config))
+
+    def _ensure_base(self, image: images.Image) -> None:
+        pool_xml = render.render_pool_xml(POOL, str(settings.pool_dir()))
+        # Two runs starting together must not both upload the same base image.
+        settings.cache_dir().mkdir(parents=True, exist_ok=True)
+        with open(settings.cache_dir() / "pool.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self.provider.ensure_pool(POOL, pool_xml)
+            for suffix, path, fmt in (("qcow2", image.root, "qcow2"), ("vmlinuz", image.kernel, "raw"), ("initrd", image.initrd, "raw")):
+                name = f"base-{image.digest}.{suffix}"
+                if not self.provider.has_volume(POOL, name):
+                    self.log(f"uploading {name} into pool {POOL}")
+                    self.provider.upload_volume(POOL, name, path, fmt)
+
+    def _bring_up_nodes(self) -> None:
+        """Start every node, then run each node's role setup as soon as it is ready."""
+        role_defs = registry()
+        ctx = RoleContext(self.lab, self.placement, self.files, {h.name: h.remote for h in self.nodes}, self.log)
+        errors: dict[str, BaseException] = {}
+        setup_done = {n.name: threading.Event() for n in self.lab.nodes}
+
+        def boot_and_setup(node: Node) -> None:
+            st = self.status[node.name]
+            try:
+                st.state, st.started = "booting", time.monotonic()
+                self.provider.create_domain(self.files[f"domains/{node.name}.xml"])
+                self._wait_ready(node)
+                st.ready_s = time.monotonic() - st.started
+                st.state = "setup"
+                self.log(f"{node.name}: ready after {st.ready_s:.1f} s")
+                for role in node.roles:
+                    self._step(node, role, "setup", lambda r=role: role_defs[r].setup(ctx, node))
+                setup_done[node.name].set()
+                for other in setup_done.values():
+                    while not other.wait(0.5):
+                        if self._stop.is_set():
+                            return
+                for role in node.roles:
+                    if role_defs[role].connect is not None:
+                        self._step(node, role, "connect", lambda r=role: role_defs[r].connect(ctx, node))
+                st.state = "ready"
+            except BaseException as exc:
+                st.state, st.error = "failed", str(exc).splitlines()[0]
+                errors[node.name] = exc
+                self._stop.set()
+
+        # Nodes with the longest setup chains first, so they finish first.
+        order = sorted(self.lab.nodes, key=lambda n: -len(n.roles))
+        threads = [threading.Thread(target=boot_and_setup, args=(n,), name=f"node-{n.name}", daemon=True) for n in order]
+        for t in threads:
+            t.start()
+        for t in threads:
+            while t.is_alive():
+                t.join(0.5)  # short joins keep Ctrl-C deliverable to this thread
+        if errors:
+            first = next(iter(errors.values()))
+            raise first
+
+    def _step(self, node: Node, role: str, phase: str, fn: Callable[[], None]) -> None:
+        if self._stop.is_set():
+            raise HarnessError(f"{node.name}: {role} {phase} skipped: another node failed")
+        start = time.monotonic()
+        self.log(f"{node.name}: {role} {phase} ...")
+        fn()
+        self.log(f"{node.name}: {role} {phase} done in {time.monotonic() - start:.1f} s")
+
+    def _wait_ready(self, node: Node) -> None:
+        handle = self.node(node.name)
+
+        def failed() -> str | None:
+            if self._stop.is_set():
+                return "another node failed"
+            state = handle.state
+            return None if state == "running" else f"domain {handle.domain} is {state}"
+
+        wait_until(
+            lambda: handle.remote.answers() and handle.run("test -e /var/lib/cloud/instance/boot-finished").rc == 0,
+            timeout_for("boot", self.accel),
+            f"node {node.name} to answer SSH and finish first boot",
+            interval=2.0,
+            failed=failed,
+            context=lambda: handle.console_tail(),
+        )
+
+    def down(self) -> None:
+        """Remove every object of this run. Safe to call twice and after a partial bring-up."""
+        if not self._registered:
+            return
+        self._stop.set()
+        problems = []
+        for handle in self.nodes:
+            if handle._remote is not None:
+                handle._remote.close()
+            try:
+                self.provider.destroy_domain(handle.domain)
+            except HarnessError as exc:
+                problems.append(str(exc))
+        for net in self.lab.networks:
+            try:
+                self.provider.destroy_network(render.network_name(self.lab.name, self.run_id, net.name))
+            except HarnessError as exc:
+                problems.append(str(exc))
+        try:
+            for vol in self.provider.list_volumes(POOL):
+                if vol.startswith(self.prefix + "-"):
+                    self.provider.delete_volume(POOL, vol)
+        except HarnessError as exc:
+            problems.append(str(exc))
+        for node in self.lab.nodes:
+            self.console_log(node.name).unlink(missing_ok=True)
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+        runs.release(self.run_id)
+        self._registered = False
+        if problems:
+            raise HarnessError("teardown left problems: " + "; ".join(problems))
+        self.log(f"lab {self.lab.name} (run {self.run_id}) torn down")
+
+    def mark_kept(self) -> None:
+        self.keep = True
+        runs.set_kept(self.run_id, True)
+
+    # -- reporting ----------------------------------------------------------
+    def summary_rows(self) -> list[tuple[str, str, str, str, str]]:
+        rows = []
+        for handle in self.nodes:
+            st = self.status[handle.name]
+            ready = f"{st.ready_s:.1f}" if st.ready_s is not None else "-"
+            rows.append((handle.name, ",".join(handle.roles) or "-", handle.address(), st.state, ready))
+        return rows
+
+    def collect_artifacts(self, dest: Path, journal_nodes: list[str] | None = None) -> None:
+        """Rendered files, every console, and for JOURNAL_NODES the journal and role state."""
+        dest.mkdir(parents=True, exist_ok=True)
+        write_files(dest / "rendered", {k: redact(v) for k, v in self.files.items()})
+        for handle in self.nodes:
+            log = self.console_log(handle.name)
+            if log.exists():
+                shutil.copyfile(log, dest / f"console-{handle.name}.log")
+        roles = registry()
+        for name in journal_nodes or []:
+            handle = self.node(name)
+            parts = [("journal", "journalctl -b --no-pager -o short-monotonic | tail -n 3000")]
+            parts += [(cmd, cmd) for role in handle.roles for cmd in roles[role].state_commands]
+            out = []
+            for title, cmd in parts:
+                try:
+                    res = handle.run(cmd, timeout=60)
+                    out.append(f"$ {cmd}  (exit {res.rc})\n{res.output}\n")
+                except HarnessError as exc:
+                    out.append(f"$ {cmd}\n(could not run: {exc})\n")
+            (dest / f"state-{name}.txt").write_text(redact("\n".join(out)))
+
+
+def write_files(root: Path, files: dict[str, str]) -> None:
+    for rel, text in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
+__all__ = ["LabSession", "NodeHandle", "LabTimeout", "redact"]

@@ -1,0 +1,315 @@
+"""YAML lab file -> Lab model. Every error names file:line:col and what would be right."""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from kvmlab.errors import LabFileError
+from kvmlab.model import (
+    KNOWN_ROLES,
+    NFS_OPTIONS,
+    Disk,
+    HypervisorSettings,
+    Lab,
+    NetfsPool,
+    Network,
+    NfsExport,
+    NfsServerSettings,
+)
+from kvmlab.model import Node as LabNode
+
+NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,14}$")
+SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
+UNIT_MIB = {"": 1 / (1024 * 1024), "B": 1 / (1024 * 1024), "K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}
+DEFAULT_MEMORY_MIB, DEFAULT_VCPUS = 640, 1
+MEMORY_RANGE_MIB = (256, 65536)
+DISK_RANGE_MIB = (16, 2 * 1024 * 1024)
+VCPU_RANGE = (1, 64)
+PREFIX_RANGE = (16, 28)
+
+T = TypeVar("T")
+
+
+class _Reader:
+    """Walks a composed YAML tree, keeping marks so errors point at the user's text."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def fail(self, node: Node, message: str) -> LabFileError:
+        mark = node.start_mark
+        return LabFileError(self.path, mark.line + 1, mark.column + 1, message)
+
+    def mapping(self, node: Node, what: str, allowed: tuple[str, ...]) -> dict[str, tuple[Node, Node]]:
+        if not isinstance(node, MappingNode):
+            raise self.fail(node, f"{what} must be a mapping (key: value lines), got {_kind(node)}")
+        out: dict[str, tuple[Node, Node]] = {}
+        for key, value in node.value:
+            name = self.scalar_text(key, f"a key of {what}")
+            if name in out:
+                raise self.fail(key, f"duplicate key '{name}' in {what} (first at line {out[name][0].start_mark.line + 1})")
+            if allowed and name not in allowed:
+                raise self.fail(key, f"unknown key '{name}' in {what}{_suggest(name, allowed)}")
+            out[name] = (key, value)
+        return out
+
+    def named_mapping(self, node: Node, what: str) -> dict[str, tuple[Node, Node]]:
+        """A mapping whose keys are user-chosen names (nodes, networks)."""
+        return self.mapping(node, what, ())
+
+    def sequence(self, node: Node, what: str) -> list[Node]:
+        if not isinstance(node, SequenceNode):
+            raise self.fail(node, f"{what} must be a list (e.g. [a, b]), got {_kind(node)}")
+        return list(node.value)
+
+    def scalar_text(self, node: Node, what: str) -> str:
+        if not isinstance(node, ScalarNode):
+            raise self.fail(node, f"{what} must be a single value, got {_kind(node)}")
+        return str(node.value)
+
+    def string(self, node: Node, what: str) -> str:
+        text = self.scalar_text(node, what)
+        if node.tag != "tag:yaml.org,2002:str" or text == "":
+            raise self.fail(node, f"{what} must be a non-empty string, got '{text}'")
+        return text
+
+    def name(self, node: Node, what: str) -> str:
+        text = self.scalar_text(node, what)
+        if not NAME_RE.match(text):
+            raise self.fail(
+                node, f"{what} '{text}' is not a valid name: use 1-15 lowercase letters, digits or '-', starting with a letter"
+            )
+        return text
+
+    def integer(self, node: Node, what: str, bounds: tuple[int, int]) -> int:
+        text = self.scalar_text(node, what)
+        if node.tag != "tag:yaml.org,2002:int":
+            raise self.fail(node, f"{what} must be a whole number between {bounds[0]} and {bounds[1]}, got '{text}'")
+        value = int(text, 0)
+        if not bounds[0] <= value <= bounds[1]:
+            raise self.fail(node, f"{what} {value} is out of range: use {bounds[0]} to {bounds[1]}")
+        return value
+
+    def size_mib(self, node: Node, what: str, bounds: tuple[int, int]) -> int:
+        text = self.scalar_text(node, what)
+        match = SIZE_RE.match(text)
+        if not match or node.tag not in ("tag:yaml.org,2002:str", "tag:yaml.org,2002:int"):
+            raise self.fail(node, f"{what} '{text}' is not a size: write e.g. 512M, 2G or 1.5GiB")
+        unit = (match.group(2) or "").upper()[:1]
+        if node.tag == "tag:yaml.org,2002:int" and not match.group(2):
+            unit = "M"  # a bare number is MiB, like virsh's default
+        mib = int(float(match.group(1)) * UNIT_MIB[unit])
+        if not bounds[0] <= mib <= bounds[1]:
+            raise self.fail(node, f"{what} {text} is impossible: it must be between {_fmt(bounds[0])} and {_fmt(bounds[1])}")
+        return mib
+
+    def names_list(self, node: Node, what: str, known: tuple[str, ...], kind: str) -> tuple[str, ...]:
+        items: list[str] = []
+        for item in self.sequence(node, what):
+            text = self.scalar_text(item, f"an entry of {what}")
+            if text not in known:
+                raise self.fail(item, f"unknown {kind} '{text}' in {what}{_suggest(text, known)}")
+            if text in items:
+                raise self.fail(item, f"{kind} '{text}' is listed twice in {what}")
+            items.append(text)
+        return tuple(items)
+
+    def optional(self, fields: dict[str, tuple[Node, Node]], key: str, parse: Callable[[Node], T], default: T) -> T:
+        return parse(fields[key][1]) if key in fields else default
+
+    def required(self, fields: dict[str, tuple[Node, Node]], key: str, where: Node, what: str) -> Node:
+        if key not in fields:
+            raise self.fail(where, f"{what} is missing required key '{key}'")
+        return fields[key][1]
+
+
+def _kind(node: Node) -> str:
+    if isinstance(node, MappingNode):
+        return "a mapping"
+    if isinstance(node, SequenceNode):
+        return "a list"
+    return f"'{node.value}'" if node.value != "" else "nothing"
+
+
+def _suggest(word: str, known: tuple[str, ...] | list[str]) -> str:
+    close = difflib.get_close_matches(word, list(known), n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    return f" (known: {', '.join(known) or 'none'}){hint}"
+
+
+def _fmt(mib: int) -> str:
+    return f"{mib // 1024} GiB" if mib >= 1024 and mib % 1024 == 0 else f"{mib} MiB"
+
+
+def _display_path(path: Path) -> str:
+    try:
+        return os.path.relpath(path)
+    except ValueError:
+        return str(path)
+
+
+def load_lab(path: str | os.PathLike[str]) -> Lab:
+    file = Path(path)
+    shown = _display_path(file)
+    try:
+        text = file.read_text()
+    except OSError as exc:
+        raise LabFileError(shown, 1, 1, f"cannot read lab file: {exc.strerror}") from exc
+    return parse_lab(text, shown, default_name=file.stem)
+
+
+def parse_lab(text: str, path: str, default_name: str) -> Lab:
+    reader = _Reader(path)
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        raise LabFileError(path, line, col, f"YAML syntax error: {exc.problem or exc.context}") from exc
+    except yaml.YAMLError as exc:
+        raise LabFileError(path, 1, 1, f"YAML error: {exc}") from exc
+    if root is None:
+        raise LabFileError(path, 1, 1, "lab file is empty: it needs at least a 'nodes:' mapping")
+    top = reader.mapping(root, "the lab", ("name", "networks", "nodes", "roles"))
+
+    name = reader.optional(top, "name", lambda n: reader.name(n, "lab name"), default_name)
+    if not NAME_RE.match(name):
+        raise LabFileError(path, 1, 1, f"lab name '{name}' (from the file name) is not valid: add 'name: <lowercase name>'")
+
+    networks = _networks(reader, top)
+    net_names = tuple(n.name for n in networks)
+    nodes = _nodes(reader, root, top, net_names)
+    roles_fields = reader.mapping(top["roles"][1], "roles", KNOWN_ROLES) if "roles" in top else {}
+    used_roles = {r for n in nodes for r in n.roles}
+    for role, (key, _value) in roles_fields.items():
+        if role not in used_roles:
+            raise reader.fail(key, f"settings for role '{role}' are given but no node has that role")
+
+    nfs = _nfs_settings(reader, roles_fields.get("nfs-server"), net_names)
+    lab = Lab(name=name, path=path, networks=networks, nodes=nodes, nfs_server=nfs)
+    hyper = _hypervisor_settings(reader, roles_fields.get("hypervisor"), lab)
+    return Lab(name=name, path=path, networks=networks, nodes=nodes, nfs_server=nfs, hypervisor=hyper)
+
+
+def _networks(reader: _Reader, top: dict[str, tuple[Node, Node]]) -> tuple[Network, ...]:
+    if "networks" not in top:
+        return (Network("mgmt"),)
+    key, value = top["networks"]
+    fields = reader.named_mapping(value, "networks")
+    if not fields:
+        raise reader.fail(value, "networks is empty: name at least one network, e.g. 'mgmt: {}'")
+    nets = []
+    for net_name, (name_node, spec) in fields.items():
+        reader.name(name_node, "network name")
+        opts = {} if _is_null(spec) else reader.mapping(spec, f"network '{net_name}'", ("prefix",))
+        prefix = reader.optional(opts, "prefix", lambda n: reader.integer(n, "network prefix", PREFIX_RANGE), 24)
+        nets.append(Network(net_name, prefix))
+    return tuple(nets)
+
+
+def _nodes(reader: _Reader, root: Node, top: dict[str, tuple[Node, Node]], net_names: tuple[str, ...]) -> tuple[LabNode, ...]:
+    value = reader.required(top, "nodes", root, "the lab")
+    fields = reader.named_mapping(value, "nodes")
+    if not fields:
+        raise reader.fail(value, "nodes is empty: a lab needs at least one node")
+    nodes = []
+    for node_name, (name_node, spec) in fields.items():
+        reader.name(name_node, "node name")
+        what = f"node '{node_name}'"
+        opts = {} if _is_null(spec) else reader.mapping(spec, what, ("roles", "memory", "vcpus", "disks", "networks"))
+        roles = reader.optional(opts, "roles", lambda n: reader.names_list(n, f"roles of {what}", KNOWN_ROLES, "role"), ())
+        memory = reader.optional(opts, "memory", lambda n: reader.size_mib(n, f"memory of {what}", MEMORY_RANGE_MIB), DEFAULT_MEMORY_MIB)
+        vcpus = reader.optional(opts, "vcpus", lambda n: reader.integer(n, f"vcpus of {what}", VCPU_RANGE), DEFAULT_VCPUS)
+        networks = reader.optional(opts, "networks", lambda n: reader.names_list(n, f"networks of {what}", net_names, "network"), net_names)
+        if not networks:
+            raise reader.fail(opts["networks"][1], f"{what} needs at least one network (known: {', '.join(net_names)})")
+        disks = _disks(reader, opts["disks"][1], what) if "disks" in opts else ()
+        nodes.append(LabNode(node_name, roles, memory, vcpus, disks, networks))
+    return tuple(nodes)
+
+
+def _disks(reader: _Reader, value: Node, what: str) -> tuple[Disk, ...]:
+    fields = reader.named_mapping(value, f"disks of {what}")
+    disks = []
+    for disk_name, (name_node, size) in fields.items():
+        reader.name(name_node, f"disk name of {what}")
+        disks.append(Disk(disk_name, reader.size_mib(size, f"size of disk '{disk_name}' of {what}", DISK_RANGE_MIB)))
+    return tuple(disks)
+
+
+def _nfs_settings(reader: _Reader, entry: tuple[Node, Node] | None, net_names: tuple[str, ...]) -> NfsServerSettings:
+    if entry is None:
+        return NfsServerSettings()
+    fields = reader.mapping(entry[1], "role settings 'nfs-server'", ("exports",))
+    exports: list[NfsExport] = []
+    for item in reader.sequence(reader.required(fields, "exports", entry[1], "nfs-server"), "exports"):
+        opts = reader.mapping(item, "an export", ("path", "clients", "options"))
+        path = _abs_path(reader, reader.required(opts, "path", item, "an export"), "export path")
+        if path in (e.path for e in exports):
+            raise reader.fail(opts["path"][1], f"export path '{path}' is listed twice")
+        clients_node = reader.required(opts, "clients", item, f"export '{path}'")
+        clients = reader.scalar_text(clients_node, "export clients")
+        if clients not in net_names:
+            try:
+                ipaddress.ip_network(clients, strict=False)
+            except ValueError:
+                raise reader.fail(
+                    clients_node,
+                    f"export clients '{clients}' is neither a lab network nor a CIDR (known networks: {', '.join(net_names)}; or e.g. 10.0.0.0/24)",
+                ) from None
+        options = reader.optional(opts, "options", lambda n: reader.names_list(n, "export options", NFS_OPTIONS, "NFS option"), NfsExport.options)
+        exports.append(NfsExport(path, clients, options))
+    return NfsServerSettings(tuple(exports))
+
+
+def _hypervisor_settings(reader: _Reader, entry: tuple[Node, Node] | None, lab: Lab) -> HypervisorSettings:
+    if entry is None:
+        return HypervisorSettings()
+    fields = reader.mapping(entry[1], "role settings 'hypervisor'", ("netfs_pools",))
+    pools: list[NetfsPool] = []
+    servers = tuple(n.name for n in lab.by_role("nfs-server"))
+    for item in reader.sequence(fields["netfs_pools"][1], "netfs_pools") if "netfs_pools" in fields else ():
+        opts = reader.mapping(item, "a netfs pool", ("name", "server", "path", "network", "target"))
+        name = reader.name(reader.required(opts, "name", item, "a netfs pool"), "pool name")
+        if name in (p.name for p in pools):
+            raise reader.fail(opts["name"][1], f"pool name '{name}' is used twice")
+        server_node = reader.required(opts, "server", item, f"netfs pool '{name}'")
+        server = reader.scalar_text(server_node, "pool server")
+        if server not in servers:
+            raise reader.fail(server_node, f"pool server '{server}' is not a node with role nfs-server (those are: {', '.join(servers) or 'none'})")
+        path_node = reader.required(opts, "path", item, f"netfs pool '{name}'")
+        path = _abs_path(reader, path_node, "pool path")
+        exported = tuple(e.path for e in lab.nfs_server.exports)
+        if path not in exported:
+            raise reader.fail(path_node, f"pool path '{path}' is not exported by the nfs-server role (exports: {', '.join(exported) or 'none'})")
+        server_nets = lab.node(server).networks
+        network = reader.optional(
+            opts, "network", lambda n: reader.names_list(_as_seq(n), "pool network", server_nets, "network of the server")[0], server_nets[0]
+        )
+        target = reader.optional(opts, "target", lambda n: _abs_path(reader, n, "pool target"), f"/var/lib/libvirt/images/{name}")
+        pools.append(NetfsPool(name, server, path, network, target))
+    return HypervisorSettings(tuple(pools))
+
+
+def _as_seq(node: Node) -> SequenceNode:
+    return SequenceNode("tag:yaml.org,2002:seq", [node], node.start_mark, node.end_mark)
+
+
+def _abs_path(reader: _Reader, node: Node, what: str) -> str:
+    text = reader.string(node, what)
+    if not text.startswith("/") or "//" in text or any(c in text for c in " \t'\"\\"):
+        raise reader.fail(node, f"{what} '{text}' must be an absolute path without spaces or quotes, e.g. /srv/nfs/vms")
+    return text.rstrip("/") or "/"
+
+
+def _is_null(node: Node) -> bool:
+    return isinstance(node, ScalarNode) and node.tag == "tag:yaml.org,2002:null"

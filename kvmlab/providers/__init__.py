@@ -1,0 +1,1 @@
+"""Providers turn rendered XML into running objects. Only libvirt.py imports libvirt."""

@@ -1,0 +1,213 @@
+"""The libvirt provider: the only module of kvmlab that imports libvirt."""
+
+from __future__ import annotations
+
+import threading
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import libvirt
+
+from kvmlab.errors import HarnessError
+from kvmlab.providers.base import DomainInfo
+
+NAMESPACE = "https://kvmlab.dev/xmlns/run/1"
+CHUNK = 4 * 1024 * 1024
+
+_STATES = {
+    libvirt.VIR_DOMAIN_NOSTATE: "nostate",
+    libvirt.VIR_DOMAIN_RUNNING: "running",
+    libvirt.VIR_DOMAIN_BLOCKED: "running",
+    libvirt.VIR_DOMAIN_PAUSED: "paused",
+    libvirt.VIR_DOMAIN_SHUTDOWN: "shutting-down",
+    libvirt.VIR_DOMAIN_SHUTOFF: "shutoff",
+    libvirt.VIR_DOMAIN_CRASHED: "crashed",
+    libvirt.VIR_DOMAIN_PMSUSPENDED: "suspended",
+}
+
+
+def _quiet(_ctx: object, _err: object) -> None:
+    """libvirt prints every error to stderr by default; ours carry the message instead."""
+
+
+libvirt.registerErrorHandler(_quiet, None)
+
+
+class LibvirtProvider:
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        self._lock = threading.Lock()
+        try:
+            self._conn = libvirt.open(uri)
+        except libvirt.libvirtError as exc:
+            raise HarnessError(
+                f"cannot connect to libvirt at {uri}: {exc.get_error_message()}\n"
+                "  fix: start the daemons (`virtlogd -d && libvirtd -d`, or `make deps`)"
+            ) from exc
+
+    def close(self) -> None:
+        try:
+            self._conn.close()
+        except libvirt.libvirtError:
+            pass
+
+    def _call(self, what: str, fn, *args):
+        try:
+            return fn(*args)
+        except libvirt.libvirtError as exc:
+            raise HarnessError(f"libvirt: {what}: {exc.get_error_message()}") from exc
+
+    # storage
+    def ensure_pool(self, name: str, xml: str) -> None:
+        with self._lock:
+            try:
+                pool = self._conn.storagePoolLookupByName(name)
+            except libvirt.libvirtError:
+                pool = self._call(f"define pool {name}", self._conn.storagePoolDefineXML, xml, 0)
+                self._call(f"build pool {name}", pool.build, 0)
+                pool.setAutostart(1)
+            if not pool.isActive():
+                self._call(f"start pool {name}", pool.create, 0)
+            pool.refresh(0)
+
+    def _pool(self, name: str):
+        return self._call(f"look up pool {name}", self._conn.storagePoolLookupByName, name)
+
+    def has_volume(self, pool: str, name: str) -> bool:
+        try:
+            self._pool(pool).storageVolLookupByName(name)
+            return True
+        except libvirt.libvirtError:
+            return False
+
+    def list_volumes(self, pool: str) -> list[str]:
+        p = self._pool(pool)
+        p.refresh(0)
+        return list(p.listVolumes())
+
+    def upload_volume(self, pool: str, name: str, source: Path | bytes, fmt: str) -> None:
+        data_len = len(source) if isinstance(source, bytes) else Path(source).stat().st_size
+        xml = (
+            f"<volume><name>{name}</name><capacity unit='bytes'>{data_len}</capacity>"
+            f"<target><format type='{fmt}'/></target></volume>"
+        )
+        p = self._pool(pool)
+        vol = self._call(f"create volume {name}", p.createXML, xml, 0)
+        stream = self._conn.newStream(0)
+        try:
+            vol.upload(stream, 0, data_len, 0)
+            if isinstance(source, bytes):
+                for off in range(0, data_len, CHUNK):
+                    stream.send(source[off : off + CHUNK])
+            else:
+                with open(source, "rb") as fh:
+                    while chunk := fh.read(CHUNK):
+                        stream.send(chunk)
+            stream.finish()
+        except (libvirt.libvirtError, OSError) as exc:
+            stream.abort()
+            vol.delete(0)
+            raise HarnessError(f"libvirt: upload of volume {name} failed: {exc}") from exc
+
+    def create_volume(self, pool: str, xml: str) -> None:
+        self._call("create volume", self._pool(pool).createXML, xml, 0)
+
+    def delete_volume(self, pool: str, name: str) -> None:
+        try:
+            vol = self._pool(pool).storageVolLookupByName(name)
+        except libvirt.libvirtError:
+            return
+        self._call(f"delete volume {name}", vol.delete, 0)
+
+    # networks
+    def create_network(self, xml: str) -> None:
+        self._call("create network", self._conn.networkCreateXML, xml)
+
+    def destroy_network(self, name: str) -> None:
+        try:
+            net = self._conn.networkLookupByName(name)
+        except libvirt.libvirtError:
+            return
+        if net.isActive():
+            self._call(f"destroy network {name}", net.destroy)
+        if net.isPersistent():
+            self._call(f"undefine network {name}", net.undefine)
+
+    def list_networks(self) -> list[str]:
+        return [n.name() for n in self._conn.listAllNetworks(0)]
+
+    def network_bridges(self) -> dict[str, str]:
+        return {n.name(): n.bridgeName() for n in self._conn.listAllNetworks(libvirt.VIR_CONNECT_LIST_NETWORKS_ACTIVE)}
+
+    def network_addresses(self) -> list[str]:
+        """The <ip> of every defined network, so leases never overlap networks we did not create."""
+        out = []
+        for net in self._conn.listAllNetworks(0):
+            for ip in ET.fromstring(net.XMLDesc(0)).findall("ip"):
+                if ip.get("address"):
+                    out.append(f"{ip.get('address')}/{ip.get('prefix') or ip.get('netmask') or 24}")
+        return out
+
+    # domains
+    def create_domain(self, xml: str) -> None:
+        self._call("create domain", self._conn.createXML, xml, 0)
+
+    def destroy_domain(self, name: str) -> None:
+        try:
+            dom = self._conn.lookupByName(name)
+        except libvirt.libvirtError:
+            return
+        if dom.isActive():
+            try:
+                dom.destroy()
+            except libvirt.libvirtError as exc:
+                if dom.isActive():
+                    raise HarnessError(f"libvirt: destroy domain {name}: {exc.get_error_message()}") from exc
+        try:
+            if dom.isPersistent():
+                dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
+        except libvirt.libvirtError:
+            pass
+
+    def domain_state(self, name: str) -> str:
+        try:
+            state, _reason = self._conn.lookupByName(name).state(0)
+        except libvirt.libvirtError:
+            return "absent"
+        return _STATES.get(state, "unknown")
+
+    def domain_xml(self, name: str) -> str:
+        return self._call(f"dump XML of {name}", lambda: self._conn.lookupByName(name).XMLDesc(0))
+
+    def console_log_path(self, name: str) -> str | None:
+        root = ET.fromstring(self.domain_xml(name))
+        log = root.find("./devices/serial/log")
+        return log.get("file") if log is not None else None
+
+    def list_domains(self) -> list[DomainInfo]:
+        out = []
+        for dom in self._conn.listAllDomains(0):
+            name = dom.name()
+            if not name.startswith("kvmlab-"):
+                continue
+            meta = {}
+            try:
+                raw = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, NAMESPACE, 0)
+                meta = ET.fromstring(raw).attrib
+            except libvirt.libvirtError:
+                pass
+            state, _ = dom.state(0)
+            pid = meta.get("pid")
+            out.append(
+                DomainInfo(
+                    name=name,
+                    state=_STATES.get(state, "unknown"),
+                    run_id=meta.get("run"),
+                    lab=meta.get("lab"),
+                    node=meta.get("node"),
+                    owner_pid=int(pid) if pid and pid.isdigit() else None,
+                    owner_host=meta.get("host"),
+                    owner_boot=meta.get("boot"),
+                )
+            )
+        return out

@@ -1,0 +1,143 @@
+"""SSH to lab nodes: one paramiko connection per node, shared with its testinfra Host.
+
+The only module of kvmlab that imports paramiko or testinfra.
+"""
+
+from __future__ import annotations
+
+import shlex
+import socket
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import paramiko
+import testinfra
+from testinfra.backend.paramiko import ParamikoBackend
+
+from kvmlab.errors import HarnessError, RoleError
+
+CONNECT_TIMEOUT_S = 10
+
+
+@dataclass(frozen=True)
+class Result:
+    rc: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return (self.stdout + ("\n" + self.stderr if self.stderr else "")).strip()
+
+
+@dataclass(frozen=True)
+class SshTarget:
+    node: str
+    address: str
+    key_file: Path
+    known_hosts: Path
+    ssh_config: Path
+    user: str = "root"
+
+
+class Remote:
+    """A node's SSH session; reconnects when the node has rebooted or the link dropped."""
+
+    def __init__(self, target: SshTarget) -> None:
+        self.target = target
+        self._client: paramiko.SSHClient | None = None
+        self._lock = threading.Lock()
+
+    def _connect(self) -> paramiko.SSHClient:
+        client = paramiko.SSHClient()
+        client.load_host_keys(str(self.target.known_hosts))
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())  # host keys are pinned at render time
+        try:
+            client.connect(
+                self.target.address,
+                username=self.target.user,
+                key_filename=str(self.target.key_file),
+                timeout=CONNECT_TIMEOUT_S,
+                banner_timeout=CONNECT_TIMEOUT_S,
+                auth_timeout=CONNECT_TIMEOUT_S,
+                allow_agent=False,
+                look_for_keys=False,
+            )
+        except (OSError, paramiko.SSHException, EOFError) as exc:
+            client.close()
+            raise HarnessError(f"ssh to {self.target.node} ({self.target.address}): {exc or type(exc).__name__}") from exc
+        transport = client.get_transport()
+        if transport is not None:
+            transport.set_keepalive(15)
+        return client
+
+    @property
+    def client(self) -> paramiko.SSHClient:
+        with self._lock:
+            transport = self._client.get_transport() if self._client else None
+            if transport is None or not transport.is_active():
+                self.close_unlocked()
+                self._client = self._connect()
+            return self._client
+
+    def close_unlocked(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def close(self) -> None:
+        with self._lock:
+            self.close_unlocked()
+
+    def run(self, command: str, timeout: float = 600.0, stdin: str | None = None) -> Result:
+        try:
+            chan = self.client.get_transport().open_session()  # type: ignore[union-attr]
+            chan.settimeout(timeout)
+            chan.exec_command(command)
+            if stdin is not None:
+                chan.sendall(stdin.encode())
+                chan.shutdown_write()
+            out, err = _drain(chan)
+            return Result(chan.recv_exit_status(), out, err)
+        except (OSError, paramiko.SSHException, EOFError) as exc:
+            self.close()
+            raise HarnessError(f"ssh to {self.target.node}: '{command}': {exc or type(exc).__name__}") from exc
+
+    def check(self, command: str, step: str, timeout: float = 600.0, stdin: str | None = None) -> Result:
+        """Run COMMAND; a non-zero exit is a RoleError naming node, step, command and output."""
+        result = self.run(command, timeout=timeout, stdin=stdin)
+        if result.rc != 0:
+            raise RoleError(self.target.node, step, command, result.rc, result.output)
+        return result
+
+    def put(self, path: str, content: str, mode: int = 0o644) -> None:
+        directory = shlex.quote(str(Path(path).parent))
+        self.check(
+            f"mkdir -p {directory} && cat > {shlex.quote(path)} && chmod {mode:o} {shlex.quote(path)}",
+            f"write {path}",
+            stdin=content,
+        )
+
+    def answers(self) -> bool:
+        """True when sshd accepts our key; False while the node is still booting."""
+        try:
+            return self.run("true", timeout=CONNECT_TIMEOUT_S).rc == 0
+        except HarnessError:
+            return False
+
+    def host(self) -> testinfra.host.Host:
+        """A testinfra Host that reuses this node's SSH connection."""
+        backend = ParamikoBackend(f"paramiko://{self.target.node}", ssh_config=str(self.target.ssh_config))
+        backend.client = self.client  # shares our session instead of opening another one
+        return testinfra.host.Host(backend)
+
+
+def _drain(chan: paramiko.Channel) -> tuple[str, str]:
+    # stderr is buffered by paramiko while we read stdout to its end.
+    try:
+        out = chan.makefile("rb").read()
+        err = chan.makefile_stderr("rb").read()
+    except socket.timeout as exc:
+        raise HarnessError("command produced no result before its timeout") from exc
+    return out.decode(errors="replace"), err.decode(errors="replace")

@@ -1,0 +1,191 @@
+"""Pure rendering: lab model + placement -> {relative path: text}. No I/O."""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from dataclasses import dataclass
+
+from kvmlab.model import Lab, Node, Placement
+from kvmlab.templating import render_template
+
+NAMESPACE = "https://kvmlab.dev/xmlns/run/1"
+TB_CACHE_MIB = 128  # TCG translation cache: boots as fast as the default at a fraction of the RSS
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Who a run belongs to; written into every domain's <metadata>."""
+
+    pid: int
+    user: str
+    host: str
+    boot_id: str
+    created: str
+
+
+@dataclass(frozen=True)
+class Backing:
+    """The base image as the libvirt host sees it."""
+
+    pool_dir: str
+    digest: str
+
+    def path(self, suffix: str) -> str:
+        return f"{self.pool_dir}/base-{self.digest}.{suffix}"
+
+
+@dataclass(frozen=True)
+class RenderInput:
+    lab: Lab
+    placement: Placement
+    backing: Backing
+    accel: str  # "kvm" or "tcg"
+    ssh_public_key: str
+    host_keys: dict[str, tuple[str, str]]  # node -> (private, public) ed25519 host key, pinned by the harness
+    owner: Owner
+    console_dir: str
+
+
+def prefix(lab_name: str, run_id: str) -> str:
+    return f"kvmlab-{lab_name}-{run_id}"
+
+
+def domain_name(lab_name: str, run_id: str, node: str) -> str:
+    return f"{prefix(lab_name, run_id)}-{node}"
+
+
+def network_name(lab_name: str, run_id: str, network: str) -> str:
+    return f"{prefix(lab_name, run_id)}-{network}"
+
+
+def bridge_name(lab_name: str, run_id: str, network: str) -> str:
+    # Linux caps interface names at 15 characters; a digest keeps them unique.
+    return "kvl" + hashlib.sha1(network_name(lab_name, run_id, network).encode()).hexdigest()[:10]
+
+
+def volume_name(lab_name: str, run_id: str, node: str, what: str) -> str:
+    return f"{domain_name(lab_name, run_id, node)}-{what}"
+
+
+def hosts_entries(lab: Lab, placement: Placement) -> list[tuple[str, str]]:
+    """(address, names) lines: a node's bare name on its first network, NODE-NET on every network."""
+    rows = []
+    for node in lab.nodes:
+        for i, net in enumerate(node.networks):
+            names = f"{node.name}-{net}" + (f" {node.name}" if i == 0 else "")
+            rows.append((placement.address(lab, node.name, net), names))
+    return rows
+
+
+def _node_context(inp: RenderInput, node: Node) -> dict:
+    lab, pl = inp.lab, inp.placement
+    nics = [
+        {
+            "network": net,
+            "libvirt_network": network_name(lab.name, pl.run_id, net),
+            "mac": pl.mac(lab, node.name, net),
+            "address": pl.address(lab, node.name, net),
+            "prefix": lab.network(net).prefix,
+        }
+        for net in node.networks
+    ]
+    vol_dir = inp.backing.pool_dir
+    return {
+        "lab": lab,
+        "node": node,
+        "run_id": pl.run_id,
+        "namespace": NAMESPACE,
+        "owner": inp.owner,
+        "domain_name": domain_name(lab.name, pl.run_id, node.name),
+        "accel": inp.accel,
+        "tb_cache_mib": TB_CACHE_MIB,
+        "kernel": inp.backing.path("vmlinuz"),
+        "initrd": inp.backing.path("initrd"),
+        "root_volume": f"{vol_dir}/{volume_name(lab.name, pl.run_id, node.name, 'root.qcow2')}",
+        "seed_volume": f"{vol_dir}/{volume_name(lab.name, pl.run_id, node.name, 'seed.iso')}",
+        "disks": [
+            {"name": d.name, "path": f"{vol_dir}/{volume_name(lab.name, pl.run_id, node.name, d.name + '.qcow2')}"}
+            for d in node.disks
+        ],
+        "nics": nics,
+        "console_log": f"{inp.console_dir}/{domain_name(lab.name, pl.run_id, node.name)}.log",
+        "hosts": hosts_entries(lab, pl),
+        "ssh_public_key": inp.ssh_public_key,
+        "host_key_private": inp.host_keys[node.name][0],
+        "host_key_public": inp.host_keys[node.name][1],
+    }
+
+
+def render_lab(inp: RenderInput) -> dict[str, str]:
+    lab, pl = inp.lab, inp.placement
+    out: dict[str, str] = {}
+    for net in lab.networks:
+        subnet = pl.subnets[net.name]
+        out[f"networks/{net.name}.xml"] = render_template(
+            "libvirt/network.xml.j2",
+            {
+                "name": network_name(lab.name, pl.run_id, net.name),
+                "bridge": bridge_name(lab.name, pl.run_id, net.name),
+                "address": pl.host_address(net.name),
+                "prefix": subnet.prefixlen,
+            },
+            subject=f"network '{net.name}'",
+        )
+    for node in lab.nodes:
+        ctx = _node_context(inp, node)
+        subject = f"node '{node.name}'"
+        out[f"domains/{node.name}.xml"] = render_template("libvirt/domain.xml.j2", ctx, subject=subject)
+        for doc in ("user-data", "meta-data", "network-config"):
+            out[f"cloud-init/{node.name}/{doc}"] = render_template(f"cloud-init/{doc}.j2", ctx, subject=subject)
+        out[f"volumes/{node.name}-root.xml"] = render_template(
+            "libvirt/volume.xml.j2",
+            {"name": volume_name(lab.name, pl.run_id, node.name, "root.qcow2"), "capacity_mib": None,
+             "backing": inp.backing.path("qcow2")},
+            subject=subject,
+        )
+        for disk in node.disks:
+            out[f"volumes/{node.name}-{disk.name}.xml"] = render_template(
+                "libvirt/volume.xml.j2",
+                {"name": volume_name(lab.name, pl.run_id, node.name, disk.name + ".qcow2"),
+                 "capacity_mib": disk.size_mib, "backing": None},
+                subject=subject,
+            )
+        out.update(_role_files(lab, pl, node))
+    return out
+
+
+def _role_files(lab: Lab, pl: Placement, node: Node) -> dict[str, str]:
+    out: dict[str, str] = {}
+    if "nfs-server" in node.roles:
+        exports = [
+            {
+                "path": e.path,
+                "clients": str(pl.subnets[e.clients]) if e.clients in pl.subnets else e.clients,
+                "options": ",".join(e.options),
+            }
+            for e in lab.nfs_server.exports
+        ]
+        out[f"roles/{node.name}/exports"] = render_template("roles/nfs-server/exports.j2", {"exports": exports})
+    if "hypervisor" in node.roles:
+        for pool in lab.hypervisor.netfs_pools:
+            out[f"roles/{node.name}/pool-{pool.name}.xml"] = render_template(
+                "libvirt/pool.xml.j2",
+                {"type": "netfs", "name": pool.name, "target": pool.target,
+                 "host": f"{pool.server}-{pool.network}", "source_dir": pool.path},
+            )
+    return out
+
+
+def render_pool_xml(name: str, target: str, mode: str = "0755") -> str:
+    """A libvirt dir pool on the host (kvmlab's own volumes)."""
+    return render_template("libvirt/pool.xml.j2", {"type": "dir", "name": name, "target": target, "mode": mode})
+
+
+def preview_placement(lab: Lab, run_id: str = "render") -> Placement:
+    """A stand-in placement for `kvmlab render`, which leases nothing."""
+    base = ipaddress.IPv4Network("10.213.0.0/16")
+    subnets = {}
+    for i, net in enumerate(lab.networks):
+        subnets[net.name] = ipaddress.IPv4Network((int(base.network_address) + (i << 8), net.prefix))
+    return Placement(run_id, subnets)

@@ -1,0 +1,153 @@
+"""The host-wide run registry: who owns which lab run, and which subnets it leased.
+
+One JSON file under a file lock, shared by every user of the host, so that two
+labs (or two copies of one lab) never get the same subnet, and `gc` can tell a
+dead owner's leftovers from a live or kept lab.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import getpass
+import ipaddress
+import json
+import os
+import secrets
+import socket
+import subprocess
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+
+from kvmlab import settings
+from kvmlab.accel import boot_id
+from kvmlab.errors import HarnessError
+
+SUBNET_POOL = ipaddress.IPv4Network(os.environ.get("KVMLAB_SUBNETS", "10.213.0.0/16"))
+
+
+@dataclass
+class Run:
+    run_id: str
+    lab: str
+    lab_file: str
+    user: str
+    pid: int
+    host: str
+    boot_id: str
+    started: float
+    subnets: dict[str, str] = field(default_factory=dict)
+    kept: bool = False  # left up on purpose (`kvmlab up`, --lab-keep): never collected
+
+    def owner_alive(self) -> bool:
+        return self.kept or (self.host == socket.gethostname() and self.boot_id == boot_id() and pid_alive(self.pid))
+
+
+def pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def new_run_id() -> str:
+    return secrets.token_hex(3)
+
+
+def me() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())
+
+
+@contextmanager
+def _registry() -> Iterator[dict[str, Run]]:
+    directory = settings.lease_dir()
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        lock = open(directory / "runs.lock", "a+")
+    except OSError as exc:
+        raise HarnessError(f"cannot use the run registry at {directory}: {exc.strerror}; set KVMLAB_LEASES to a writable directory") from exc
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        path = directory / "runs.json"
+        try:
+            raw = json.loads(path.read_text())
+        except (OSError, ValueError):
+            raw = {}
+        runs = {k: Run(**v) for k, v in raw.items()}
+        yield runs
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({k: asdict(v) for k, v in runs.items()}, indent=1, sort_keys=True))
+        os.replace(tmp, path)
+
+
+def host_networks() -> list[ipaddress.IPv4Network]:
+    """Subnets already routed on this host (its own interfaces), which a lab must avoid."""
+    try:
+        out = subprocess.run(["ip", "-j", "-4", "route", "show", "table", "all"], capture_output=True, text=True, timeout=10)
+        routes = json.loads(out.stdout or "[]")
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        return []
+    nets = []
+    for route in routes:
+        dst = route.get("dst", "")
+        if dst and dst != "default":
+            try:
+                nets.append(ipaddress.IPv4Network(dst, strict=False))
+            except ValueError:
+                continue
+    return nets
+
+
+def allocate(prefixes: dict[str, int], taken: Iterable[ipaddress.IPv4Network]) -> dict[str, ipaddress.IPv4Network]:
+    """First-fit subnets from SUBNET_POOL, one per network, overlapping nothing in TAKEN."""
+    used = list(taken)
+    out: dict[str, ipaddress.IPv4Network] = {}
+    for name, prefix in prefixes.items():
+        for candidate in SUBNET_POOL.subnets(new_prefix=prefix):
+            if not any(candidate.overlaps(u) for u in used):
+                out[name] = candidate
+                used.append(candidate)
+                break
+        else:
+            raise HarnessError(f"no free /{prefix} subnet left in {SUBNET_POOL} for network '{name}'; run `kvmlab gc` or set KVMLAB_SUBNETS")
+    return out
+
+
+def register(run_id: str, lab: str, lab_file: str, prefixes: dict[str, int], extra_taken: Iterable[str] = ()) -> Run:
+    """Record a new run and lease its subnets, atomically with respect to other runs."""
+    with _registry() as runs:
+        taken = [ipaddress.IPv4Network(s) for r in runs.values() for s in r.subnets.values()]
+        taken += [ipaddress.IPv4Network(s, strict=False) for s in extra_taken]
+        taken += host_networks()
+        subnets = allocate(prefixes, taken)
+        run = Run(
+            run_id=run_id, lab=lab, lab_file=lab_file, user=me(), pid=os.getpid(), host=socket.gethostname(),
+            boot_id=boot_id(), started=time.time(), subnets={k: str(v) for k, v in subnets.items()},
+        )
+        runs[run_id] = run
+        return run
+
+
+def release(run_id: str) -> None:
+    with _registry() as runs:
+        runs.pop(run_id, None)
+
+
+def set_kept(run_id: str, kept: bool) -> None:
+    with _registry() as runs:
+        if run_id in runs:
+            runs[run_id].kept = kept
+
+
+def all_runs() -> dict[str, Run]:
+    with _registry() as runs:
+        return dict(runs)

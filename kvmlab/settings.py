@@ -1,0 +1,48 @@
+"""Host-side locations and knobs, each overridable from the environment."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("KVMLAB_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "kvmlab"
+    )
+    return Path(base)
+
+
+def state_dir() -> Path:
+    """Per-user run records and lab keys."""
+    base = os.environ.get("KVMLAB_STATE") or os.path.join(
+        os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state"), "kvmlab"
+    )
+    return Path(base)
+
+
+def lease_dir() -> Path:
+    """Shared by every user of the host, so that subnets never collide."""
+    return Path(os.environ.get("KVMLAB_LEASES", "/var/lib/kvmlab/leases"))
+
+
+def pool_dir() -> Path:
+    """Where libvirt keeps kvmlab's volumes (on the libvirt host)."""
+    return Path(os.environ.get("KVMLAB_POOL_DIR", "/var/lib/kvmlab/pool"))
+
+
+def libvirt_uri() -> str:
+    return os.environ.get("KVMLAB_URI", "qemu:///system")
+
+
+def debian_mirror() -> str:
+    return os.environ.get("KVMLAB_MIRROR", "http://deb.debian.org/debian")
+
+
+def artifacts_dir() -> Path:
+    return Path(os.environ.get("KVMLAB_ARTIFACTS", "artifacts"))
+
+
+def console_dir() -> Path:
+    """Serial console logs, written by virtlogd on the libvirt host."""
+    return Path(os.environ.get("KVMLAB_CONSOLE_DIR", "/var/lib/kvmlab/console"))
