@@ -26,8 +26,23 @@ def probe_kvm(kernel: Path, timeout: float = PROBE_TIMEOUT_S) -> tuple[bool, str
     qemu = shutil.which("qemu-system-x86_64")
     if not qemu:
         return False, "qemu-system-x86_64 is not installed"
-    cmd = [qemu, "-accel", "kvm", "-m", "256", "-kernel", str(kernel), "-append", "console=ttyS0 panic=-1",
-           "-display", "none", "-serial", "stdio", "-no-reboot", "-nodefaults"]
+    cmd = [
+        qemu,
+        "-accel",
+        "kvm",
+        "-m",
+        "256",
+        "-kernel",
+        str(kernel),
+        "-append",
+        "console=ttyS0 panic=-1",
+        "-display",
+        "none",
+        "-serial",
+        "stdio",
+        "-no-reboot",
+        "-nodefaults",
+    ]
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:

@@ -27,35 +27,91 @@ RECIPE_VERSION = 1
 PACKAGES = sorted(
     {
         # boot and base
-        "linux-image-cloud-amd64", "initramfs-tools", "systemd-sysv", "udev", "dbus",
-        "kmod", "iproute2", "iputils-ping", "netbase", "procps", "less", "ca-certificates",
-        "openssh-server", "cloud-init", "chrony", "python3", "e2fsprogs", "parted",
+        "linux-image-cloud-amd64",
+        "initramfs-tools",
+        "systemd-sysv",
+        "udev",
+        "dbus",
+        "kmod",
+        "iproute2",
+        "iputils-ping",
+        "netbase",
+        "procps",
+        "less",
+        "ca-certificates",
+        "openssh-server",
+        "cloud-init",
+        "chrony",
+        "python3",
+        "e2fsprogs",
+        "parted",
         # NFS
-        "nfs-kernel-server", "nfs-common",
+        "nfs-kernel-server",
+        "nfs-common",
         # iSCSI and block
-        "targetcli-fb", "open-iscsi", "multipath-tools", "mdadm", "lvm2", "xfsprogs",
+        "targetcli-fb",
+        "open-iscsi",
+        "multipath-tools",
+        "mdadm",
+        "lvm2",
+        "xfsprogs",
         # Gluster
-        "glusterfs-server", "glusterfs-client",
+        "glusterfs-server",
+        "glusterfs-client",
         # Ceph (ceph-volume ships inside ceph-osd on bookworm)
-        "ceph-mon", "ceph-mgr", "ceph-osd", "ceph-common",
+        "ceph-mon",
+        "ceph-mgr",
+        "ceph-osd",
+        "ceph-common",
         # hypervisor
-        "libvirt-daemon-system", "libvirt-clients", "qemu-system-x86", "qemu-utils",
-        "virtinst", "qemu-block-extra",
+        "libvirt-daemon-system",
+        "libvirt-clients",
+        "qemu-system-x86",
+        "qemu-utils",
+        "virtinst",
+        "qemu-block-extra",
     }
 )
 
 # Started by the roles that need them, never at boot.
 DISABLED_UNITS = [
-    "apt-daily.timer", "apt-daily-upgrade.timer", "man-db.timer", "e2scrub_all.timer",
-    "fstrim.timer", "logrotate.timer", "dpkg-db-backup.timer",
-    "nfs-server.service", "rpcbind.service", "rpcbind.socket", "glusterd.service",
-    "ceph.target", "ceph-mon.target", "ceph-mgr.target", "ceph-osd.target", "ceph-crash.service",
-    "libvirtd.service", "libvirtd.socket", "libvirtd-ro.socket", "libvirtd-admin.socket",
-    "libvirt-guests.service", "virtlogd.socket", "virtlockd.socket", "virtlogd-admin.socket",
-    "virtlockd-admin.socket", "iscsid.socket", "iscsid.service", "open-iscsi.service",
-    "multipathd.service", "multipathd.socket", "rtslib-fb-targetctl.service",
-    "mdmonitor.service", "lvm2-monitor.service", "lvm2-lvmpolld.socket", "blk-availability.service",
-    "smartmontools.service", "ssh.socket",
+    "apt-daily.timer",
+    "apt-daily-upgrade.timer",
+    "man-db.timer",
+    "e2scrub_all.timer",
+    "fstrim.timer",
+    "logrotate.timer",
+    "dpkg-db-backup.timer",
+    "nfs-server.service",
+    "rpcbind.service",
+    "rpcbind.socket",
+    "glusterd.service",
+    "ceph.target",
+    "ceph-mon.target",
+    "ceph-mgr.target",
+    "ceph-osd.target",
+    "ceph-crash.service",
+    "libvirtd.service",
+    "libvirtd.socket",
+    "libvirtd-ro.socket",
+    "libvirtd-admin.socket",
+    "libvirt-guests.service",
+    "virtlogd.socket",
+    "virtlockd.socket",
+    "virtlogd-admin.socket",
+    "virtlockd-admin.socket",
+    "iscsid.socket",
+    "iscsid.service",
+    "open-iscsi.service",
+    "multipathd.service",
+    "multipathd.socket",
+    "rtslib-fb-targetctl.service",
+    "mdmonitor.service",
+    "lvm2-monitor.service",
+    "lvm2-lvmpolld.socket",
+    "blk-availability.service",
+    "smartmontools.service",
+    "ssh.socket",
 ]
 MASKED_UNITS = ["systemd-networkd-wait-online.service", "apt-daily.service", "apt-daily-upgrade.service"]
 
@@ -145,7 +201,7 @@ def _run(cmd: list[str], what: str, progress: Progress) -> None:
     assert proc.stdout is not None
     for line in proc.stdout:
         line = line.rstrip()
-        tail = (tail + [line])[-30:]
+        tail = [*tail, line][-30:]
         if line.startswith(("I: ", "E: ", "W: ")):
             progress(f"image:   {line}")
     if proc.wait() != 0:
@@ -171,10 +227,15 @@ def _build(image: Image, progress: Progress) -> None:
         script.write_text(rec["customize"])
         _run(
             [
-                "mmdebstrap", "--mode=root", "--variant=apt", "--verbose",
+                "mmdebstrap",
+                "--mode=root",
+                "--variant=apt",
+                "--verbose",
                 "--include=" + ",".join(rec["packages"]),
                 "--customize-hook=sh " + str(script) + ' "$1"',
-                SUITE, str(rootfs), *sources,
+                SUITE,
+                str(rootfs),
+                *sources,
             ],
             f"mmdebstrap {SUITE} with {len(rec['packages'])} packages",
             progress,

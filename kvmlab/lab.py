@@ -13,13 +13,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from kvmlab import accel as accel_mod
 from kvmlab import images, keys, render, runs, settings
 from kvmlab.errors import HarnessError, LabTimeout
+from kvmlab.gc import collect
 from kvmlab.model import Lab, Node, Placement
 from kvmlab.preflight import check_fits, require_host
 from kvmlab.providers.base import Provider
@@ -119,6 +120,7 @@ class LabSession:
     files: dict[str, str] = field(default_factory=dict)
     status: dict[str, NodeStatus] = field(default_factory=dict)
     phase_s: dict[str, float] = field(default_factory=dict)
+    failure_dir: Path | None = None  # where a failed bring-up leaves its evidence before teardown
 
     def __post_init__(self) -> None:
         self._nodes = {n.name: NodeHandle(self, n) for n in self.lab.nodes}
@@ -178,11 +180,21 @@ class LabSession:
             self._up()
         except BaseException:
             self._stop.set()
+            if self.failure_dir is not None and self._registered:
+                self._save_failure_evidence(self.failure_dir)
             if not self.keep:
                 self.log("bring-up failed: tearing the lab down")
                 self.down()
             raise
         return self
+
+    def _save_failure_evidence(self, dest: Path) -> None:
+        failed = [n for n, st in self.status.items() if st.state in ("failed", "setup")]
+        try:
+            self.collect_artifacts(dest, journal_nodes=[n for n in failed if self.node(n).remote.answers()])
+            self.log(f"evidence of the failed bring-up is in {dest}")
+        except (HarnessError, OSError) as exc:
+            self.log(f"could not save evidence into {dest}: {exc}")
 
     def _timed(self, phase: str, fn: Callable[[], Any]) -> Any:
         start = time.monotonic()
@@ -199,7 +211,9 @@ class LabSession:
             self.accel, reason = accel_mod.choose_accel(image.kernel, settings.cache_dir())
             self.log(f"accelerator: {self.accel.upper()} — {reason}")
         run = runs.register(
-            self.run_id, self.lab.name, self.lab.path,
+            self.run_id,
+            self.lab.name,
+            self.lab.path,
             {n.name: n.prefix for n in self.lab.networks},
             extra_taken=self.provider.network_addresses() if hasattr(self.provider, "network_addresses") else (),
         )
@@ -224,8 +238,11 @@ class LabSession:
                 ssh_public_key=client.public_openssh,
                 host_keys={k: (v.private_openssh, v.public_openssh) for k, v in host_keys.items()},
                 owner=render.Owner(
-                    pid=os.getpid(), user=runs.me(), host=socket.gethostname(), boot_id=accel_mod.boot_id(),
-                    created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                    pid=os.getpid(),
+                    user=runs.me(),
+                    host=socket.gethostname(),
+                    boot_id=accel_mod.boot_id(),
+                    created=datetime.now(UTC).isoformat(timespec="seconds"),
                 ),
                 console_dir=str(settings.console_dir()),
             )
@@ -344,33 +361,24 @@ class LabSession:
         if not self._registered:
             return
         self._stop.set()
-        problems = []
         for handle in self.nodes:
             if handle._remote is not None:
                 handle._remote.close()
-            try:
-                self.provider.destroy_domain(handle.domain)
-            except HarnessError as exc:
-                problems.append(str(exc))
-        for net in self.lab.networks:
-            try:
-                self.provider.destroy_network(render.network_name(self.lab.name, self.run_id, net.name))
-            except HarnessError as exc:
-                problems.append(str(exc))
-        try:
-            for vol in self.provider.list_volumes(POOL):
-                if vol.startswith(self.prefix + "-"):
-                    self.provider.delete_volume(POOL, vol)
-        except HarnessError as exc:
-            problems.append(str(exc))
-        for node in self.lab.nodes:
-            self.console_log(node.name).unlink(missing_ok=True)
-        shutil.rmtree(self.run_dir, ignore_errors=True)
-        runs.release(self.run_id)
+        collect(self.provider, only_runs={self.run_id})
         self._registered = False
-        if problems:
-            raise HarnessError("teardown left problems: " + "; ".join(problems))
         self.log(f"lab {self.lab.name} (run {self.run_id}) torn down")
+
+    @classmethod
+    def attach(cls, lab: Lab, provider: Provider, run: runs.Run, progress: Progress = _stderr_progress) -> LabSession:
+        """A session for a lab that is already up (kept by `kvmlab up` or --lab-keep)."""
+        session = cls(lab, provider, keep=True, progress=progress, run_id=run.run_id)
+        session.placement = Placement(run.run_id, {k: ipaddress.IPv4Network(v) for k, v in run.subnets.items()})
+        rendered = session.run_dir / "rendered"
+        session.files = {str(p.relative_to(rendered)): p.read_text() for p in rendered.rglob("*") if p.is_file()}
+        session._registered = True
+        for name, st in session.status.items():
+            st.state = session.node(name).state
+        return session
 
     def mark_kept(self) -> None:
         self.keep = True
@@ -396,10 +404,10 @@ class LabSession:
         roles = registry()
         for name in journal_nodes or []:
             handle = self.node(name)
-            parts = [("journal", "journalctl -b --no-pager -o short-monotonic | tail -n 3000")]
-            parts += [(cmd, cmd) for role in handle.roles for cmd in roles[role].state_commands]
+            commands = ["journalctl -b --no-pager -o short-monotonic | tail -n 3000"]
+            commands += [cmd for role in handle.roles for cmd in roles[role].state_commands]
             out = []
-            for title, cmd in parts:
+            for cmd in commands:
                 try:
                     res = handle.run(cmd, timeout=60)
                     out.append(f"$ {cmd}  (exit {res.rc})\n{res.output}\n")
@@ -415,4 +423,4 @@ def write_files(root: Path, files: dict[str, str]) -> None:
         path.write_text(text)
 
 
-__all__ = ["LabSession", "NodeHandle", "LabTimeout", "redact"]
+__all__ = ["LabSession", "LabTimeout", "NodeHandle", "redact"]

@@ -27,7 +27,8 @@ from kvmlab.model import (
 )
 from kvmlab.model import Node as LabNode
 
-NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,14}$")
+NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,14}$")  # node, network, disk: fits a hostname and a disk serial
+LAB_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
 SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
 UNIT_MIB = {"": 1 / (1024 * 1024), "B": 1 / (1024 * 1024), "K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}
 DEFAULT_MEMORY_MIB, DEFAULT_VCPUS = 640, 1
@@ -35,6 +36,8 @@ MEMORY_RANGE_MIB = (256, 65536)
 DISK_RANGE_MIB = (16, 2 * 1024 * 1024)
 VCPU_RANGE = (1, 64)
 PREFIX_RANGE = (16, 28)
+
+LAB_NAME_HINT = "use 1-32 lowercase letters, digits or '-', starting with a letter"
 
 T = TypeVar("T")
 
@@ -85,9 +88,13 @@ class _Reader:
     def name(self, node: Node, what: str) -> str:
         text = self.scalar_text(node, what)
         if not NAME_RE.match(text):
-            raise self.fail(
-                node, f"{what} '{text}' is not a valid name: use 1-15 lowercase letters, digits or '-', starting with a letter"
-            )
+            raise self.fail(node, f"{what} '{text}' is not a valid name: use 1-15 lowercase letters, digits or '-', starting with a letter")
+        return text
+
+    def lab_name(self, node: Node) -> str:
+        text = self.scalar_text(node, "lab name")
+        if not LAB_NAME_RE.match(text):
+            raise self.fail(node, f"lab name '{text}' is not valid: {LAB_NAME_HINT}")
         return text
 
     def integer(self, node: Node, what: str, bounds: tuple[int, int]) -> int:
@@ -181,9 +188,11 @@ def parse_lab(text: str, path: str, default_name: str) -> Lab:
         raise LabFileError(path, 1, 1, "lab file is empty: it needs at least a 'nodes:' mapping")
     top = reader.mapping(root, "the lab", ("name", "networks", "nodes", "roles"))
 
-    name = reader.optional(top, "name", lambda n: reader.name(n, "lab name"), default_name)
-    if not NAME_RE.match(name):
-        raise LabFileError(path, 1, 1, f"lab name '{name}' (from the file name) is not valid: add 'name: <lowercase name>'")
+    name = reader.optional(top, "name", lambda n: reader.lab_name(n), default_name.lower().replace("_", "-"))
+    if not LAB_NAME_RE.match(name):
+        raise LabFileError(
+            path, 1, 1, f"lab name '{name}' (from the file name) is not valid: add 'name: <lowercase name>' ({LAB_NAME_HINT})"
+        )
 
     networks = _networks(reader, top)
     net_names = tuple(n.name for n in networks)
@@ -203,7 +212,7 @@ def parse_lab(text: str, path: str, default_name: str) -> Lab:
 def _networks(reader: _Reader, top: dict[str, tuple[Node, Node]]) -> tuple[Network, ...]:
     if "networks" not in top:
         return (Network("mgmt"),)
-    key, value = top["networks"]
+    value = top["networks"][1]
     fields = reader.named_mapping(value, "networks")
     if not fields:
         raise reader.fail(value, "networks is empty: name at least one network, e.g. 'mgmt: {}'")
@@ -264,9 +273,12 @@ def _nfs_settings(reader: _Reader, entry: tuple[Node, Node] | None, net_names: t
             except ValueError:
                 raise reader.fail(
                     clients_node,
-                    f"export clients '{clients}' is neither a lab network nor a CIDR (known networks: {', '.join(net_names)}; or e.g. 10.0.0.0/24)",
+                    f"export clients '{clients}' is neither a lab network nor a CIDR "
+                    f"(known networks: {', '.join(net_names)}; or e.g. 10.0.0.0/24)",
                 ) from None
-        options = reader.optional(opts, "options", lambda n: reader.names_list(n, "export options", NFS_OPTIONS, "NFS option"), NfsExport.options)
+        options = reader.optional(
+            opts, "options", lambda n: reader.names_list(n, "export options", NFS_OPTIONS, "NFS option"), NfsExport.options
+        )
         exports.append(NfsExport(path, clients, options))
     return NfsServerSettings(tuple(exports))
 
@@ -285,15 +297,22 @@ def _hypervisor_settings(reader: _Reader, entry: tuple[Node, Node] | None, lab: 
         server_node = reader.required(opts, "server", item, f"netfs pool '{name}'")
         server = reader.scalar_text(server_node, "pool server")
         if server not in servers:
-            raise reader.fail(server_node, f"pool server '{server}' is not a node with role nfs-server (those are: {', '.join(servers) or 'none'})")
+            raise reader.fail(
+                server_node, f"pool server '{server}' is not a node with role nfs-server (those are: {', '.join(servers) or 'none'})"
+            )
         path_node = reader.required(opts, "path", item, f"netfs pool '{name}'")
         path = _abs_path(reader, path_node, "pool path")
         exported = tuple(e.path for e in lab.nfs_server.exports)
         if path not in exported:
-            raise reader.fail(path_node, f"pool path '{path}' is not exported by the nfs-server role (exports: {', '.join(exported) or 'none'})")
+            raise reader.fail(
+                path_node, f"pool path '{path}' is not exported by the nfs-server role (exports: {', '.join(exported) or 'none'})"
+            )
         server_nets = lab.node(server).networks
         network = reader.optional(
-            opts, "network", lambda n: reader.names_list(_as_seq(n), "pool network", server_nets, "network of the server")[0], server_nets[0]
+            opts,
+            "network",
+            lambda n: reader.names_list(_as_seq(n), "pool network", server_nets, "network of the server")[0],
+            server_nets[0],
         )
         target = reader.optional(opts, "target", lambda n: _abs_path(reader, n, "pool target"), f"/var/lib/libvirt/images/{name}")
         pools.append(NetfsPool(name, server, path, network, target))

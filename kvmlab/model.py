@@ -109,7 +109,20 @@ class Placement:
 
 KNOWN_ROLES = ("nfs-server", "hypervisor")
 NFS_OPTIONS = (
-    "rw", "ro", "sync", "async", "root_squash", "no_root_squash", "all_squash",
-    "no_all_squash", "secure", "insecure", "subtree_check", "no_subtree_check",
-    "wdelay", "no_wdelay", "crossmnt", "nohide",
+    "rw",
+    "ro",
+    "sync",
+    "async",
+    "root_squash",
+    "no_root_squash",
+    "all_squash",
+    "no_all_squash",
+    "secure",
+    "insecure",
+    "subtree_check",
+    "no_subtree_check",
+    "wdelay",
+    "no_wdelay",
+    "crossmnt",
+    "nohide",
 )

@@ -55,14 +55,22 @@ def host_checks(cache_dir: Path, pool_dir: Path) -> list[Check]:
     checks.append(Check("mmdebstrap", bool(mm), mm or "mmdebstrap missing: apt-get install mmdebstrap"))
     sock = Path("/var/run/libvirt/libvirt-sock")
     checks.append(
-        Check("libvirtd", sock.exists(), str(sock) if sock.exists() else "libvirtd is not running: start it with `virtlogd -d && libvirtd -d`")
+        Check(
+            "libvirtd", sock.exists(), str(sock) if sock.exists() else "libvirtd is not running: start it with `virtlogd -d && libvirtd -d`"
+        )
     )
     for name, directory in (("cache dir", cache_dir), ("pool dir", pool_dir)):
         probe = directory
         while not probe.exists():
             probe = probe.parent
         ok = os.access(probe, os.W_OK)
-        checks.append(Check(name, ok, str(directory) if ok else f"{directory} is not writable: set KVMLAB_CACHE / KVMLAB_POOL_DIR or fix its permissions"))
+        checks.append(
+            Check(
+                name,
+                ok,
+                str(directory) if ok else f"{directory} is not writable: set KVMLAB_CACHE / KVMLAB_POOL_DIR or fix its permissions",
+            )
+        )
     return checks
 
 
@@ -72,7 +80,8 @@ def check_fits(lab: Lab, pool_dir: Path) -> None:
     if memory > have_mem:
         raise PreflightError(
             f"lab '{lab.name}' needs {memory} MiB of memory ({len(lab.nodes)} nodes, {lab.memory_mib} MiB guest RAM "
-            f"+ {OVERHEAD_MIB_PER_NODE} MiB each for QEMU) but only {have_mem} MiB is available: stop other labs (`kvmlab status`) or shrink 'memory:'"
+            f"+ {OVERHEAD_MIB_PER_NODE} MiB each for QEMU) but only {have_mem} MiB is available: "
+            "stop other labs (`kvmlab status`) or shrink 'memory:'"
         )
     if disk > have_disk:
         raise PreflightError(f"lab '{lab.name}' needs about {disk} MiB of disk under {pool_dir} but only {have_disk} MiB is free")

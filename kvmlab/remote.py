@@ -6,7 +6,6 @@ The only module of kvmlab that imports paramiko or testinfra.
 from __future__ import annotations
 
 import shlex
-import socket
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,6 +137,6 @@ def _drain(chan: paramiko.Channel) -> tuple[str, str]:
     try:
         out = chan.makefile("rb").read()
         err = chan.makefile_stderr("rb").read()
-    except socket.timeout as exc:
+    except TimeoutError as exc:
         raise HarnessError("command produced no result before its timeout") from exc
     return out.decode(errors="replace"), err.decode(errors="replace")

@@ -105,8 +105,7 @@ def _node_context(inp: RenderInput, node: Node) -> dict:
         "root_volume": f"{vol_dir}/{volume_name(lab.name, pl.run_id, node.name, 'root.qcow2')}",
         "seed_volume": f"{vol_dir}/{volume_name(lab.name, pl.run_id, node.name, 'seed.iso')}",
         "disks": [
-            {"name": d.name, "path": f"{vol_dir}/{volume_name(lab.name, pl.run_id, node.name, d.name + '.qcow2')}"}
-            for d in node.disks
+            {"name": d.name, "path": f"{vol_dir}/{volume_name(lab.name, pl.run_id, node.name, d.name + '.qcow2')}"} for d in node.disks
         ],
         "nics": nics,
         "console_log": f"{inp.console_dir}/{domain_name(lab.name, pl.run_id, node.name)}.log",
@@ -140,15 +139,13 @@ def render_lab(inp: RenderInput) -> dict[str, str]:
             out[f"cloud-init/{node.name}/{doc}"] = render_template(f"cloud-init/{doc}.j2", ctx, subject=subject)
         out[f"volumes/{node.name}-root.xml"] = render_template(
             "libvirt/volume.xml.j2",
-            {"name": volume_name(lab.name, pl.run_id, node.name, "root.qcow2"), "capacity_mib": None,
-             "backing": inp.backing.path("qcow2")},
+            {"name": volume_name(lab.name, pl.run_id, node.name, "root.qcow2"), "capacity_mib": None, "backing": inp.backing.path("qcow2")},
             subject=subject,
         )
         for disk in node.disks:
             out[f"volumes/{node.name}-{disk.name}.xml"] = render_template(
                 "libvirt/volume.xml.j2",
-                {"name": volume_name(lab.name, pl.run_id, node.name, disk.name + ".qcow2"),
-                 "capacity_mib": disk.size_mib, "backing": None},
+                {"name": volume_name(lab.name, pl.run_id, node.name, disk.name + ".qcow2"), "capacity_mib": disk.size_mib, "backing": None},
                 subject=subject,
             )
         out.update(_role_files(lab, pl, node))
@@ -171,8 +168,13 @@ def _role_files(lab: Lab, pl: Placement, node: Node) -> dict[str, str]:
         for pool in lab.hypervisor.netfs_pools:
             out[f"roles/{node.name}/pool-{pool.name}.xml"] = render_template(
                 "libvirt/pool.xml.j2",
-                {"type": "netfs", "name": pool.name, "target": pool.target,
-                 "host": f"{pool.server}-{pool.network}", "source_dir": pool.path},
+                {
+                    "type": "netfs",
+                    "name": pool.name,
+                    "target": pool.target,
+                    "host": f"{pool.server}-{pool.network}",
+                    "source_dir": pool.path,
+                },
             )
     return out
 

@@ -72,10 +72,12 @@ def _registry() -> Iterator[dict[str, Run]]:
     directory = settings.lease_dir()
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        lock = open(directory / "runs.lock", "a+")
+        (directory / "runs.lock").touch()
     except OSError as exc:
-        raise HarnessError(f"cannot use the run registry at {directory}: {exc.strerror}; set KVMLAB_LEASES to a writable directory") from exc
-    with lock:
+        raise HarnessError(
+            f"cannot use the run registry at {directory}: {exc.strerror}; set KVMLAB_LEASES to a writable directory"
+        ) from exc
+    with open(directory / "runs.lock", "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         path = directory / "runs.json"
         try:
@@ -118,7 +120,9 @@ def allocate(prefixes: dict[str, int], taken: Iterable[ipaddress.IPv4Network]) -
                 used.append(candidate)
                 break
         else:
-            raise HarnessError(f"no free /{prefix} subnet left in {SUBNET_POOL} for network '{name}'; run `kvmlab gc` or set KVMLAB_SUBNETS")
+            raise HarnessError(
+                f"no free /{prefix} subnet left in {SUBNET_POOL} for network '{name}'; run `kvmlab gc` or set KVMLAB_SUBNETS"
+            )
     return out
 
 
@@ -130,8 +134,15 @@ def register(run_id: str, lab: str, lab_file: str, prefixes: dict[str, int], ext
         taken += host_networks()
         subnets = allocate(prefixes, taken)
         run = Run(
-            run_id=run_id, lab=lab, lab_file=lab_file, user=me(), pid=os.getpid(), host=socket.gethostname(),
-            boot_id=boot_id(), started=time.time(), subnets={k: str(v) for k, v in subnets.items()},
+            run_id=run_id,
+            lab=lab,
+            lab_file=lab_file,
+            user=me(),
+            pid=os.getpid(),
+            host=socket.gethostname(),
+            boot_id=boot_id(),
+            started=time.time(),
+            subnets={k: str(v) for k, v in subnets.items()},
         )
         runs[run_id] = run
         return run

@@ -7,9 +7,7 @@ from pathlib import Path
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("KVMLAB_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "kvmlab"
-    )
+    base = os.environ.get("KVMLAB_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "kvmlab")
     return Path(base)
 
 

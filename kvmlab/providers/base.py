@@ -15,6 +15,7 @@ class DomainInfo:
     lab: str | None
     node: str | None
     owner_pid: int | None
+    owner_user: str | None
     owner_host: str | None
     owner_boot: str | None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -46,10 +47,8 @@ class LibvirtProvider:
             ) from exc
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(libvirt.libvirtError):
             self._conn.close()
-        except libvirt.libvirtError:
-            pass
 
     def _call(self, what: str, fn, *args):
         try:
@@ -87,10 +86,7 @@ class LibvirtProvider:
 
     def upload_volume(self, pool: str, name: str, source: Path | bytes, fmt: str) -> None:
         data_len = len(source) if isinstance(source, bytes) else Path(source).stat().st_size
-        xml = (
-            f"<volume><name>{name}</name><capacity unit='bytes'>{data_len}</capacity>"
-            f"<target><format type='{fmt}'/></target></volume>"
-        )
+        xml = f"<volume><name>{name}</name><capacity unit='bytes'>{data_len}</capacity><target><format type='{fmt}'/></target></volume>"
         p = self._pool(pool)
         vol = self._call(f"create volume {name}", p.createXML, xml, 0)
         stream = self._conn.newStream(0)
@@ -128,9 +124,10 @@ class LibvirtProvider:
             net = self._conn.networkLookupByName(name)
         except libvirt.libvirtError:
             return
+        persistent = net.isPersistent()  # a transient network is gone once destroyed
         if net.isActive():
             self._call(f"destroy network {name}", net.destroy)
-        if net.isPersistent():
+        if persistent:
             self._call(f"undefine network {name}", net.undefine)
 
     def list_networks(self) -> list[str]:
@@ -157,17 +154,16 @@ class LibvirtProvider:
             dom = self._conn.lookupByName(name)
         except libvirt.libvirtError:
             return
+        persistent = dom.isPersistent()
         if dom.isActive():
             try:
                 dom.destroy()
             except libvirt.libvirtError as exc:
                 if dom.isActive():
                     raise HarnessError(f"libvirt: destroy domain {name}: {exc.get_error_message()}") from exc
-        try:
-            if dom.isPersistent():
+        if persistent:
+            with contextlib.suppress(libvirt.libvirtError):
                 dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
-        except libvirt.libvirtError:
-            pass
 
     def domain_state(self, name: str) -> str:
         try:
@@ -206,6 +202,7 @@ class LibvirtProvider:
                     lab=meta.get("lab"),
                     node=meta.get("node"),
                     owner_pid=int(pid) if pid and pid.isdigit() else None,
+                    owner_user=meta.get("user"),
                     owner_host=meta.get("host"),
                     owner_boot=meta.get("boot"),
                 )

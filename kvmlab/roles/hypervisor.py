@@ -12,8 +12,7 @@ def setup(ctx: RoleContext, node: Node) -> None:
     remote = ctx.remote(node.name)
     remote.check(f"systemctl enable --now {LIBVIRT_UNITS}", "start libvirtd")
     remote.check(
-        "virsh -q pool-info default >/dev/null 2>&1 || "
-        "virsh -q pool-define-as default dir --target /var/lib/libvirt/images",
+        "virsh -q pool-info default >/dev/null 2>&1 || virsh -q pool-define-as default dir --target /var/lib/libvirt/images",
         "define the default dir pool",
     )
     _start_pool(remote, "default")

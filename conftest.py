@@ -1,0 +1,3 @@
+"""Root conftest: loads kvmlab's pytest plugin (fixtures/) for this checkout."""
+
+pytest_plugins = ["kvmlab_fixtures"]

@@ -1,0 +1,234 @@
+"""The `kvmlab` command."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from kvmlab import accel, images, preflight, render, runs, settings
+from kvmlab.errors import HarnessError
+from kvmlab.keys import new_keypair
+from kvmlab.loader import load_lab
+
+EXIT_INTERRUPTED = 130
+
+
+def _provider():
+    from kvmlab.providers.libvirt import LibvirtProvider
+
+    return LibvirtProvider(settings.libvirt_uri())
+
+
+def _table(headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows, strict=True)]
+    line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()  # noqa: E731
+    return "\n".join([line(headers), line(tuple("-" * w for w in widths)), *(line(r) for r in rows)])
+
+
+def _runs_of(lab_name: str) -> list[runs.Run]:
+    me = runs.me()
+    return [r for r in runs.all_runs().values() if r.lab == lab_name and r.user == me]
+
+
+def _one_run(lab_name: str) -> runs.Run:
+    found = [r for r in _runs_of(lab_name) if r.owner_alive()]
+    if not found:
+        raise HarnessError(f"no lab '{lab_name}' is up (start one with `kvmlab up labs/{lab_name}.yaml`)")
+    return max(found, key=lambda r: r.started)
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    checks = preflight.host_checks(settings.cache_dir(), settings.pool_dir())
+    image = images.cached_image()
+    checks.append(
+        preflight.Check(
+            "image", image.exists(), str(image.directory) if image.exists() else "not built yet: `kvmlab image build` (about 2 minutes)"
+        )
+    )
+    if image.exists():
+        chosen, reason = accel.choose_accel(image.kernel, settings.cache_dir())
+        checks.append(preflight.Check("accelerator", True, f"{chosen.upper()}: {reason}"))
+    mem, disk = preflight.available_memory_mib(), preflight.free_disk_mib(settings.pool_dir())
+    checks.append(preflight.Check("memory", True, f"{mem} MiB available"))
+    checks.append(preflight.Check("disk", True, f"{disk} MiB free under {settings.pool_dir()}"))
+    for path in args.labs:
+        lab = load_lab(path)
+        need_mem, need_disk = preflight.lab_needs(lab)
+        ok = need_mem <= mem and need_disk <= disk
+        checks.append(preflight.Check(f"lab {lab.name}", ok, f"needs {need_mem} MiB memory, {need_disk} MiB disk"))
+    print(_table(("check", "ok", "detail"), [(c.name, "yes" if c.ok else "NO", c.detail) for c in checks]))
+    return 0 if all(c.ok for c in checks) else 1
+
+
+def cmd_image_build(args: argparse.Namespace) -> int:
+    image = images.ensure_image(force=args.force)
+    print(image.directory)
+    return 0
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from kvmlab.lab import redact, write_files
+
+    lab = load_lab(args.lab)
+    keypair = new_keypair("kvmlab-render")
+    files = render.render_lab(
+        render.RenderInput(
+            lab=lab,
+            placement=render.preview_placement(lab),
+            backing=render.Backing(str(settings.pool_dir()), images.recipe_digest()),
+            accel=args.accel,
+            ssh_public_key=keypair.public_openssh,
+            host_keys={n.name: (keypair.private_openssh, keypair.public_openssh) for n in lab.nodes},
+            owner=render.Owner(pid=0, user=runs.me(), host="render", boot_id="render", created="render"),
+            console_dir=str(settings.console_dir()),
+        )
+    )
+    write_files(Path(args.output), {k: redact(v) for k, v in files.items()})
+    print(f"wrote {len(files)} files to {args.output}")
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from kvmlab.lab import LabSession
+
+    lab = load_lab(args.lab)
+    session = LabSession(lab, _provider())
+    session.failure_dir = settings.artifacts_dir() / session.run_id / "up"
+    with _teardown_on_signal():
+        session.up()
+    session.mark_kept()
+    rc = 0
+    if args.verify:
+        rc = subprocess.call(
+            [sys.executable, "-m", "pytest", "-m", "lab", "--lab-reuse", "--lab-keep", f"--lab-only={lab.name}", "-q", "tests/lab"]
+        )
+    print()
+    print(_table(("node", "roles", "address", "state", "ready s"), session.summary_rows()))
+    phases = ", ".join(f"{k} {v:.1f} s" for k, v in session.phase_s.items())
+    print(f"\nlab {lab.name} is up (run {session.run_id}, {session.accel.upper()}; {phases}).")
+    print(f"  ssh: kvmlab ssh {lab.name} NODE    tear down: kvmlab down {lab.name}")
+    return rc
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    provider = _provider()
+    states = {d.name: d.state for d in provider.list_domains()}
+    rows = []
+    for run in sorted(runs.all_runs().values(), key=lambda r: r.started):
+        lab_nodes = [n for n in states if n.startswith(render.prefix(run.lab, run.run_id) + "-")]
+        owner = "kept" if run.kept else (f"pid {run.pid}" if run.owner_alive() else f"dead pid {run.pid}")
+        node_states = ", ".join(f"{n.rsplit('-', 1)[-1]}={states[n]}" for n in lab_nodes) or "-"
+        rows.append((run.lab, run.run_id, run.user, owner, " ".join(run.subnets.values()), node_states))
+    if not rows:
+        print("no labs")
+        return 0
+    print(_table(("lab", "run", "user", "owner", "subnets", "nodes"), rows))
+    return 0
+
+
+def cmd_ssh(args: argparse.Namespace) -> int:
+    run = _one_run(args.lab)
+    config = settings.state_dir() / "runs" / render.prefix(run.lab, run.run_id) / "ssh_config"
+    os.execvp("ssh", ["ssh", "-F", str(config), args.node, *args.command])
+    return 0
+
+
+def cmd_console(args: argparse.Namespace) -> int:
+    run = _one_run(args.lab)
+    domain = render.domain_name(run.lab, run.run_id, args.node)
+    os.execvp("virsh", ["virsh", "-c", settings.libvirt_uri(), "console", domain])
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from kvmlab.gc import collect
+
+    found = {r.run_id for r in _runs_of(args.lab)}
+    if not found:
+        print(f"no lab '{args.lab}' is up")
+        return 0
+    out = collect(_provider(), only_runs=found)
+    print(f"lab {args.lab}: removed {len(out.domains)} domains, {len(out.networks)} networks, {len(out.volumes)} volumes")
+    return 0
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    from kvmlab.gc import collect
+
+    out = collect(_provider())
+    if out.empty:
+        print("nothing to collect")
+    else:
+        print(f"removed runs {', '.join(out.runs)}: {len(out.domains)} domains, {len(out.networks)} networks, {len(out.volumes)} volumes")
+    return 0
+
+
+class _teardown_on_signal:
+    """Turn SIGTERM (and SIGHUP) into KeyboardInterrupt, so the teardown of Ctrl-C runs for them too."""
+
+    def __enter__(self) -> None:
+        self._old = {s: signal.signal(s, self._raise) for s in (signal.SIGTERM, signal.SIGHUP)}
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+    @staticmethod
+    def _raise(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kvmlab", description="Multi-VM KVM storage labs from a YAML file.")
+    sub = p.add_subparsers(dest="command", required=True)
+    d = sub.add_parser("doctor", help="check this host (qemu, libvirtd, KVM, mmdebstrap, memory, disk)")
+    d.add_argument("labs", nargs="*", help="lab files to size against free memory and disk")
+    d.set_defaults(fn=cmd_doctor)
+    img = sub.add_parser("image", help="the lab image").add_subparsers(dest="image_command", required=True)
+    b = img.add_parser("build", help="build the lab image unless it is cached")
+    b.add_argument("--force", action="store_true", help="rebuild even if cached")
+    b.set_defaults(fn=cmd_image_build)
+    r = sub.add_parser("render", help="write every generated file of a lab without starting anything")
+    r.add_argument("lab")
+    r.add_argument("-o", "--output", required=True)
+    r.add_argument("--accel", choices=("kvm", "tcg"), default="tcg")
+    r.set_defaults(fn=cmd_render)
+    u = sub.add_parser("up", help="bring a lab up and leave it running")
+    u.add_argument("lab")
+    u.add_argument("--verify", action="store_true", help="run the lab's test suite against it")
+    u.set_defaults(fn=cmd_up)
+    sub.add_parser("status", help="labs on this host").set_defaults(fn=cmd_status)
+    s = sub.add_parser("ssh", help="ssh to a node of a running lab")
+    s.add_argument("lab")
+    s.add_argument("node")
+    s.add_argument("command", nargs=argparse.REMAINDER)
+    s.set_defaults(fn=cmd_ssh)
+    c = sub.add_parser("console", help="attach to a node's serial console")
+    c.add_argument("lab")
+    c.add_argument("node")
+    c.set_defaults(fn=cmd_console)
+    dn = sub.add_parser("down", help="tear a lab down")
+    dn.add_argument("lab", help="lab name (e.g. smoke)")
+    dn.set_defaults(fn=cmd_down)
+    sub.add_parser("gc", help="remove what dead runs left behind").set_defaults(fn=cmd_gc)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except KeyboardInterrupt as exc:
+        print(f"kvmlab: interrupted ({exc or 'SIGINT'}); everything this command started has been removed", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except HarnessError as exc:
+        print(f"kvmlab: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""Collect what dead runs left behind: domains, networks, volumes, consoles, run files, leases."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from dataclasses import dataclass, field
+
+from kvmlab import runs, settings
+from kvmlab.accel import boot_id
+from kvmlab.errors import HarnessError
+from kvmlab.providers.base import DomainInfo, Provider
+
+POOL = "kvmlab"
+NAME_RE = re.compile(r"^kvmlab-(?P<lab>[a-z][a-z0-9-]*?)-(?P<run>[0-9a-f]{6})-")
+
+
+@dataclass
+class Collected:
+    domains: list[str] = field(default_factory=list)
+    networks: list[str] = field(default_factory=list)
+    volumes: list[str] = field(default_factory=list)
+    runs: list[str] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.domains or self.networks or self.volumes or self.runs)
+
+
+def run_of(name: str) -> str | None:
+    m = NAME_RE.match(name)
+    return m.group("run") if m else None
+
+
+def _domain_owner_dead(dom: DomainInfo, user: str) -> bool:
+    if dom.owner_user not in (None, user):
+        return False  # another user's lab is never ours to remove
+    if dom.owner_pid is None:
+        return True
+    return dom.owner_boot != boot_id() or not runs.pid_alive(dom.owner_pid)
+
+
+def collect(provider: Provider, only_runs: set[str] | None = None) -> Collected:
+    """Remove every object of dead runs, or of ONLY_RUNS (what `down` asks for).
+
+    A run is dead when its registry record says its owner process is gone and it
+    was not kept; a run with no record is judged by the owner written in its
+    domains' metadata; objects that nothing claims are orphans of a killed run.
+    Another user's runs are never touched.
+    """
+    registry = runs.all_runs()
+    user = runs.me()
+    domains = provider.list_domains()
+    by_run: dict[str, list[DomainInfo]] = {}
+    for dom in domains:
+        run_id = dom.run_id or run_of(dom.name)
+        if run_id:
+            by_run.setdefault(run_id, []).append(dom)
+
+    def dead(run_id: str) -> bool:
+        if only_runs is not None:
+            return run_id in only_runs
+        rec = registry.get(run_id)
+        if rec is not None:
+            return rec.user == user and not rec.owner_alive()
+        if run_id in by_run:
+            return all(_domain_owner_dead(d, user) for d in by_run[run_id])
+        return True
+
+    out = Collected()
+    for run_id, doms in by_run.items():
+        if dead(run_id):
+            for dom in doms:
+                provider.destroy_domain(dom.name)
+                out.domains.append(dom.name)
+    for net in provider.list_networks():
+        run_id = run_of(net)
+        if run_id and dead(run_id):
+            provider.destroy_network(net)
+            out.networks.append(net)
+    try:
+        volumes = provider.list_volumes(POOL)
+    except HarnessError:
+        volumes = []  # no pool yet: nothing was ever created
+    for vol in volumes:
+        run_id = run_of(vol)
+        if run_id and dead(run_id):
+            provider.delete_volume(POOL, vol)
+            out.volumes.append(vol)
+    touched = {run_of(n) for n in out.domains + out.networks + out.volumes} | {r for r in registry if dead(r)}
+    for run_id in sorted(r for r in touched if r):
+        for path in settings.console_dir().glob(f"kvmlab-*-{run_id}-*.log"):
+            path.unlink(missing_ok=True)
+        for path in (settings.state_dir() / "runs").glob(f"kvmlab-*-{run_id}"):
+            shutil.rmtree(path, ignore_errors=True)
+        runs.release(run_id)
+        out.runs.append(run_id)
+    return out

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Prepare a Debian 12 host for kvmlab: packages, daemons, device permissions.
+# Idempotent; needs root. Used by `make deps` and by CI.
+set -euo pipefail
+
+PACKAGES=(
+  qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients libvirt-daemon-driver-qemu
+  libvirt-dev pkg-config gcc python3-dev python3-venv mmdebstrap dnsmasq-base iptables
+  libxml2-utils e2fsprogs openssh-client iproute2
+)
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "host-setup: run as root (it installs packages and starts libvirtd)" >&2
+  exit 1
+fi
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "host-setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# Debian's udev rule gives /dev/kvm to group kvm; without udev it stays root-only,
+# and libvirt then re-probes QEMU for about a minute before every domain start.
+if [ -c /dev/kvm ]; then
+  chown root:kvm /dev/kvm
+  chmod 0660 /dev/kvm
+fi
+# The network driver writes here even for networks without DHCP.
+mkdir -p /var/lib/libvirt/dnsmasq
+
+# No systemd as PID 1 here: start the daemons ourselves when they are not running.
+if ! pgrep -x virtlogd >/dev/null; then virtlogd -d; fi
+if ! pgrep -x libvirtd >/dev/null; then libvirtd -d; fi
+for _ in $(seq 1 50); do
+  virsh -c qemu:///system version >/dev/null 2>&1 && break
+  sleep 0.2
+done
+virsh -c qemu:///system version >/dev/null
+echo "host-setup: libvirtd is answering"

@@ -1,0 +1,110 @@
+"""Rendering is pure and stable: golden files for the smoke lab, and libvirt accepts every XML."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from kvmlab import render
+from kvmlab.loader import load_lab
+from kvmlab.model import Placement
+
+ROOT = Path(__file__).resolve().parents[2]
+GOLDEN = Path(__file__).parent / "golden" / "smoke"
+FAKE_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeKeyForGoldenRendersOnly0000000000000 test"
+FAKE_PRIVATE = "-----BEGIN OPENSSH PRIVATE KEY-----\nfake\n-----END OPENSSH PRIVATE KEY-----"
+
+
+def render_smoke(accel: str = "tcg") -> dict[str, str]:
+    lab = load_lab(ROOT / "labs" / "smoke.yaml")
+    placement = Placement("0a1b2c", {"mgmt": ipaddress.IPv4Network("10.213.4.0/24"), "storage": ipaddress.IPv4Network("10.213.5.0/24")})
+    return render.render_lab(
+        render.RenderInput(
+            lab=lab,
+            placement=placement,
+            backing=render.Backing("/var/lib/kvmlab/pool", "0123456789abcdef"),
+            accel=accel,
+            ssh_public_key=FAKE_KEY,
+            host_keys={n.name: (FAKE_PRIVATE, FAKE_KEY) for n in lab.nodes},
+            owner=render.Owner(pid=4242, user="tester", host="builder", boot_id="boot-1", created="2026-01-01T00:00:00+00:00"),
+            console_dir="/var/lib/kvmlab/console",
+        )
+    )
+
+
+def test_render_matches_golden_files():
+    files = render_smoke()
+    if os.environ.get("KVMLAB_UPDATE_GOLDEN"):
+        shutil.rmtree(GOLDEN, ignore_errors=True)
+        for rel, text in files.items():
+            (GOLDEN / rel).parent.mkdir(parents=True, exist_ok=True)
+            (GOLDEN / rel).write_text(text)
+    golden = {str(p.relative_to(GOLDEN)): p.read_text() for p in GOLDEN.rglob("*") if p.is_file()}
+    assert sorted(files) == sorted(golden)
+    for rel, text in files.items():
+        assert text == golden[rel], f"{rel} differs from its golden copy (KVMLAB_UPDATE_GOLDEN=1 to accept)"
+
+
+def test_render_is_deterministic():
+    assert render_smoke() == render_smoke()
+
+
+def test_tcg_caps_translation_cache_and_uses_maximum_cpu():
+    tcg, kvm = render_smoke("tcg")["domains/nfs1.xml"], render_smoke("kvm")["domains/nfs1.xml"]
+    assert "<domain type='qemu'>" in tcg and "<tb-cache unit='MiB'>128</tb-cache>" in tcg and "mode='maximum'" in tcg
+    assert "<domain type='kvm'>" in kvm and "tb-cache" not in kvm and "mode='host-passthrough'" in kvm
+
+
+def test_networks_are_isolated():
+    for rel, text in render_smoke().items():
+        if rel.startswith("networks/"):
+            assert "<forward" not in text
+            assert "<dns enable='no'/>" in text
+
+
+def test_every_node_resolves_every_other_by_name():
+    hosts = render_smoke()["cloud-init/hv1/user-data"]
+    for line in ("10.213.4.10 nfs1-mgmt nfs1", "10.213.5.10 nfs1-storage", "10.213.4.11 hv1-mgmt hv1", "10.213.5.11 hv1-storage"):
+        assert line in hosts
+
+
+def test_names_are_tagged_and_bridges_fit_linux_limits():
+    files = render_smoke()
+    assert "<name>kvmlab-smoke-0a1b2c-nfs1</name>" in files["domains/nfs1.xml"]
+    assert "run='0a1b2c'" in files["domains/nfs1.xml"] and "pid='4242'" in files["domains/nfs1.xml"]
+    assert len(render.bridge_name("a-very-long-lab-name-indeed", "0a1b2c", "storage")) <= 15
+
+
+def _validator() -> str:
+    tool = shutil.which("virt-xml-validate")
+    if not tool:
+        pytest.fail("virt-xml-validate is missing: apt-get install libvirt-clients libxml2-utils (or `make deps`)")
+    return tool
+
+
+@pytest.mark.parametrize("kind,schema", [("domains", "domain"), ("networks", "network"), ("volumes", "storagevol")])
+def test_rendered_xml_passes_virt_xml_validate(tmp_path, kind, schema):
+    tool = _validator()
+    docs = {rel: text for rel, text in render_smoke().items() if rel.startswith(kind + "/")}
+    assert docs
+    for rel, text in docs.items():
+        path = tmp_path / rel.replace("/", "_")
+        path.write_text(text)
+        proc = subprocess.run([tool, str(path), schema], capture_output=True, text=True)
+        assert proc.returncode == 0, f"{rel}: {proc.stderr}"
+
+
+def test_pool_xml_passes_virt_xml_validate(tmp_path):
+    tool = _validator()
+    pools = {"host-dir.xml": render.render_pool_xml("kvmlab", "/var/lib/kvmlab/pool")}
+    pools.update({rel.replace("/", "_"): t for rel, t in render_smoke().items() if "/pool-" in rel})
+    assert len(pools) == 2
+    for name, text in pools.items():
+        (tmp_path / name).write_text(text)
+        proc = subprocess.run([tool, str(tmp_path / name), "storagepool"], capture_output=True, text=True)
+        assert proc.returncode == 0, f"{name}: {proc.stderr}"
