@@ -48,7 +48,8 @@ def redact(text: str) -> str:
 class NodeStatus:
     state: str = "pending"
     started: float | None = None
-    ready_s: float | None = None
+    ready_s: float | None = None  # domain start -> SSH answers and first boot finished
+    roles_s: float | None = None  # ready -> every role step of the node done
     error: str | None = None
 
 
@@ -312,6 +313,7 @@ class LabSession:
                 for role in node.roles:
                     if role_defs[role].connect is not None:
                         self._step(node, role, "connect", lambda r=role: role_defs[r].connect(ctx, node))
+                st.roles_s = time.monotonic() - st.started - st.ready_s
                 st.state = "ready"
             except BaseException as exc:
                 st.state, st.error = "failed", str(exc).splitlines()[0]
@@ -348,7 +350,8 @@ class LabSession:
             return None if state == "running" else f"domain {handle.domain} is {state}"
 
         wait_until(
-            lambda: handle.remote.answers() and handle.run("test -e /var/lib/cloud/instance/boot-finished").rc == 0,
+            # cloud-init.service is the last first-boot stage the image runs (see images.MASKED_UNITS).
+            lambda: handle.remote.answers() and handle.run("systemctl is-active --quiet cloud-init.service").rc == 0,
             timeout_for("boot", self.accel),
             f"node {node.name} to answer SSH and finish first boot",
             interval=2.0,

@@ -17,6 +17,7 @@ from testinfra.backend.paramiko import ParamikoBackend
 from kvmlab.errors import HarnessError, RoleError
 
 CONNECT_TIMEOUT_S = 10
+TEST_COMMAND_TIMEOUT_S = 900  # a test's command that hangs fails instead of stalling the whole run
 
 
 @dataclass(frozen=True)
@@ -127,9 +128,27 @@ class Remote:
 
     def host(self) -> testinfra.host.Host:
         """A testinfra Host that reuses this node's SSH connection."""
-        backend = ParamikoBackend(f"paramiko://{self.target.node}", ssh_config=str(self.target.ssh_config))
+        backend = _TimedBackend(f"paramiko://{self.target.node}", ssh_config=str(self.target.ssh_config))
         backend.client = self.client  # shares our session instead of opening another one
         return testinfra.host.Host(backend)
+
+
+class _TimedBackend(ParamikoBackend):
+    """testinfra's paramiko backend, with a deadline on every command."""
+
+    def _exec_command(self, command: bytes) -> tuple[int, bytes, bytes]:
+        transport = self.client.get_transport()
+        assert transport is not None
+        chan = transport.open_session()
+        chan.settimeout(TEST_COMMAND_TIMEOUT_S)
+        chan.exec_command(command)
+        try:
+            stdout = chan.makefile("rb").read()
+            stderr = chan.makefile_stderr("rb").read()
+        except TimeoutError as exc:
+            chan.close()
+            raise HarnessError(f"{self.host.name}: command still running after {TEST_COMMAND_TIMEOUT_S} s: {command.decode()}") from exc
+        return chan.recv_exit_status(), stdout, stderr
 
 
 def _drain(chan: paramiko.Channel) -> tuple[str, str]:

@@ -1,0 +1,113 @@
+#!/usr/bin/env python3
+"""Benchmark a lab: image build (cold and cached), boot to SSH, roles, verification, memory.
+
+    python bench/lab_up.py labs/smoke.yaml [--cold-image] [--no-verify]
+
+Prints one table, with the machine it ran on. Figures come from this run only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from kvmlab import images, settings
+from kvmlab.lab import LabSession
+from kvmlab.loader import load_lab
+from kvmlab.providers.libvirt import LibvirtProvider
+
+
+def machine() -> str:
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("model name")), "?")
+    mem = next(int(ln.split()[1]) for ln in Path("/proc/meminfo").read_text().splitlines() if ln.startswith("MemTotal"))
+    distro = next(
+        (ln.split("=", 1)[1].strip('"') for ln in Path("/etc/os-release").read_text().splitlines() if ln.startswith("PRETTY_NAME")), "?"
+    )
+    return f"{cpu}, {os.cpu_count()} cores, {mem // 1024 // 1024} GiB, {distro}, kernel {platform.release()}"
+
+
+def qemu_peak_rss_mib(domain: str) -> int | None:
+    """Peak resident memory (VmHWM) of the QEMU process running DOMAIN."""
+    out = subprocess.run(["pgrep", "-f", f"guest={domain},"], capture_output=True, text=True).stdout.split()
+    for pid in out:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) // 1024
+    return None
+
+
+def timed(fn) -> tuple[float, object]:
+    start = time.monotonic()
+    value = fn()
+    return time.monotonic() - start, value
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("lab")
+    ap.add_argument("--cold-image", action="store_true", help="also time a full image build in a scratch cache")
+    ap.add_argument("--no-verify", action="store_true", help="skip the lab's test suite")
+    args = ap.parse_args()
+    quiet = lambda line: None  # noqa: E731
+    rows: list[tuple[str, str]] = []
+
+    if args.cold_image:
+        with tempfile.TemporaryDirectory(prefix="kvmlab-bench-") as scratch:
+            os.environ["KVMLAB_CACHE"] = scratch
+            seconds, _ = timed(lambda: images.ensure_image(quiet))
+            del os.environ["KVMLAB_CACHE"]
+        rows.append(("image build, cold (mmdebstrap → qcow2)", f"{seconds:.1f} s"))
+    was_cached = images.cached_image().exists()
+    seconds, _ = timed(lambda: images.ensure_image(print))
+    rows.append(("image, cached (hash check)" if was_cached else "image build, cold (first run)", f"{seconds:.2f} s"))
+
+    lab = load_lab(args.lab)
+    session = LabSession(lab, LibvirtProvider(settings.libvirt_uri()), progress=lambda line: print(line, file=sys.stderr))
+    total, _ = timed(session.up)
+    try:
+        ready = {n: st.ready_s or 0.0 for n, st in session.status.items()}
+        roles = {n: st.roles_s or 0.0 for n, st in session.status.items()}
+        rows.append(("accelerator", session.accel.upper()))
+        rows.append(("prepare (keys, render, volumes, networks)", f"{session.phase_s['prepare']:.1f} s"))
+        rows.append(("boot to SSH + first boot, slowest node", f"{max(ready.values()):.1f} s"))
+        rows.append(("boot to SSH + first boot, per node", ", ".join(f"{n} {s:.1f}" for n, s in ready.items())))
+        rows.append(("roles, per node (after its boot)", ", ".join(f"{n} {s:.1f}" for n, s in roles.items())))
+        rows.append(("lab up, total (`LabSession.up`)", f"{total:.1f} s"))
+        if not args.no_verify:
+            session.mark_kept()  # the verification run attaches to it with --lab-reuse
+            cmd = [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-q",
+                "-m",
+                "lab",
+                "--lab-reuse",
+                f"--lab-only={lab.name}",
+                "-p",
+                "no:cacheprovider",
+                "tests/lab",
+            ]
+            seconds, rc = timed(lambda: subprocess.call(cmd, stdout=subprocess.DEVNULL))
+            rows.append(("verification suite", f"{seconds:.1f} s ({'passed' if rc == 0 else f'FAILED rc={rc}'})"))
+        peaks = {n.name: qemu_peak_rss_mib(n.domain) for n in session.nodes}
+        rows.append(
+            ("peak host RSS per VM (VmHWM)", ", ".join(f"{n} {p} MiB / {lab.node(n).memory_mib} MiB guest" for n, p in peaks.items()))
+        )
+    finally:
+        session.down()
+    print(f"\nkvmlab benchmark: {args.lab}\nmachine: {machine()}\n")
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"  {key.ljust(width)}  {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""The libvirt provider against libvirt's own test driver (test:///default): no VMs, real API."""
+
+from __future__ import annotations
+
+import pytest
+
+from kvmlab import render
+from kvmlab.errors import HarnessError
+from kvmlab.providers.libvirt import LibvirtProvider
+from tests.unit.test_render import render_smoke
+
+
+@pytest.fixture
+def provider():
+    p = LibvirtProvider("test:///default")
+    yield p
+    for dom in p.list_domains():
+        p.destroy_domain(dom.name)
+    for net in p.list_networks():
+        if net.startswith("kvmlab-"):
+            p.destroy_network(net)
+    p.close()
+
+
+def test_networks_and_domains_round_trip(provider):
+    files = render_smoke()
+    for rel in ("networks/mgmt.xml", "networks/storage.xml"):
+        provider.create_network(files[rel])
+    assert {"kvmlab-smoke-0a1b2c-mgmt", "kvmlab-smoke-0a1b2c-storage"} <= set(provider.list_networks())
+    assert "10.213.4.1/24" in provider.network_addresses()
+
+    provider.create_domain(files["domains/nfs1.xml"])
+    (dom,) = [d for d in provider.list_domains() if d.name == "kvmlab-smoke-0a1b2c-nfs1"]
+    assert (dom.state, dom.run_id, dom.lab, dom.node) == ("running", "0a1b2c", "smoke", "nfs1")
+    assert (dom.owner_pid, dom.owner_user, dom.owner_boot) == (4242, "tester", "boot-1")
+
+    provider.destroy_domain(dom.name)
+    assert provider.domain_state(dom.name) == "absent"
+    provider.destroy_network("kvmlab-smoke-0a1b2c-mgmt")
+    assert "kvmlab-smoke-0a1b2c-mgmt" not in provider.list_networks()
+
+
+def test_destroying_what_is_gone_is_not_an_error(provider):
+    provider.destroy_domain("kvmlab-nothing-000000-x")
+    provider.destroy_network("kvmlab-nothing-000000-x")
+
+
+def test_pool_and_volumes(provider, tmp_path):
+    provider.ensure_pool("kvmlab-unit", render.render_pool_xml("kvmlab-unit", str(tmp_path / "pool")))
+    provider.ensure_pool("kvmlab-unit", render.render_pool_xml("kvmlab-unit", str(tmp_path / "pool")))  # idempotent
+    provider.create_volume(
+        "kvmlab-unit", render_smoke()["volumes/nfs1-root.xml"].replace("<backingStore>", "<!--").replace("</backingStore>", "-->")
+    )
+    assert provider.has_volume("kvmlab-unit", "kvmlab-smoke-0a1b2c-nfs1-root.qcow2")
+    provider.delete_volume("kvmlab-unit", "kvmlab-smoke-0a1b2c-nfs1-root.qcow2")
+    assert not provider.has_volume("kvmlab-unit", "kvmlab-smoke-0a1b2c-nfs1-root.qcow2")
+
+
+def test_libvirt_errors_become_harness_errors(provider):
+    with pytest.raises(HarnessError, match="libvirt: create domain:"):
+        provider.create_domain("<domain type='test'><name>broken</name></domain>")
+
+
+def test_unreachable_daemon_says_how_to_fix_it():
+    with pytest.raises(HarnessError, match=r"(?s)cannot connect to libvirt at qemu\+unix:///system\?socket=/nonexistent.*libvirtd -d"):
+        LibvirtProvider("qemu+unix:///system?socket=/nonexistent")

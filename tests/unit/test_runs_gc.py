@@ -1,0 +1,154 @@
+"""Subnet leases never collide; gc removes dead runs' objects and nothing else."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import subprocess
+import sys
+
+import pytest
+
+from kvmlab import gc, runs, settings
+from kvmlab.providers.libvirt import LibvirtProvider
+from tests.unit.test_render import render_smoke
+
+
+@pytest.fixture(autouse=True)
+def private_registry(tmp_path, monkeypatch):
+    monkeypatch.setenv("KVMLAB_LEASES", str(tmp_path / "leases"))
+    monkeypatch.setenv("KVMLAB_STATE", str(tmp_path / "state"))
+    monkeypatch.setenv("KVMLAB_CONSOLE_DIR", str(tmp_path / "console"))
+    monkeypatch.setattr(runs, "host_networks", lambda: [ipaddress.IPv4Network("10.213.0.0/24")])
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_allocate_skips_taken_and_sizes_by_prefix():
+    got = runs.allocate({"a": 24, "b": 26, "c": 24}, [ipaddress.IPv4Network("10.213.0.0/23")])
+    assert got == {
+        "a": ipaddress.IPv4Network("10.213.2.0/24"),
+        "b": ipaddress.IPv4Network("10.213.3.0/26"),
+        "c": ipaddress.IPv4Network("10.213.4.0/24"),
+    }
+
+
+def test_two_runs_of_the_same_lab_get_distinct_subnets():
+    first = runs.register("aaaaaa", "smoke", "labs/smoke.yaml", {"mgmt": 24, "storage": 24})
+    second = runs.register("bbbbbb", "smoke", "labs/smoke.yaml", {"mgmt": 24, "storage": 24})
+    nets = [ipaddress.IPv4Network(s) for r in (first, second) for s in r.subnets.values()]
+    assert len(nets) == 4
+    assert not any(a.overlaps(b) for i, a in enumerate(nets) for b in nets[i + 1 :])
+    assert ipaddress.IPv4Network("10.213.0.0/24") not in nets  # the host's own route
+    runs.release("aaaaaa")
+    assert set(runs.all_runs()) == {"bbbbbb"}
+
+
+def test_parallel_registrations_never_share_a_subnet(tmp_path):
+    code = (
+        "import sys; from kvmlab import runs; "
+        "runs.host_networks = lambda: []; "
+        "r = runs.register(sys.argv[1], 'p', 'p.yaml', {'n': 24}); print(r.subnets['n'])"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, f"{i:06x}"], stdout=subprocess.PIPE, text=True, env=os.environ) for i in range(8)
+    ]
+    subnets = [p.communicate()[0].strip() for p in procs]
+    assert len(set(subnets)) == 8, subnets
+
+
+def test_owner_liveness():
+    run = runs.register("cccccc", "smoke", "x", {"mgmt": 24})
+    assert run.owner_alive()
+    run.pid = dead_pid()
+    assert not run.owner_alive()
+    run.kept = True
+    assert run.owner_alive()
+
+
+@pytest.fixture
+def provider():
+    p = LibvirtProvider("test:///default")
+    yield p
+    for dom in p.list_domains():
+        p.destroy_domain(dom.name)
+    for net in p.list_networks():
+        if net.startswith("kvmlab-"):
+            p.destroy_network(net)
+    p.close()
+
+
+def _start_smoke_objects(provider, run_id: str, pid: int, user: str = "tester") -> None:
+    for rel, text in render_smoke().items():
+        text = text.replace("0a1b2c", run_id).replace("pid='4242'", f"pid='{pid}'").replace("user='tester'", f"user='{user}'")
+        text = text.replace("boot='boot-1'", f"boot='{runs.boot_id()}'")
+        if rel.startswith("networks/"):
+            provider.create_network(
+                text.replace("10.213.4.", f"10.{int(run_id[:2], 16)}.4.").replace("10.213.5.", f"10.{int(run_id[:2], 16)}.5.")
+            )
+        elif rel.startswith("domains/"):
+            provider.create_domain(text)
+
+
+def test_gc_removes_a_dead_runs_objects_and_record(provider):
+    pid = dead_pid()
+    runs.register("dddddd", "smoke", "x", {"mgmt": 24})
+    records = runs.all_runs()
+    rec = records["dddddd"]
+    rec.pid = pid
+    with runs._registry() as reg:
+        reg["dddddd"] = rec
+    _start_smoke_objects(provider, "dddddd", pid, user=runs.me())
+    run_dir = settings.state_dir() / "runs" / "kvmlab-smoke-dddddd"
+    run_dir.mkdir(parents=True)
+    settings.console_dir().mkdir(parents=True)
+    console = settings.console_dir() / "kvmlab-smoke-dddddd-nfs1.log"
+    console.write_text("boot")
+
+    out = gc.collect(provider)
+
+    assert sorted(out.domains) == ["kvmlab-smoke-dddddd-hv1", "kvmlab-smoke-dddddd-nfs1"]
+    assert sorted(out.networks) == ["kvmlab-smoke-dddddd-mgmt", "kvmlab-smoke-dddddd-storage"]
+    assert out.runs == ["dddddd"]
+    assert not run_dir.exists() and not console.exists()
+    assert "dddddd" not in runs.all_runs()
+    assert not [d for d in provider.list_domains() if "dddddd" in d.name]
+
+
+def test_gc_spares_live_kept_and_other_users_runs(provider):
+    runs.register("eeeeee", "smoke", "x", {"mgmt": 24})  # owned by this live test process
+    _start_smoke_objects(provider, "eeeeee", os.getpid(), user=runs.me())
+    kept = runs.register("ffffff", "smoke", "x", {"mgmt": 24})
+    runs.set_kept("ffffff", True)
+    _start_smoke_objects(provider, "ffffff", dead_pid(), user=runs.me())
+    # No record at all, but another user's domains: never ours to remove.
+    _start_smoke_objects(provider, "abcdef", dead_pid(), user="someone-else")
+    assert kept.run_id == "ffffff"
+
+    out = gc.collect(provider)
+
+    assert out.empty, out
+    names = {d.name for d in provider.list_domains()}
+    assert {"kvmlab-smoke-eeeeee-nfs1", "kvmlab-smoke-ffffff-nfs1", "kvmlab-smoke-abcdef-nfs1"} <= names
+
+
+def test_gc_removes_orphans_that_nothing_claims(provider):
+    # A run killed between creating its network and writing anything else: no record, no domain.
+    text = render_smoke()["networks/mgmt.xml"].replace("0a1b2c", "0f0f0f").replace("10.213.4.", "10.99.4.")
+    provider.create_network(text)
+    out = gc.collect(provider)
+    assert out.networks == ["kvmlab-smoke-0f0f0f-mgmt"]
+
+
+def test_down_removes_only_the_named_run(provider):
+    runs.register("111111", "smoke", "x", {"mgmt": 24})
+    runs.register("222222", "smoke", "x", {"mgmt": 24})
+    _start_smoke_objects(provider, "111111", os.getpid(), user=runs.me())
+    _start_smoke_objects(provider, "222222", os.getpid(), user=runs.me())
+    out = gc.collect(provider, only_runs={"111111"})
+    assert len(out.domains) == 2 and all("111111" in d for d in out.domains)
+    assert set(runs.all_runs()) == {"222222"}
