@@ -163,7 +163,10 @@ def cmd_gc(args: argparse.Namespace) -> int:
     if out.empty:
         print("nothing to collect")
     else:
-        print(f"removed runs {', '.join(out.runs)}: {len(out.domains)} domains, {len(out.networks)} networks, {len(out.volumes)} volumes")
+        print(
+            f"removed runs {', '.join(out.runs) or '-'}: {len(out.domains)} domains, {len(out.networks)} networks, "
+            f"{len(out.volumes)} volumes, {len(out.builds)} unfinished image builds"
+        )
     return 0
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from kvmlab import runs, settings
 from kvmlab.accel import boot_id
 from kvmlab.errors import HarnessError
+from kvmlab.images import remove_stale_builds
 from kvmlab.providers.base import DomainInfo, Provider
 
 POOL = "kvmlab"
@@ -21,10 +22,11 @@ class Collected:
     networks: list[str] = field(default_factory=list)
     volumes: list[str] = field(default_factory=list)
     runs: list[str] = field(default_factory=list)
+    builds: list[str] = field(default_factory=list)  # image build directories of killed builds
 
     @property
     def empty(self) -> bool:
-        return not (self.domains or self.networks or self.volumes or self.runs)
+        return not (self.domains or self.networks or self.volumes or self.runs or self.builds)
 
 
 def run_of(name: str) -> str | None:
@@ -87,6 +89,9 @@ def collect(provider: Provider, only_runs: set[str] | None = None) -> Collected:
         if run_id and dead(run_id):
             provider.delete_volume(POOL, vol)
             out.volumes.append(vol)
+    images_dir = settings.cache_dir() / "images"
+    if images_dir.is_dir():
+        out.builds = [p.name for p in remove_stale_builds(images_dir)]
     touched = {run_of(n) for n in out.domains + out.networks + out.volumes} | {r for r in registry if dead(r)}
     for run_id in sorted(r for r in touched if r):
         for path in settings.console_dir().glob(f"kvmlab-*-{run_id}-*.log"):

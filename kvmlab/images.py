@@ -186,6 +186,37 @@ def cached_image() -> Image:
 
 
 Progress = Callable[[str], None]
+BUILD_PREFIX = "kvmlab-image-"
+
+
+def remove_stale_builds(images_dir: Path, held_digest: str | None = None) -> list[Path]:
+    """Remove build directories that no running build owns (a killed build leaves one).
+
+    HELD_DIGEST is a recipe whose build lock the caller holds: its directories are stale.
+    """
+    removed = []
+    for tmp in images_dir.glob(f"{BUILD_PREFIX}*"):
+        digest = tmp.name[len(BUILD_PREFIX) :].split("-", 1)[0]
+        with open(images_dir / f"{digest}.lock", "a") as lock:
+            if digest != held_digest:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # its build is still running
+            _unmount_below(tmp)
+            shutil.rmtree(tmp, ignore_errors=True)
+            removed.append(tmp)
+    return removed
+
+
+def _unmount_below(path: Path) -> None:
+    """A build killed inside the chroot can leave /proc, /sys or /dev mounted there; never delete through them."""
+    root = str(path.resolve())
+    mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
+    for mount in sorted((m for m in mounts if m == root or m.startswith(root + "/")), reverse=True):
+        subprocess.run(["umount", "-l", mount], check=False, capture_output=True)
+    if any(m.startswith(root + "/") for m in (ln.split()[1] for ln in Path("/proc/mounts").read_text().splitlines())):
+        raise HarnessError(f"cannot unmount everything below {root}; remove it by hand after checking `findmnt`")
 
 
 def _print_progress(line: str) -> None:
@@ -203,6 +234,7 @@ def ensure_image(progress: Progress = _print_progress, force: bool = False) -> I
         fcntl.flock(lock, fcntl.LOCK_EX)  # a parallel build of the same recipe waits for ours
         if image.exists() and not force:
             return image
+        remove_stale_builds(image.directory.parent, held_digest=image.digest)
         _build(image, progress)
     return image
 
@@ -234,7 +266,7 @@ def _build(image: Image, progress: Progress) -> None:
         f"deb {mirror.replace('/debian', '/debian-security')} {SUITE}-security main",
     ]
     image.directory.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="kvmlab-image-", dir=image.directory.parent) as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"{BUILD_PREFIX}{image.digest}-", dir=image.directory.parent) as tmp:
         work = Path(tmp)
         rootfs, script = work / "rootfs", work / "customize.sh"
         script.write_text(rec["customize"])

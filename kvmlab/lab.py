@@ -205,6 +205,11 @@ class LabSession:
             self.phase_s[phase] = time.monotonic() - start
 
     def _up(self) -> None:
+        self.prepare()
+        self._timed("nodes", self._bring_up_nodes)
+
+    def prepare(self) -> None:
+        """Everything before the first domain starts: image, accelerator, leases, keys, files, volumes, networks."""
         require_host(settings.cache_dir(), settings.pool_dir())
         check_fits(self.lab, settings.pool_dir())
         image = self._timed("image", lambda: images.ensure_image(self.progress))
@@ -216,13 +221,12 @@ class LabSession:
             self.lab.name,
             self.lab.path,
             {n.name: n.prefix for n in self.lab.networks},
-            extra_taken=self.provider.network_addresses() if hasattr(self.provider, "network_addresses") else (),
+            extra_taken=self.provider.network_addresses(),
         )
         self._registered = True
         self.placement = Placement(self.run_id, {k: ipaddress.IPv4Network(v) for k, v in run.subnets.items()})
         self.log(f"run {self.run_id}: " + ", ".join(f"{k} {v}" for k, v in run.subnets.items()))
         self._timed("prepare", lambda: self._prepare(image))
-        self._timed("nodes", self._bring_up_nodes)
 
     def _prepare(self, image: images.Image) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +23,9 @@ TCG_FACTOR = 4.0
 
 
 def timeout_for(name: str, accel: str) -> float:
-    return TIMEOUTS_S[name] * (TCG_FACTOR if accel != "kvm" else 1.0)
+    """A named deadline for ACCEL; KVMLAB_TIMEOUT_SCALE stretches (or shrinks) them all."""
+    scale = float(os.environ.get("KVMLAB_TIMEOUT_SCALE", "1"))
+    return TIMEOUTS_S[name] * (TCG_FACTOR if accel != "kvm" else 1.0) * scale
 
 
 class Clock(Protocol):

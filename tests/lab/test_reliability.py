@@ -1,0 +1,205 @@
+"""Nothing leaked after interrupts and kills; parallel labs never collide and cannot reach each other.
+
+These drive the real `kvmlab` command and real VMs of labs/tiny.yaml.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from kvmlab import render, runs, settings
+from kvmlab.gc import collect
+from kvmlab.lab import LabSession
+from kvmlab.loader import load_lab
+from kvmlab.providers.libvirt import LibvirtProvider
+
+pytestmark = pytest.mark.lab("tiny")
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = ROOT / "labs" / "tiny.yaml"
+
+
+@pytest.fixture
+def provider():
+    p = LibvirtProvider(settings.libvirt_uri())
+    yield p
+    p.close()
+
+
+class UpProcess:
+    """`kvmlab up labs/tiny.yaml` in its own process group, its stderr read line by line."""
+
+    def __init__(self, env: dict[str, str] | None = None) -> None:
+        self.lines: list[str] = []
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "kvmlab.cli", "up", str(TINY)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=ROOT,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip())
+
+    def wait_for(self, pattern: str, timeout: float = 300) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in self.lines:
+                if m := re.search(pattern, line):
+                    return m
+            if self.proc.poll() is not None and not self._reader.is_alive():
+                break
+            time.sleep(0.2)
+        raise AssertionError(f"'{pattern}' never appeared; output:\n" + "\n".join(self.lines[-40:]))
+
+    @property
+    def run_id(self) -> str:
+        return self.wait_for(r"run ([0-9a-f]{6}):").group(1)
+
+    def finish(self, timeout: float = 120) -> int:
+        rc = self.proc.wait(timeout)
+        self._reader.join(10)
+        return rc
+
+
+def leftovers(provider: LibvirtProvider, run_id: str) -> list[str]:
+    """Every trace of RUN_ID: libvirt objects, volumes, run files, consoles, registry."""
+    found = [d.name for d in provider.list_domains() if run_id in d.name]
+    found += [n for n in provider.list_networks() if f"-{run_id}-" in n]
+    found += [v for v in provider.list_volumes("kvmlab") if f"-{run_id}-" in v]
+    found += [str(p) for p in (settings.state_dir() / "runs").glob(f"*-{run_id}")]
+    found += [str(p) for p in settings.console_dir().glob(f"*-{run_id}-*")]
+    if run_id in runs.all_runs():
+        found.append(f"registry entry {run_id}")
+    return found
+
+
+def wait_domain_running(provider: LibvirtProvider, run_id: str, timeout: float = 120) -> None:
+    domain = render.domain_name("tiny", run_id, "n1")
+    deadline = time.monotonic() + timeout
+    while provider.domain_state(domain) != "running":
+        assert time.monotonic() < deadline, f"{domain} never started"
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("moment", ["prepare", "boot", "role-setup"])
+def test_sigkill_at_any_moment_then_gc_leaves_nothing(provider, moment):
+    up = UpProcess()
+    run_id = up.run_id
+    if moment == "boot":
+        wait_domain_running(provider, run_id)
+    elif moment == "role-setup":
+        up.wait_for(r"n1: nfs-server setup \.\.\.")
+    os.killpg(up.proc.pid, signal.SIGKILL)
+    up.finish()
+    assert leftovers(provider, run_id), "the kill came too late to leave anything: the test proves nothing"
+
+    out = collect(provider)
+
+    assert run_id in out.runs
+    assert leftovers(provider, run_id) == []
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_during_boot_tears_down_and_says_so(provider, sig):
+    up = UpProcess()
+    run_id = up.run_id
+    wait_domain_running(provider, run_id)
+    os.killpg(up.proc.pid, sig)
+    assert up.finish() == 130
+    assert any("interrupted" in line and "removed" in line for line in up.lines), up.lines[-10:]
+    assert leftovers(provider, run_id) == []
+
+
+def test_node_that_never_gets_ready_fails_within_its_deadline(provider, tmp_path):
+    # Deadlines scaled to a twentieth: the boot deadline ends long before a TCG boot does.
+    up = UpProcess(env={"KVMLAB_TIMEOUT_SCALE": "0.05", "KVMLAB_ARTIFACTS": str(tmp_path)})
+    run_id = up.run_id
+    started = time.monotonic()
+    assert up.finish(timeout=300) == 1
+    text = "\n".join(up.lines)
+    assert re.search(r"timed out after \d+ s waiting for node n1 to answer SSH and finish first boot", text), text[-3000:]
+    assert "console lines of n1" in text
+    assert time.monotonic() - started < 120
+    assert (tmp_path / run_id / "up" / "console-n1.log").exists()
+    assert leftovers(provider, run_id) == []
+
+
+def test_two_copies_of_a_lab_side_by_side_never_collide_nor_reach_each_other(provider):
+    lab = load_lab(TINY)
+    sessions = [LabSession(lab, provider, progress=lambda line: None) for _ in range(2)]
+    errors: list[BaseException] = []
+
+    def up(session: LabSession) -> None:
+        try:
+            session.up()
+        except BaseException as exc:  # re-raised below, in the test's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=up, args=(s,)) for s in sessions]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        assert not errors, errors
+        a, b = sessions
+        a_node, b_node = a.node("n1"), b.node("n1")
+        a_net, b_net = a.placement.subnets["mgmt"], b.placement.subnets["mgmt"]
+        assert not a_net.overlaps(b_net)
+        assert a_node.domain != b_node.domain
+        assert render.bridge_name("tiny", a.run_id, "mgmt") != render.bridge_name("tiny", b.run_id, "mgmt")
+        assert a.placement.mac(lab, "n1", "mgmt") != b.placement.mac(lab, "n1", "mgmt")
+
+        host = a_node.host
+        # Reachable: its own lab's host address. Not reachable: the other lab, by any address.
+        host.run_expect([0], f"ping -c1 -W5 {a.placement.host_address('mgmt')}")
+        for target in (b_node.address(), b.placement.host_address("mgmt")):
+            assert host.run(f"ping -c1 -W3 {target}").rc != 0
+            route = host.run(f"ip route get {target}")
+            assert route.rc != 0 and "unreachable" in route.stderr.lower()
+        # No way out of a lab at all: no default route in the node, no <forward> in the network.
+        assert "default" not in host.check_output("ip -4 route show")
+        assert ipaddress.ip_address(a_node.address()) in a_net
+    finally:
+        for s in sessions:
+            s.down()
+    for s in sessions:
+        assert leftovers(provider, s.run_id) == []
+
+
+def test_lab_networks_have_no_forwarding_on_the_host(provider):
+    lab = load_lab(TINY)
+    with LabSession(lab, provider, progress=lambda line: None) as session:
+        session.up()
+        xml = subprocess.run(
+            ["virsh", "-c", settings.libvirt_uri(), "net-dumpxml", render.network_name("tiny", session.run_id, "mgmt")],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert "<forward" not in xml
+        host = session.node("n1").host
+        # Root by key only, and no password in the image.
+        assert host.check_output("passwd -S root").split()[1] == "L"
+        sshd = host.check_output("sshd -T")
+        assert "passwordauthentication no" in sshd
+        assert "permitrootlogin without-password" in sshd
+        assert session.run_dir.joinpath("id_ed25519").stat().st_mode & 0o777 == 0o600
