@@ -117,7 +117,7 @@ def test_sigkill_at_any_moment_then_gc_leaves_nothing(provider, moment):
     assert leftovers(provider, run_id) == []
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_interrupt_during_boot_tears_down_and_says_so(provider, sig):
     up = UpProcess()
     run_id = up.run_id
@@ -126,6 +126,34 @@ def test_interrupt_during_boot_tears_down_and_says_so(provider, sig):
     assert up.finish() == 130
     assert any("interrupted" in line and "removed" in line for line in up.lines), up.lines[-10:]
     assert leftovers(provider, run_id) == []
+
+
+def test_sigkill_during_image_build_then_gc_leaves_no_build_files(tmp_path):
+    env = {**os.environ, "KVMLAB_CACHE": str(tmp_path / "cache")}
+    build = subprocess.Popen(
+        [sys.executable, "-m", "kvmlab.cli", "image", "build"],
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert build.stdout is not None
+    for line in build.stdout:
+        if "running apt-get update" in line:  # mmdebstrap is working inside its build directory
+            break
+    os.killpg(build.pid, signal.SIGKILL)
+    build.wait(60)
+    images_dir = tmp_path / "cache" / "images"
+    assert list(images_dir.glob("kvmlab-image-*")), "the kill left nothing: the test proves nothing"
+
+    gc = subprocess.run([sys.executable, "-m", "kvmlab.cli", "gc"], cwd=ROOT, env=env, capture_output=True, text=True)
+
+    assert gc.returncode == 0, gc.stderr
+    assert "1 unfinished image builds" in gc.stdout
+    assert list(images_dir.glob("kvmlab-image-*")) == []
+    assert not any(tmp_path.as_posix() in line for line in Path("/proc/mounts").read_text().splitlines())
 
 
 def test_node_that_never_gets_ready_fails_within_its_deadline(provider, tmp_path):
