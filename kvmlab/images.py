@@ -21,7 +21,7 @@ from kvmlab.templating import render_template
 SUITE = "bookworm"
 ROOT_LABEL = "kvmlab-root"
 ROOT_SIZE_GIB = 8
-RECIPE_VERSION = 2
+RECIPE_VERSION = 4
 
 # Everything any role needs: guests have no internet at run time.
 PACKAGES = sorted(
@@ -40,6 +40,7 @@ PACKAGES = sorted(
         "less",
         "ca-certificates",
         "openssh-server",
+        "lz4",
         "cloud-init",
         "chrony",
         "python3",
@@ -116,15 +117,12 @@ DISABLED_UNITS = [
     "rpc-statd-notify.service",
     "nvmf-autoconnect.service",
     "remote-fs.target",
+    "rbdmap.service",
 ]
-# cloud-init's config and final stages would only start Python twice more (~10 s under
-# TCG) for modules no lab uses; its local and init stages do all the work.
 MASKED_UNITS = [
     "systemd-networkd-wait-online.service",
     "apt-daily.service",
     "apt-daily-upgrade.service",
-    "cloud-config.service",
-    "cloud-final.service",
     "e2scrub_reap.service",
 ]
 
@@ -158,6 +156,8 @@ def customize_script() -> str:
         {
             "root_label": ROOT_LABEL,
             "cloud_cfg": render_template("image/cloud.cfg.j2", {}).rstrip("\n"),
+            "firstboot_script": render_template("image/kvmlab-firstboot.sh.j2", {}).rstrip("\n"),
+            "firstboot_unit": render_template("image/kvmlab-firstboot.service.j2", {}).rstrip("\n"),
             "disabled_units": DISABLED_UNITS,
             "masked_units": MASKED_UNITS,
         },

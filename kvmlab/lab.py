@@ -25,11 +25,12 @@ from kvmlab.model import Lab, Node, Placement
 from kvmlab.preflight import check_fits, require_host
 from kvmlab.providers.base import Provider
 from kvmlab.remote import Remote, Result, SshTarget
-from kvmlab.roles import RoleContext, registry
+from kvmlab.roles import PHASES, RoleContext, registry
 from kvmlab.seed import build_seed_iso
 from kvmlab.wait import timeout_for, wait_until
 
 POOL = "kvmlab"
+BOOT_PRIORITY = {"ceph-mon": 0, "ceph-osd": 1, "gluster": 2, "iscsi-target": 3, "nfs-server": 4, "ceph-admin": 5}
 PEM_BLOCK = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----", re.S)
 
 Progress = Callable[[str], None]
@@ -262,7 +263,8 @@ class LabSession:
             self.provider.create_volume(POOL, self.files[f"volumes/{node.name}-root.xml"])
             for disk in node.disks:
                 self.provider.create_volume(POOL, self.files[f"volumes/{node.name}-{disk.name}.xml"])
-            seed = build_seed_iso({d: self.files[f"cloud-init/{node.name}/{d}"] for d in ("user-data", "meta-data", "network-config")})
+            prefix = f"seed/{node.name}/"
+            seed = build_seed_iso({k[len(prefix) :]: v for k, v in self.files.items() if k.startswith(prefix)})
             self.provider.upload_volume(POOL, render.volume_name(self.lab.name, self.run_id, node.name, "seed.iso"), seed, "raw")
 
     def _write_ssh_files(self, host_keys: dict[str, keys.KeyPair]) -> None:
@@ -292,13 +294,13 @@ class LabSession:
                     self.provider.upload_volume(POOL, name, path, fmt)
 
     def _bring_up_nodes(self) -> None:
-        """Start every node, then run each node's role setup as soon as it is ready."""
+        """Start every node; each runs its roles phase by phase, `setup` as soon as it is ready."""
         role_defs = registry()
         ctx = RoleContext(self.lab, self.placement, self.files, {h.name: h.remote for h in self.nodes}, self.log)
         errors: dict[str, BaseException] = {}
-        setup_done = {n.name: threading.Event() for n in self.lab.nodes}
+        done = {phase: {n.name: threading.Event() for n in self.lab.nodes} for phase in PHASES}
 
-        def boot_and_setup(node: Node) -> None:
+        def boot_and_configure(node: Node) -> None:
             st = self.status[node.name]
             try:
                 st.state, st.started = "booting", time.monotonic()
@@ -307,16 +309,16 @@ class LabSession:
                 st.ready_s = time.monotonic() - st.started
                 st.state = "setup"
                 self.log(f"{node.name}: ready after {st.ready_s:.1f} s")
-                for role in node.roles:
-                    self._step(node, role, "setup", lambda r=role: role_defs[r].setup(ctx, node))
-                setup_done[node.name].set()
-                for other in setup_done.values():
-                    while not other.wait(0.5):
-                        if self._stop.is_set():
-                            return
-                for role in node.roles:
-                    if role_defs[role].connect is not None:
-                        self._step(node, role, "connect", lambda r=role: role_defs[r].connect(ctx, node))
+                for phase in PHASES:
+                    for role in node.roles:
+                        step = role_defs[role].steps.get(phase)
+                        if step is not None:
+                            self._step(node, role, phase, lambda step=step: step(ctx, node))
+                    done[phase][node.name].set()
+                    for other in done[phase].values():  # a phase ends on every node before the next begins
+                        while not other.wait(0.5):
+                            if self._stop.is_set():
+                                return
                 st.roles_s = time.monotonic() - st.started - st.ready_s
                 st.state = "ready"
             except BaseException as exc:
@@ -324,17 +326,16 @@ class LabSession:
                 errors[node.name] = exc
                 self._stop.set()
 
-        # Nodes with the longest setup chains first, so they finish first.
-        order = sorted(self.lab.nodes, key=lambda n: -len(n.roles))
-        threads = [threading.Thread(target=boot_and_setup, args=(n,), name=f"node-{n.name}", daemon=True) for n in order]
+        # Nodes with the longest setup chains start first, so that they finish first.
+        order = sorted(self.lab.nodes, key=lambda n: min((BOOT_PRIORITY.get(r, 9) for r in n.roles), default=9))
+        threads = [threading.Thread(target=boot_and_configure, args=(n,), name=f"node-{n.name}", daemon=True) for n in order]
         for t in threads:
             t.start()
         for t in threads:
             while t.is_alive():
                 t.join(0.5)  # short joins keep Ctrl-C deliverable to this thread
         if errors:
-            first = next(iter(errors.values()))
-            raise first
+            raise next(iter(errors.values()))
 
     def _step(self, node: Node, role: str, phase: str, fn: Callable[[], None]) -> None:
         if self._stop.is_set():
@@ -354,8 +355,7 @@ class LabSession:
             return None if state == "running" else f"domain {handle.domain} is {state}"
 
         wait_until(
-            # cloud-init.service is the last first-boot stage the image runs (see images.MASKED_UNITS).
-            lambda: handle.remote.answers() and handle.run("systemctl is-active --quiet cloud-init.service").rc == 0,
+            lambda: handle.remote.answers() and handle.run("systemctl is-active --quiet kvmlab-firstboot.service").rc == 0,
             timeout_for("boot", self.accel),
             f"node {node.name} to answer SSH and finish first boot",
             interval=2.0,

@@ -7,6 +7,7 @@ import ipaddress
 import os
 import re
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -15,11 +16,19 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from kvmlab.errors import LabFileError
 from kvmlab.model import (
+    ISCSI_BACKENDS,
     KNOWN_ROLES,
     NFS_OPTIONS,
+    SETTINGS_KEYS,
+    CephSettings,
     Disk,
+    GlusterSettings,
     HypervisorSettings,
+    IscsiAcl,
+    IscsiLun,
+    IscsiTargetSettings,
     Lab,
+    LocalRaidSettings,
     NetfsPool,
     Network,
     NfsExport,
@@ -196,17 +205,18 @@ def parse_lab(text: str, path: str, default_name: str) -> Lab:
 
     networks = _networks(reader, top)
     net_names = tuple(n.name for n in networks)
-    nodes = _nodes(reader, root, top, net_names)
-    roles_fields = reader.mapping(top["roles"][1], "roles", KNOWN_ROLES) if "roles" in top else {}
+    nodes, node_keys = _nodes(reader, root, top, net_names)
+    roles_fields = reader.mapping(top["roles"][1], "roles", tuple(SETTINGS_KEYS)) if "roles" in top else {}
     used_roles = {r for n in nodes for r in n.roles}
-    for role, (key, _value) in roles_fields.items():
-        if role not in used_roles:
-            raise reader.fail(key, f"settings for role '{role}' are given but no node has that role")
+    for key_name, (key, _value) in roles_fields.items():
+        if not used_roles & set(SETTINGS_KEYS[key_name]):
+            raise reader.fail(key, f"settings for role '{key_name}' are given but no node has that role")
 
-    nfs = _nfs_settings(reader, roles_fields.get("nfs-server"), net_names)
-    lab = Lab(name=name, path=path, networks=networks, nodes=nodes, nfs_server=nfs)
-    hyper = _hypervisor_settings(reader, roles_fields.get("hypervisor"), lab)
-    return Lab(name=name, path=path, networks=networks, nodes=nodes, nfs_server=nfs, hypervisor=hyper)
+    lab = Lab(name=name, path=path, networks=networks, nodes=nodes)
+    lab = replace(lab, nfs_server=_nfs_settings(reader, roles_fields.get("nfs-server"), net_names))
+    lab = replace(lab, hypervisor=_hypervisor_settings(reader, roles_fields.get("hypervisor"), lab))
+    storage = _StorageParser(reader, lab, node_keys, roles_fields, root)
+    return replace(lab, iscsi_target=storage.iscsi(), gluster=storage.gluster(), ceph=storage.ceph(), local_raid=storage.local_raid())
 
 
 def _networks(reader: _Reader, top: dict[str, tuple[Node, Node]]) -> tuple[Network, ...]:
@@ -225,7 +235,9 @@ def _networks(reader: _Reader, top: dict[str, tuple[Node, Node]]) -> tuple[Netwo
     return tuple(nets)
 
 
-def _nodes(reader: _Reader, root: Node, top: dict[str, tuple[Node, Node]], net_names: tuple[str, ...]) -> tuple[LabNode, ...]:
+def _nodes(
+    reader: _Reader, root: Node, top: dict[str, tuple[Node, Node]], net_names: tuple[str, ...]
+) -> tuple[tuple[LabNode, ...], dict[str, Node]]:
     value = reader.required(top, "nodes", root, "the lab")
     fields = reader.named_mapping(value, "nodes")
     if not fields:
@@ -243,7 +255,7 @@ def _nodes(reader: _Reader, root: Node, top: dict[str, tuple[Node, Node]], net_n
             raise reader.fail(opts["networks"][1], f"{what} needs at least one network (known: {', '.join(net_names)})")
         disks = _disks(reader, opts["disks"][1], what) if "disks" in opts else ()
         nodes.append(LabNode(node_name, roles, memory, vcpus, disks, networks))
-    return tuple(nodes)
+    return tuple(nodes), {name: key for name, (key, _spec) in fields.items()}
 
 
 def _disks(reader: _Reader, value: Node, what: str) -> tuple[Disk, ...]:
@@ -332,3 +344,186 @@ def _abs_path(reader: _Reader, node: Node, what: str) -> str:
 
 def _is_null(node: Node) -> bool:
     return isinstance(node, ScalarNode) and node.tag == "tag:yaml.org,2002:null"
+
+
+IQN_RE = re.compile(r"^iqn\.\d{4}-\d{2}\.[a-z0-9][a-z0-9.-]*(:[A-Za-z0-9._:-]+)?$")
+
+
+class _StorageParser:
+    """Settings of the storage roles, checked against the nodes that carry them."""
+
+    def __init__(self, reader: _Reader, lab: Lab, node_keys: dict[str, Node], fields: dict[str, tuple[Node, Node]], root: Node):
+        self.reader, self.lab, self.node_keys, self.fields, self.root = reader, lab, node_keys, fields, root
+
+    def _opts(self, key: str, allowed: tuple[str, ...]) -> tuple[dict[str, tuple[Node, Node]], Node]:
+        if key not in self.fields:
+            return {}, self.root
+        value = self.fields[key][1]
+        return self.reader.mapping(value, f"role settings '{key}'", allowed), value
+
+    def _where(self, opts: dict[str, tuple[Node, Node]], key: str, node: str) -> Node:
+        """Point an error at the setting if the file has it, else at the node it concerns."""
+        return opts[key][1] if key in opts else self.node_keys[node]
+
+    def _need_disk(self, opts: dict[str, tuple[Node, Node]], key: str, node: str, disk: str, role: str) -> None:
+        have = tuple(d.name for d in self.lab.node(node).disks)
+        if disk not in have:
+            raise self.reader.fail(
+                self._where(opts, key, node),
+                f"node '{node}' (role {role}) needs an extra disk '{disk}' (its disks: {', '.join(have) or 'none'}); "
+                f"add e.g. 'disks: {{{disk}: 4G}}'",
+            )
+
+    def _network(self, opts: dict[str, tuple[Node, Node]], nodes: tuple[str, ...], role: str) -> str:
+        common = [n for n in self.lab.node(nodes[0]).networks if all(n in self.lab.node(x).networks for x in nodes)]
+        if "network" in opts:
+            net = self.reader.scalar_text(opts["network"][1], "network")
+            if net not in common:
+                raise self.reader.fail(
+                    opts["network"][1], f"network '{net}' is not shared by every {role} node (shared: {', '.join(common) or 'none'})"
+                )
+            return net
+        if not common:
+            raise self.reader.fail(self.node_keys[nodes[0]], f"the {role} nodes share no network")
+        return common[0]
+
+    def iscsi(self) -> IscsiTargetSettings:
+        targets = tuple(n.name for n in self.lab.by_role("iscsi-target"))
+        if not targets:
+            return IscsiTargetSettings()
+        r = self.reader
+        opts, where = self._opts("iscsi-target", ("iqn", "luns", "acls", "network", "pool"))
+        if len(targets) > 1:
+            raise r.fail(self.node_keys[targets[1]], f"only one node may have role iscsi-target (already: {targets[0]})")
+        target = targets[0]
+        iqn = r.optional(opts, "iqn", lambda n: r.string(n, "iqn"), f"iqn.2026-11.dev.kvmlab:{self.lab.name}")
+        if not IQN_RE.match(iqn):
+            raise r.fail(opts["iqn"][1], f"'{iqn}' is not an iSCSI qualified name: write e.g. iqn.2026-11.lab.example:storage")
+        luns: list[IscsiLun] = []
+        disk_backend: dict[str, str] = {}
+        for item in r.sequence(r.required(opts, "luns", where, "role settings 'iscsi-target'"), "luns"):
+            lun = r.mapping(item, "a LUN", ("name", "backend", "disk", "size"))
+            name = r.name(r.required(lun, "name", item, "a LUN"), "LUN name")
+            if name in (x.name for x in luns):
+                raise r.fail(lun["name"][1], f"LUN name '{name}' is used twice")
+            backend_node = r.required(lun, "backend", item, f"LUN '{name}'")
+            backend = r.scalar_text(backend_node, "LUN backend")
+            if backend not in ISCSI_BACKENDS:
+                raise r.fail(backend_node, f"unknown LUN backend '{backend}'{_suggest(backend, ISCSI_BACKENDS)}")
+            disk = r.name(r.required(lun, "disk", item, f"LUN '{name}'"), "LUN disk")
+            self._need_disk(lun, "disk", target, disk, "iscsi-target")
+            if disk_backend.setdefault(disk, backend) != backend or (backend == "block" and disk in (x.disk for x in luns)):
+                raise r.fail(lun["disk"][1], f"disk '{disk}' already backs another LUN; a block LUN needs a disk of its own")
+            size = None
+            if backend == "block":
+                if "size" in lun:
+                    raise r.fail(lun["size"][0], "a block LUN is its whole disk: remove 'size'")
+            else:
+                size = r.size_mib(r.required(lun, "size", item, f"{backend} LUN '{name}'"), f"size of LUN '{name}'", DISK_RANGE_MIB)
+                disk_mib = next(d.size_mib for d in self.lab.node(target).disks if d.name == disk)
+                if size > disk_mib - 64:
+                    raise r.fail(
+                        lun["size"][1],
+                        f"LUN '{name}' ({size} MiB) does not fit on disk '{disk}' ({disk_mib} MiB, less 64 MiB for metadata)",
+                    )
+            luns.append(IscsiLun(name, backend, disk, size))
+        lun_names = tuple(x.name for x in luns)
+        node_names = tuple(n.name for n in self.lab.nodes)
+        acls: list[IscsiAcl] = []
+        for item in r.sequence(opts["acls"][1], "acls") if "acls" in opts else ():
+            acl = r.mapping(item, "an ACL", ("initiator", "luns"))
+            initiator_node = r.required(acl, "initiator", item, "an ACL")
+            initiator = r.scalar_text(initiator_node, "ACL initiator")
+            if initiator not in node_names:
+                raise r.fail(initiator_node, f"ACL initiator '{initiator}' is not a node{_suggest(initiator, node_names)}")
+            if initiator in (a.initiator for a in acls):
+                raise r.fail(initiator_node, f"initiator '{initiator}' has two ACLs")
+            mapped = r.names_list(r.required(acl, "luns", item, f"ACL of '{initiator}'"), f"luns of ACL '{initiator}'", lun_names, "LUN")
+            acls.append(IscsiAcl(initiator, mapped))
+        network = self._network(opts, (target,), "iscsi-target")
+        pool = r.optional(opts, "pool", lambda n: r.name(n, "pool name"), "iscsi")
+        return IscsiTargetSettings(iqn, tuple(luns), tuple(acls), network, pool)
+
+    def gluster(self) -> GlusterSettings:
+        nodes = tuple(n.name for n in self.lab.by_role("gluster"))
+        if not nodes:
+            return GlusterSettings()
+        r = self.reader
+        allowed = ("volume", "brick_disk", "brick_dir", "network", "ping_timeout", "owner_uid", "owner_gid", "pool", "mount")
+        opts, _where = self._opts("gluster", allowed)
+        if len(nodes) < 2:
+            raise r.fail(
+                self.node_keys[nodes[0]], f"a replicated Gluster volume needs at least 2 nodes with role gluster (found 1: {nodes[0]})"
+            )
+        d = GlusterSettings()
+        brick_disk = r.optional(opts, "brick_disk", lambda n: r.name(n, "brick_disk"), d.brick_disk)
+        for node in nodes:
+            self._need_disk(opts, "brick_disk", node, brick_disk, "gluster")
+        return GlusterSettings(
+            volume=r.optional(opts, "volume", lambda n: r.name(n, "volume name"), d.volume),
+            brick_disk=brick_disk,
+            brick_dir=r.optional(opts, "brick_dir", lambda n: _abs_path(r, n, "brick_dir"), d.brick_dir),
+            network=self._network(opts, nodes, "gluster"),
+            ping_timeout=r.optional(opts, "ping_timeout", lambda n: r.integer(n, "ping_timeout", (1, 300)), d.ping_timeout),
+            owner_uid=r.optional(opts, "owner_uid", lambda n: r.integer(n, "owner_uid", (0, 2**31)), d.owner_uid),
+            owner_gid=r.optional(opts, "owner_gid", lambda n: r.integer(n, "owner_gid", (0, 2**31)), d.owner_gid),
+            pool=r.optional(opts, "pool", lambda n: r.name(n, "pool name"), d.pool),
+            mount=r.optional(opts, "mount", lambda n: _abs_path(r, n, "mount"), d.mount),
+        )
+
+    def ceph(self) -> CephSettings:
+        mons = tuple(n.name for n in self.lab.by_role("ceph-mon"))
+        osds = tuple(n.name for n in self.lab.by_role("ceph-osd"))
+        admins = tuple(n.name for n in self.lab.by_role("ceph-admin"))
+        if not (mons or osds or admins):
+            return CephSettings()
+        r = self.reader
+        opts, _where = self._opts("ceph", ("pool", "pg_num", "client", "osd_disk", "network", "libvirt_pool"))
+        anyone = (mons + osds + admins)[0]
+        if len(mons) != 1:
+            raise r.fail(
+                self.node_keys[mons[1] if mons else anyone],
+                f"a Ceph cluster here has exactly one node with role ceph-mon (found {len(mons)})",
+            )
+        if not osds:
+            raise r.fail(self.node_keys[anyone], "a Ceph cluster needs at least one node with role ceph-osd")
+        d = CephSettings()
+        osd_disk = r.optional(opts, "osd_disk", lambda n: r.name(n, "osd_disk"), d.osd_disk)
+        for node in osds:
+            self._need_disk(opts, "osd_disk", node, osd_disk, "ceph-osd")
+        pg_num = r.optional(opts, "pg_num", lambda n: r.integer(n, "pg_num", (8, 512)), d.pg_num)
+        if pg_num & (pg_num - 1):
+            raise r.fail(opts["pg_num"][1], f"pg_num {pg_num} is not a power of two (e.g. 32, 64, 128)")
+        return CephSettings(
+            pool=r.optional(opts, "pool", lambda n: r.string(n, "pool"), d.pool),
+            pg_num=pg_num,
+            client=r.optional(opts, "client", lambda n: r.string(n, "client"), d.client),
+            osd_disk=osd_disk,
+            network=self._network(opts, mons + osds + admins, "ceph"),
+            libvirt_pool=r.optional(opts, "libvirt_pool", lambda n: r.name(n, "libvirt_pool"), d.libvirt_pool),
+        )
+
+    def local_raid(self) -> LocalRaidSettings:
+        nodes = tuple(n.name for n in self.lab.by_role("local-raid"))
+        if not nodes:
+            return LocalRaidSettings()
+        r = self.reader
+        opts, where = self._opts("local-raid", ("members", "spare", "vg", "mount", "pool"))
+        members_node = r.required(opts, "members", where if opts else self.node_keys[nodes[0]], "role settings 'local-raid'")
+        members = tuple(r.name(m, "RAID member disk") for m in r.sequence(members_node, "members"))
+        if len(members) != 4 or len(set(members)) != 4:
+            raise r.fail(members_node, f"RAID10 here takes exactly 4 distinct member disks (got {len(members)}: {', '.join(members)})")
+        spare = r.name(r.required(opts, "spare", where, "role settings 'local-raid'"), "spare disk")
+        if spare in members:
+            raise r.fail(opts["spare"][1], f"spare disk '{spare}' is also a member")
+        for node in nodes:
+            for disk in (*members, spare):
+                self._need_disk(opts, "members" if disk in members else "spare", node, disk, "local-raid")
+        d = LocalRaidSettings()
+        return LocalRaidSettings(
+            members=members,
+            spare=spare,
+            vg=r.optional(opts, "vg", lambda n: r.name(n, "vg"), d.vg),
+            mount=r.optional(opts, "mount", lambda n: _abs_path(r, n, "mount"), d.mount),
+            pool=r.optional(opts, "pool", lambda n: r.name(n, "pool name"), d.pool),
+        )

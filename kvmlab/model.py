@@ -45,6 +45,61 @@ class HypervisorSettings:
 
 
 @dataclass(frozen=True)
+class IscsiLun:
+    name: str
+    backend: str  # fileio (a file on XFS), block (a whole extra disk), lvm (an LV on an extra disk)
+    disk: str  # extra disk of the target node
+    size_mib: int | None  # fileio and lvm; a block LUN is its whole disk
+
+
+@dataclass(frozen=True)
+class IscsiAcl:
+    initiator: str  # node name; its IQN is derived from it
+    luns: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class IscsiTargetSettings:
+    iqn: str = ""
+    luns: tuple[IscsiLun, ...] = ()
+    acls: tuple[IscsiAcl, ...] = ()
+    network: str = ""  # portal network; empty: the target's first network
+    pool: str = "iscsi"  # the hypervisors' iscsi pool
+
+
+@dataclass(frozen=True)
+class GlusterSettings:
+    volume: str = "kvmgluster"
+    brick_disk: str = "brick"
+    brick_dir: str = "/gluster/bricks/1"
+    network: str = ""  # peers, clients and auth.allow; empty: the first network
+    ping_timeout: int = 42
+    owner_uid: int = 64055  # libvirt-qemu on Debian (the book's 107 is CentOS's qemu)
+    owner_gid: int = 64055
+    pool: str = "gluster"
+    mount: str = "/var/lib/libvirt/images/GlusterFS"
+
+
+@dataclass(frozen=True)
+class CephSettings:
+    pool: str = "KVMpool"
+    pg_num: int = 32
+    client: str = "KVMpool"
+    osd_disk: str = "osd"
+    network: str = ""  # public network; empty: the first network
+    libvirt_pool: str = "ceph"
+
+
+@dataclass(frozen=True)
+class LocalRaidSettings:
+    members: tuple[str, ...] = ()  # four extra disks
+    spare: str = ""
+    vg: str = "raidvg"
+    mount: str = "/var/lib/libvirt/images/raid"
+    pool: str = "raid"
+
+
+@dataclass(frozen=True)
 class Node:
     name: str
     roles: tuple[str, ...]
@@ -62,6 +117,10 @@ class Lab:
     nodes: tuple[Node, ...]
     nfs_server: NfsServerSettings = field(default_factory=NfsServerSettings)
     hypervisor: HypervisorSettings = field(default_factory=HypervisorSettings)
+    iscsi_target: IscsiTargetSettings = field(default_factory=IscsiTargetSettings)
+    gluster: GlusterSettings = field(default_factory=GlusterSettings)
+    ceph: CephSettings = field(default_factory=CephSettings)
+    local_raid: LocalRaidSettings = field(default_factory=LocalRaidSettings)
 
     def node(self, name: str) -> Node:
         for node in self.nodes:
@@ -107,7 +166,17 @@ class Placement:
         return "52:54:" + ":".join(f"{b:02x}" for b in octets)
 
 
-KNOWN_ROLES = ("nfs-server", "hypervisor")
+KNOWN_ROLES = ("nfs-server", "hypervisor", "iscsi-target", "gluster", "ceph-mon", "ceph-osd", "ceph-admin", "local-raid")
+# Keys under `roles:` in a lab file, and the roles each one configures.
+SETTINGS_KEYS = {
+    "nfs-server": ("nfs-server",),
+    "hypervisor": ("hypervisor",),
+    "iscsi-target": ("iscsi-target",),
+    "gluster": ("gluster",),
+    "ceph": ("ceph-mon", "ceph-osd", "ceph-admin"),
+    "local-raid": ("local-raid",),
+}
+ISCSI_BACKENDS = ("fileio", "block", "lvm")
 NFS_OPTIONS = (
     "rw",
     "ro",

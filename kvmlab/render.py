@@ -6,10 +6,12 @@ import hashlib
 import ipaddress
 from dataclasses import dataclass
 
+from kvmlab import rolefiles
 from kvmlab.model import Lab, Node, Placement
 from kvmlab.templating import render_template
 
 NAMESPACE = "https://kvmlab.dev/xmlns/run/1"
+CLOUD_INIT_DOCS = ("user-data", "meta-data", "network-config")
 TB_CACHE_MIB = 128  # TCG translation cache: boots as fast as the default at a fraction of the RSS
 
 
@@ -135,8 +137,7 @@ def render_lab(inp: RenderInput) -> dict[str, str]:
         ctx = _node_context(inp, node)
         subject = f"node '{node.name}'"
         out[f"domains/{node.name}.xml"] = render_template("libvirt/domain.xml.j2", ctx, subject=subject)
-        for doc in ("user-data", "meta-data", "network-config"):
-            out[f"cloud-init/{node.name}/{doc}"] = render_template(f"cloud-init/{doc}.j2", ctx, subject=subject)
+        out.update(_seed_files(node, ctx))
         out[f"volumes/{node.name}-root.xml"] = render_template(
             "libvirt/volume.xml.j2",
             {"name": volume_name(lab.name, pl.run_id, node.name, "root.qcow2"), "capacity_mib": None, "backing": inp.backing.path("qcow2")},
@@ -152,30 +153,25 @@ def render_lab(inp: RenderInput) -> dict[str, str]:
     return out
 
 
+def _seed_files(node: Node, ctx: dict) -> dict[str, str]:
+    """The seed disk: a NoCloud seed plus the kvmlab-* files that kvmlab-firstboot installs."""
+    seed = f"seed/{node.name}"
+    out = {f"{seed}/{doc}": render_template(f"cloud-init/{doc}.j2", ctx, subject=f"node '{node.name}'") for doc in CLOUD_INIT_DOCS}
+    out[f"{seed}/kvmlab-hostname"] = node.name + "\n"
+    out[f"{seed}/kvmlab-hosts"] = render_template("seed/hosts.j2", ctx)
+    out[f"{seed}/kvmlab-authorized_keys"] = ctx["ssh_public_key"] + "\n"
+    out[f"{seed}/kvmlab-ssh_host_ed25519_key"] = ctx["host_key_private"].rstrip("\n") + "\n"
+    out[f"{seed}/kvmlab-ssh_host_ed25519_key.pub"] = ctx["host_key_public"] + "\n"
+    for nic in ctx["nics"]:
+        out[f"{seed}/kvmlab-net-{nic['network']}.network"] = render_template("seed/network.j2", {"nic": nic})
+    return out
+
+
 def _role_files(lab: Lab, pl: Placement, node: Node) -> dict[str, str]:
     out: dict[str, str] = {}
-    if "nfs-server" in node.roles:
-        exports = [
-            {
-                "path": e.path,
-                "clients": str(pl.subnets[e.clients]) if e.clients in pl.subnets else e.clients,
-                "options": ",".join(e.options),
-            }
-            for e in lab.nfs_server.exports
-        ]
-        out[f"roles/{node.name}/exports"] = render_template("roles/nfs-server/exports.j2", {"exports": exports})
-    if "hypervisor" in node.roles:
-        for pool in lab.hypervisor.netfs_pools:
-            out[f"roles/{node.name}/pool-{pool.name}.xml"] = render_template(
-                "libvirt/pool.xml.j2",
-                {
-                    "type": "netfs",
-                    "name": pool.name,
-                    "target": pool.target,
-                    "host": f"{pool.server}-{pool.network}",
-                    "source_dir": pool.path,
-                },
-            )
+    for module in rolefiles.MODULES:
+        for name, text in module.files(lab, pl, node).items():
+            out[f"roles/{node.name}/{name}"] = text
     return out
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from kvmlab.model import Node
+from kvmlab.remote import Remote
 from kvmlab.roles import Role, RoleContext
 
 LIBVIRT_UNITS = "virtlogd.socket virtlockd.socket libvirtd.socket libvirtd-ro.socket libvirtd-admin.socket libvirtd.service"
@@ -18,16 +19,26 @@ def setup(ctx: RoleContext, node: Node) -> None:
     _start_pool(remote, "default")
 
 
-def connect(ctx: RoleContext, node: Node) -> None:
+def clients(ctx: RoleContext, node: Node) -> None:
+    """Pools on every storage the lab has: NFS here, the others from their own role modules."""
     remote = ctx.remote(node.name)
     for pool in ctx.lab.hypervisor.netfs_pools:
-        path = f"/etc/kvmlab/pool-{pool.name}.xml"
-        remote.put(path, ctx.file(node, f"pool-{pool.name}.xml"))
-        remote.check(f"virsh -q pool-define {path}", f"define netfs pool {pool.name}")
-        _start_pool(remote, pool.name)
+        define_pool(remote, pool.name, ctx.file(node, f"pool-{pool.name}.xml"))
+    from kvmlab.roles import ceph, gluster, iscsi_target
+
+    for storage in (iscsi_target, gluster, ceph):
+        storage.attach_hypervisor(ctx, node)
 
 
-def _start_pool(remote, name: str) -> None:
+def define_pool(remote: Remote, name: str, xml: str) -> None:
+    """Define, build, start and autostart a libvirt pool from its XML (virsh pool-define and friends)."""
+    path = f"/etc/kvmlab/pool-{name}.xml"
+    remote.put(path, xml)
+    remote.check(f"virsh -q pool-define {path}", f"define pool {name}")
+    _start_pool(remote, name)
+
+
+def _start_pool(remote: Remote, name: str) -> None:
     remote.check(f"virsh -q pool-build {name}", f"build pool {name}")
     remote.check(f"virsh -q pool-start {name}", f"start pool {name}")
     remote.check(f"virsh -q pool-autostart {name}", f"autostart pool {name}")
@@ -35,7 +46,6 @@ def _start_pool(remote, name: str) -> None:
 
 ROLE = Role(
     name="hypervisor",
-    setup=setup,
-    connect=connect,
+    steps={"setup": setup, "clients": clients},
     state_commands=("virsh pool-list --all --details", "virsh list --all", "findmnt -t nfs,nfs4"),
 )

@@ -20,6 +20,6 @@ def setup(ctx: RoleContext, node: Node) -> None:
 
 ROLE = Role(
     name="nfs-server",
-    setup=setup,
+    steps={"setup": setup},
     state_commands=("exportfs -v", "systemctl status nfs-server --no-pager", "showmount -e localhost"),
 )

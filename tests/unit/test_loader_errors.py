@@ -61,7 +61,7 @@ EXPECTED = {
     "unknown_role.yaml": (
         3,
         13,
-        "unknown role 'nfs-sever' in roles of node 'a' (known: nfs-server, hypervisor); did you mean 'nfs-server'?",
+        "unknown role 'nfs-sever' in roles of node 'a' (known: nfs-server, hypervisor, iscsi-target, gluster, ceph-mon, ceph-osd, ceph-admin, local-raid); did you mean 'nfs-server'?",
     ),
     "unknown_top_key.yaml": (3, 1, "unknown key 'network' in the lab (known: name, networks, nodes, roles); did you mean 'networks'?"),
     "vcpus_not_int.yaml": (3, 12, "vcpus of node 'a' must be a whole number between 1 and 64, got 'two'"),

@@ -68,9 +68,19 @@ def test_networks_are_isolated():
 
 
 def test_every_node_resolves_every_other_by_name():
-    hosts = render_smoke()["cloud-init/hv1/user-data"]
+    files = render_smoke()
+    hosts = files["seed/hv1/kvmlab-hosts"].splitlines()
     for line in ("10.213.4.10 nfs1-mgmt nfs1", "10.213.5.10 nfs1-storage", "10.213.4.11 hv1-mgmt hv1", "10.213.5.11 hv1-storage"):
         assert line in hosts
+    # The NoCloud user-data of the same seed carries the same table.
+    assert all("      " + line in files["seed/hv1/user-data"] for line in hosts)
+
+
+def test_seed_gives_each_nic_its_address_by_mac():
+    files = render_smoke()
+    storage = files["seed/nfs1/kvmlab-net-storage.network"]
+    assert "MACAddress=52:54:0a:d5:05:0a" in storage and "Address=10.213.5.10/24" in storage
+    assert files["seed/nfs1/kvmlab-hostname"] == "nfs1\n"
 
 
 def test_names_are_tagged_and_bridges_fit_linux_limits():

@@ -1,0 +1,9 @@
+"""Files of the local-raid role (and what hypervisors need to use it)."""
+
+from __future__ import annotations
+
+from kvmlab.model import Lab, Node, Placement
+
+
+def files(lab: Lab, pl: Placement, node: Node) -> dict[str, str]:
+    return {}

@@ -1,0 +1,13 @@
+"""ceph-mon, ceph-osd, ceph-admin roles (not implemented yet: see labs/storage.yaml)."""
+
+from __future__ import annotations
+
+from kvmlab.model import Node
+from kvmlab.roles import Role, RoleContext
+
+
+def attach_hypervisor(ctx: RoleContext, node: Node) -> None:
+    """What a hypervisor needs to use this storage; nothing when the lab has none."""
+
+
+ROLES = (Role(name="ceph-mon"), Role(name="ceph-osd"), Role(name="ceph-admin"))
