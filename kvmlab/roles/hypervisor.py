@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from kvmlab.model import Node
 from kvmlab.remote import Remote
+from kvmlab.rolefiles.hypervisor import ISO_LIBRARY
 from kvmlab.roles import Role, RoleContext
 
 LIBVIRT_UNITS = "virtlogd.socket virtlockd.socket libvirtd.socket libvirtd-ro.socket libvirtd-admin.socket libvirtd.service"
@@ -17,6 +18,9 @@ def setup(ctx: RoleContext, node: Node) -> None:
         "define the default dir pool",
     )
     _start_pool(remote, "default")
+    name, path = ISO_LIBRARY
+    remote.check(f"install -d -m 0700 -o root -g root {path}", "create the ISO library directory")
+    define_pool(remote, name, ctx.file(node, f"pool-{name}.xml"))
 
 
 def clients(ctx: RoleContext, node: Node) -> None:
@@ -24,7 +28,7 @@ def clients(ctx: RoleContext, node: Node) -> None:
     remote = ctx.remote(node.name)
     for pool in ctx.lab.hypervisor.netfs_pools:
         define_pool(remote, pool.name, ctx.file(node, f"pool-{pool.name}.xml"))
-    from kvmlab.roles import ceph, gluster, iscsi_target
+    from kvmlab.roles import ceph, gluster, iscsi_target  # they import define_pool from here
 
     for storage in (iscsi_target, gluster, ceph):
         storage.attach_hypervisor(ctx, node)

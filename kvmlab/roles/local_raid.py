@@ -1,13 +1,24 @@
-"""local-raid role (not implemented yet: see labs/storage.yaml)."""
+"""local-raid: RAID10 with a spare, LVM and XFS, and a libvirt dir pool on it (book 5.1)."""
 
 from __future__ import annotations
 
 from kvmlab.model import Node
 from kvmlab.roles import Role, RoleContext
+from kvmlab.roles.hypervisor import define_pool
 
 
-def attach_hypervisor(ctx: RoleContext, node: Node) -> None:
-    """What a hypervisor needs to use this storage; nothing when the lab has none."""
+def setup(ctx: RoleContext, node: Node) -> None:
+    remote = ctx.remote(node.name)
+    remote.check("sh -s", "create the RAID10 array, LVM and XFS", stdin=ctx.file(node, "raid-setup.sh"))
 
 
-ROLE = Role(name="local-raid")
+def clients(ctx: RoleContext, node: Node) -> None:
+    pool = ctx.lab.local_raid.pool
+    define_pool(ctx.remote(node.name), pool, ctx.file(node, f"pool-{pool}.xml"))
+
+
+ROLE = Role(
+    name="local-raid",
+    steps={"setup": setup, "clients": clients},
+    state_commands=("cat /proc/mdstat", "mdadm --detail /dev/md/kvmlab", "lvs", "findmnt -t xfs"),
+)

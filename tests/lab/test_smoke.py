@@ -20,12 +20,6 @@ def test_export_is_visible_to_the_storage_network(lab):
     assert exports == {EXPORT: storage_subnet}
 
 
-def test_default_dir_pool_is_active_and_autostarted(lab):
-    info = lab.node("hv1").host.check_output("virsh pool-info default")
-    assert _field(info, "State") == "running"
-    assert _field(info, "Autostart") == "yes"
-
-
 def test_netfs_pool_is_active_autostarted_and_mounted(lab):
     hv = lab.node("hv1").host
     info = hv.check_output(f"virsh pool-info {POOL}")

@@ -113,7 +113,7 @@ def test_pool_xml_passes_virt_xml_validate(tmp_path):
     tool = _validator()
     pools = {"host-dir.xml": render.render_pool_xml("kvmlab", "/var/lib/kvmlab/pool")}
     pools.update({rel.replace("/", "_"): t for rel, t in render_smoke().items() if "/pool-" in rel})
-    assert len(pools) == 2
+    assert len(pools) == 3  # host pool, ISO library, netfs
     for name, text in pools.items():
         (tmp_path / name).write_text(text)
         proc = subprocess.run([tool, str(tmp_path / name), "storagepool"], capture_output=True, text=True)
