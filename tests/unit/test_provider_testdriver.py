@@ -10,18 +10,6 @@ from kvmlab.providers.libvirt import LibvirtProvider
 from tests.unit.test_render import render_smoke
 
 
-@pytest.fixture
-def provider():
-    p = LibvirtProvider("test:///default")
-    yield p
-    for dom in p.list_domains():
-        p.destroy_domain(dom.name)
-    for net in p.list_networks():
-        if net.startswith("kvmlab-"):
-            p.destroy_network(net)
-    p.close()
-
-
 def test_networks_and_domains_round_trip(provider):
     files = render_smoke()
     for rel in ("networks/mgmt.xml", "networks/storage.xml"):

@@ -10,7 +10,6 @@ import sys
 import pytest
 
 from kvmlab import gc, runs, settings
-from kvmlab.providers.libvirt import LibvirtProvider
 from tests.unit.test_render import render_smoke
 
 
@@ -68,18 +67,6 @@ def test_owner_liveness():
     assert not run.owner_alive()
     run.kept = True
     assert run.owner_alive()
-
-
-@pytest.fixture
-def provider():
-    p = LibvirtProvider("test:///default")
-    yield p
-    for dom in p.list_domains():
-        p.destroy_domain(dom.name)
-    for net in p.list_networks():
-        if net.startswith("kvmlab-"):
-            p.destroy_network(net)
-    p.close()
 
 
 def _start_smoke_objects(provider, run_id: str, pid: int, user: str = "tester") -> None:
