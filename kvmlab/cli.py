@@ -71,7 +71,8 @@ def cmd_image_build(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from kvmlab.lab import redact, write_files
+    from kvmlab.lab import write_files
+    from kvmlab.redact import redact
 
     lab = load_lab(args.lab)
     keypair = new_keypair("kvmlab-render")

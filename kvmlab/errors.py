@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from kvmlab.redact import redact
+
 
 class HarnessError(Exception):
     """Something broke in the harness or the host, not in what a test checks."""
@@ -30,8 +32,10 @@ class RoleError(HarnessError):
         self.node, self.step, self.command, self.rc, self.output = node, step, command, rc, output
         tail = "\n".join(output.strip().splitlines()[-25:])
         super().__init__(
-            f"role step '{step}' failed on node '{node}' (exit {rc})\n"
-            f"  command: {command}\n  output:\n" + "\n".join("    " + ln for ln in tail.splitlines())
+            redact(
+                f"role step '{step}' failed on node '{node}' (exit {rc})\n"
+                f"  command: {command}\n  output:\n" + "\n".join("    " + ln for ln in tail.splitlines())
+            )
         )
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import fcntl
 import ipaddress
 import os
-import re
 import shutil
 import socket
 import sys
@@ -19,11 +18,12 @@ from typing import Any
 
 from kvmlab import accel as accel_mod
 from kvmlab import images, keys, render, runs, settings
-from kvmlab.errors import HarnessError, LabTimeout
+from kvmlab.errors import HarnessError
 from kvmlab.gc import collect
 from kvmlab.model import Lab, Node, Placement
 from kvmlab.preflight import check_fits, require_host
 from kvmlab.providers.base import Provider
+from kvmlab.redact import redact
 from kvmlab.remote import Remote, Result, SshTarget
 from kvmlab.roles import PHASES, RoleContext, registry
 from kvmlab.seed import build_seed_iso
@@ -31,18 +31,12 @@ from kvmlab.wait import timeout_for, wait_until
 
 POOL = "kvmlab"
 BOOT_PRIORITY = {"ceph-mon": 0, "ceph-osd": 1, "gluster": 2, "iscsi-target": 3, "nfs-server": 4, "ceph-admin": 5}
-PEM_BLOCK = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----", re.S)
 
 Progress = Callable[[str], None]
 
 
 def _stderr_progress(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
-
-
-def redact(text: str) -> str:
-    """Private keys never reach artifacts or logs."""
-    return PEM_BLOCK.sub("<private key redacted>", text)
 
 
 @dataclass
@@ -428,6 +422,3 @@ def write_files(root: Path, files: dict[str, str]) -> None:
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
-
-
-__all__ = ["LabSession", "LabTimeout", "NodeHandle", "redact"]

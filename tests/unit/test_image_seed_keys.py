@@ -9,7 +9,7 @@ import pycdlib
 
 from kvmlab import images
 from kvmlab.keys import new_keypair, write_private
-from kvmlab.lab import redact
+from kvmlab.redact import redact
 from kvmlab.seed import build_seed_iso
 
 
@@ -71,6 +71,11 @@ def test_private_key_file_is_0600(tmp_path):
     write_private(path, pair.private_openssh)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert pair.public_openssh.startswith("ssh-ed25519 ") and pair.public_openssh.endswith(" unit")
+
+
+def test_redact_removes_cephx_secrets():
+    keyring = "[client.KVMpool]\n\tkey = AQBkAi5nAAAAABAAoF9m8+qW0rMm4gu8s8Yo1w==\n"
+    assert redact(keyring) == "[client.KVMpool]\n\tkey = <ceph key redacted>\n"
 
 
 def test_redact_removes_private_keys():
