@@ -387,6 +387,15 @@ class _StorageParser:
             raise self.reader.fail(self.node_keys[nodes[0]], f"the {role} nodes share no network")
         return common[0]
 
+    def _clients_reach(self, network: str, clients: tuple[str, ...], role: str) -> None:
+        """Hypervisors that use a storage must sit on its network."""
+        for client in clients:
+            if network not in self.lab.node(client).networks:
+                raise self.reader.fail(
+                    self.node_keys[client],
+                    f"hypervisor '{client}' uses the {role} storage but is not on its network '{network}': add it to the node's networks",
+                )
+
     def iscsi(self) -> IscsiTargetSettings:
         targets = tuple(n.name for n in self.lab.by_role("iscsi-target"))
         if not targets:
@@ -441,6 +450,8 @@ class _StorageParser:
             mapped = r.names_list(r.required(acl, "luns", item, f"ACL of '{initiator}'"), f"luns of ACL '{initiator}'", lun_names, "LUN")
             acls.append(IscsiAcl(initiator, mapped))
         network = self._network(opts, (target,), "iscsi-target")
+        hypervisors = {n.name for n in self.lab.by_role("hypervisor")}
+        self._clients_reach(network, tuple(a.initiator for a in acls if a.initiator in hypervisors), "iscsi-target")
         pool = r.optional(opts, "pool", lambda n: r.name(n, "pool name"), "iscsi")
         return IscsiTargetSettings(iqn, tuple(luns), tuple(acls), network, pool)
 
@@ -459,11 +470,13 @@ class _StorageParser:
         brick_disk = r.optional(opts, "brick_disk", lambda n: r.name(n, "brick_disk"), d.brick_disk)
         for node in nodes:
             self._need_disk(opts, "brick_disk", node, brick_disk, "gluster")
+        network = self._network(opts, nodes, "gluster")
+        self._clients_reach(network, tuple(n.name for n in self.lab.by_role("hypervisor")), "gluster")
         return GlusterSettings(
             volume=r.optional(opts, "volume", lambda n: r.name(n, "volume name"), d.volume),
             brick_disk=brick_disk,
             brick_dir=r.optional(opts, "brick_dir", lambda n: _abs_path(r, n, "brick_dir"), d.brick_dir),
-            network=self._network(opts, nodes, "gluster"),
+            network=network,
             ping_timeout=r.optional(opts, "ping_timeout", lambda n: r.integer(n, "ping_timeout", (1, 300)), d.ping_timeout),
             owner_uid=r.optional(opts, "owner_uid", lambda n: r.integer(n, "owner_uid", (0, 2**31)), d.owner_uid),
             owner_gid=r.optional(opts, "owner_gid", lambda n: r.integer(n, "owner_gid", (0, 2**31)), d.owner_gid),
@@ -494,12 +507,14 @@ class _StorageParser:
         pg_num = r.optional(opts, "pg_num", lambda n: r.integer(n, "pg_num", (8, 512)), d.pg_num)
         if pg_num & (pg_num - 1):
             raise r.fail(opts["pg_num"][1], f"pg_num {pg_num} is not a power of two (e.g. 32, 64, 128)")
+        network = self._network(opts, mons + osds + admins, "ceph")
+        self._clients_reach(network, tuple(n.name for n in self.lab.by_role("hypervisor")), "ceph")
         return CephSettings(
             pool=r.optional(opts, "pool", lambda n: r.string(n, "pool"), d.pool),
             pg_num=pg_num,
             client=r.optional(opts, "client", lambda n: r.string(n, "client"), d.client),
             osd_disk=osd_disk,
-            network=self._network(opts, mons + osds + admins, "ceph"),
+            network=network,
             libvirt_pool=r.optional(opts, "libvirt_pool", lambda n: r.name(n, "libvirt_pool"), d.libvirt_pool),
         )
 

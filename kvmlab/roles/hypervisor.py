@@ -51,5 +51,11 @@ def _start_pool(remote: Remote, name: str) -> None:
 ROLE = Role(
     name="hypervisor",
     steps={"setup": setup, "clients": clients},
-    state_commands=("virsh pool-list --all --details", "virsh list --all", "findmnt -t nfs,nfs4"),
+    state_commands=(
+        "virsh pool-list --all --details",
+        "virsh list --all",
+        "findmnt -t nfs,nfs4,fuse.glusterfs",
+        "iscsiadm -m session",
+        "tail -n 100 /var/log/glusterfs/*.log",
+    ),
 )

@@ -66,6 +66,17 @@ EXPECTED = {
     "unknown_top_key.yaml": (3, 1, "unknown key 'network' in the lab (known: name, networks, nodes, roles); did you mean 'networks'?"),
     "vcpus_not_int.yaml": (3, 12, "vcpus of node 'a' must be a whole number between 1 and 64, got 'two'"),
     "vcpus_zero.yaml": (3, 12, "vcpus of node 'a' 0 is out of range: use 1 to 64"),
+    "gluster_client_off_network.yaml": (
+        7,
+        3,
+        "hypervisor 'hv1' uses the gluster storage but is not on its network 'storage': add it to the node's networks",
+    ),
+    "iscsi_lun_too_big.yaml": (8, 54, "LUN 'lun0' (2048 MiB) does not fit on disk 'd' (1024 MiB, less 64 MiB for metadata)"),
+    "ceph_osd_disk_missing.yaml": (
+        3,
+        3,
+        "node 'o1' (role ceph-osd) needs an extra disk 'osd' (its disks: data); add e.g. 'disks: {osd: 4G}'",
+    ),
     "yaml_syntax.yaml": (3, 3, "YAML syntax error: expected ',' or '}', but got '<scalar>'"),
 }
 
