@@ -1,9 +1,111 @@
-"""Files of the iscsi-target role (and what hypervisors need to use it)."""
+"""Files of the iscsi-target role (and what hypervisors need to use it).
+
+The target node gets `prepare-backends.sh` (XFS, LVM), `targetcli.batch` (one
+targetcli run) and a drop-in that orders the boot-time restore after the
+backends. Each hypervisor with an ACL gets its `initiatorname.iscsi` and the XML
+of its `iscsi` pool.
+"""
 
 from __future__ import annotations
 
-from kvmlab.model import Lab, Node, Placement
+from dataclasses import dataclass
+
+from kvmlab.model import IscsiLun, IscsiTargetSettings, Lab, Node, Placement
+from kvmlab.templating import render_template
+
+ROLE = "iscsi-target"
+PORT = 3260
+IQN_PREFIX = "iqn.2026-11.dev.kvmlab"
+DISKS_DIR = "/var/lib/iscsi-disks"  # a fileio disk's XFS is mounted at DISKS_DIR/<disk>
+
+
+def initiator_iqn(lab: Lab, node: str) -> str:
+    """The initiator name of NODE: unique per lab and node, the same on every render."""
+    return f"{IQN_PREFIX}:{lab.name}-{node}"
+
+
+def disk_device(disk: str) -> str:
+    return f"/dev/disk/by-id/virtio-{disk}"
+
+
+def vg_name(disk: str) -> str:
+    return f"vg_{disk}"
+
+
+@dataclass(frozen=True)
+class Backstore:
+    """One LUN as LIO sees it: its TPG index, targetcli plugin and the file or device behind it."""
+
+    index: int
+    name: str
+    backend: str  # fileio | block | lvm (as in the lab file)
+    plugin: str  # fileio | block (an LV is a block backstore)
+    path: str
+    size_mib: int | None
+
+
+def backstores(settings: IscsiTargetSettings) -> list[Backstore]:
+    return [_backstore(i, lun) for i, lun in enumerate(settings.luns)]
+
+
+def _backstore(index: int, lun: IscsiLun) -> Backstore:
+    if lun.backend == "fileio":
+        return Backstore(index, lun.name, lun.backend, "fileio", f"{DISKS_DIR}/{lun.disk}/{lun.name}.img", lun.size_mib)
+    if lun.backend == "lvm":
+        return Backstore(index, lun.name, lun.backend, "block", f"/dev/{vg_name(lun.disk)}/{lun.name}", lun.size_mib)
+    return Backstore(index, lun.name, lun.backend, "block", disk_device(lun.disk), None)
+
+
+def acl_nodes(lab: Lab) -> tuple[str, ...]:
+    return tuple(acl.initiator for acl in lab.iscsi_target.acls)
+
+
+def portal(lab: Lab, pl: Placement) -> str:
+    """The target's address on the portal network."""
+    return pl.address(lab, lab.by_role(ROLE)[0].name, lab.iscsi_target.network)
 
 
 def files(lab: Lab, pl: Placement, node: Node) -> dict[str, str]:
-    return {}
+    settings = lab.iscsi_target
+    if not settings.luns:
+        return {}
+    out: dict[str, str] = {}
+    if ROLE in node.roles:
+        out.update(_target_files(lab, pl))
+    if "hypervisor" in node.roles and node.name in acl_nodes(lab):
+        iqn = initiator_iqn(lab, node.name)
+        out["initiatorname.iscsi"] = render_template("roles/iscsi-target/initiatorname.iscsi.j2", {"iqn": iqn}, subject=node.name)
+        out[f"pool-{settings.pool}.xml"] = render_template(
+            "roles/iscsi-target/pool.xml.j2",
+            {"name": settings.pool, "host": portal(lab, pl), "port": PORT, "target_iqn": settings.iqn, "initiator_iqn": iqn},
+            subject=node.name,
+        )
+    return out
+
+
+def _target_files(lab: Lab, pl: Placement) -> dict[str, str]:
+    settings = lab.iscsi_target
+    stores = backstores(settings)
+    disks = list(dict.fromkeys(lun.disk for lun in settings.luns))
+    by_disk = {d: [s for s, lun in zip(stores, settings.luns, strict=True) if lun.disk == d] for d in disks}
+    backend = {lun.disk: lun.backend for lun in settings.luns}
+    filesystems = [
+        {"disk": d, "device": disk_device(d), "mount": f"{DISKS_DIR}/{d}", "luns": by_disk[d]} for d in disks if backend[d] == "fileio"
+    ]
+    vgs = [{"disk": d, "device": disk_device(d), "name": vg_name(d), "luns": by_disk[d]} for d in disks if backend[d] == "lvm"]
+    index = {lun.name: i for i, lun in enumerate(settings.luns)}
+    acls = [{"iqn": initiator_iqn(lab, a.initiator), "luns": [index[name] for name in a.luns]} for a in settings.acls]
+    return {
+        "prepare-backends.sh": render_template(
+            "roles/iscsi-target/prepare-backends.sh.j2",
+            {"disks": [{"device": disk_device(d)} for d in disks], "filesystems": filesystems, "vgs": vgs},
+        ),
+        "targetctl-kvmlab.conf": render_template(
+            "roles/iscsi-target/targetctl-kvmlab.conf.j2",
+            {"mounts": [fs["mount"] for fs in filesystems], "vgs": [vg["name"] for vg in vgs]},
+        ),
+        "targetcli.batch": render_template(
+            "roles/iscsi-target/targetcli.batch.j2",
+            {"iqn": settings.iqn, "luns": stores, "portal": portal(lab, pl), "port": PORT, "acls": acls},
+        ),
+    }

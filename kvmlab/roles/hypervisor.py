@@ -55,7 +55,8 @@ ROLE = Role(
         "virsh pool-list --all --details",
         "virsh list --all",
         "findmnt -t nfs,nfs4,fuse.glusterfs",
-        "iscsiadm -m session",
+        "iscsiadm -m session -P 3",
+        "iscsiadm -m iface",
         "tail -n 100 /var/log/glusterfs/*.log",
     ),
 )
