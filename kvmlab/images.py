@@ -21,7 +21,7 @@ from kvmlab.templating import render_template
 SUITE = "bookworm"
 ROOT_LABEL = "kvmlab-root"
 ROOT_SIZE_GIB = 8
-RECIPE_VERSION = 4
+RECIPE_VERSION = 5
 
 # Everything any role needs: guests have no internet at run time.
 PACKAGES = sorted(

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from kvmlab import rolefiles
 from kvmlab.model import Lab, Node, Placement
+from kvmlab.rolefiles.iscsi_target import initiator_iqn
 from kvmlab.templating import render_template
 
 NAMESPACE = "https://kvmlab.dev/xmlns/run/1"
@@ -158,6 +159,8 @@ def _seed_files(node: Node, ctx: dict) -> dict[str, str]:
     seed = f"seed/{node.name}"
     out = {f"{seed}/{doc}": render_template(f"cloud-init/{doc}.j2", ctx, subject=f"node '{node.name}'") for doc in CLOUD_INIT_DOCS}
     out[f"{seed}/kvmlab-hostname"] = node.name + "\n"
+    # Every node its own initiator name: the image's package-made one would be shared by all.
+    out[f"{seed}/kvmlab-initiatorname.iscsi"] = f"InitiatorName={initiator_iqn(ctx['lab'], node.name)}\n"
     out[f"{seed}/kvmlab-hosts"] = render_template("seed/hosts.j2", ctx)
     out[f"{seed}/kvmlab-authorized_keys"] = ctx["ssh_public_key"] + "\n"
     out[f"{seed}/kvmlab-ssh_host_ed25519_key"] = ctx["host_key_private"].rstrip("\n") + "\n"
