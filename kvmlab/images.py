@@ -71,6 +71,7 @@ PACKAGES = sorted(
         "qemu-utils",
         "virtinst",
         "qemu-block-extra",
+        "libvirt-daemon-driver-storage-rbd",
     }
 )
 

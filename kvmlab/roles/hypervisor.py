@@ -12,6 +12,9 @@ LIBVIRT_UNITS = "virtlogd.socket virtlockd.socket libvirtd.socket libvirtd-ro.so
 
 def setup(ctx: RoleContext, node: Node) -> None:
     remote = ctx.remote(node.name)
+    # Debian's libvirtd exits after 120 s idle; a restarted one finds rbd and gluster pools
+    # inactive (libvirt cannot check their state) and autostart runs only at boot.
+    remote.check("echo 'LIBVIRTD_ARGS=\"\"' > /etc/default/libvirtd", "keep libvirtd running when idle")
     remote.check(f"systemctl enable --now {LIBVIRT_UNITS}", "start libvirtd")
     remote.check(
         "virsh -q pool-info default >/dev/null 2>&1 || virsh -q pool-define-as default dir --target /var/lib/libvirt/images",
