@@ -78,6 +78,8 @@ def main() -> int:
         rows.append(("boot to SSH + first boot, slowest node", f"{max(ready.values()):.1f} s"))
         rows.append(("boot to SSH + first boot, per node", ", ".join(f"{n} {s:.1f}" for n, s in ready.items())))
         rows.append(("roles, per node (after its boot)", ", ".join(f"{n} {s:.1f}" for n, s in roles.items())))
+        for phase, end in session.phase_end_s.items():
+            rows.append((f"role phase '{phase}' done (since first boot)", f"{end:.1f} s"))
         rows.append(("lab up, total (`LabSession.up`)", f"{total:.1f} s"))
         if not args.no_verify:
             session.mark_kept()  # the verification run attaches to it with --lab-reuse
@@ -94,8 +96,13 @@ def main() -> int:
                 "no:cacheprovider",
                 "tests/lab",
             ]
-            seconds, rc = timed(lambda: subprocess.call(cmd, stdout=subprocess.DEVNULL))
-            rows.append(("verification suite", f"{seconds:.1f} s ({'passed' if rc == 0 else f'FAILED rc={rc}'})"))
+            start = time.monotonic()
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            seconds = time.monotonic() - start
+            summary = (proc.stdout.strip().splitlines() or ["no output"])[-1]
+            rows.append(("verification suite", f"{seconds:.1f} s ({summary})"))
+            if proc.returncode != 0:
+                print(proc.stdout[-5000:], file=sys.stderr)
         peaks = {n.name: qemu_peak_rss_mib(n.domain) for n in session.nodes}
         rows.append(
             ("peak host RSS per VM (VmHWM)", ", ".join(f"{n} {p} MiB / {lab.node(n).memory_mib} MiB guest" for n, p in peaks.items()))

@@ -116,6 +116,7 @@ class LabSession:
     files: dict[str, str] = field(default_factory=dict)
     status: dict[str, NodeStatus] = field(default_factory=dict)
     phase_s: dict[str, float] = field(default_factory=dict)
+    phase_end_s: dict[str, float] = field(default_factory=dict)  # role phase -> seconds after the first boot began
     failure_dir: Path | None = None  # where a failed bring-up leaves its evidence before teardown
 
     def __post_init__(self) -> None:
@@ -293,6 +294,7 @@ class LabSession:
         ctx = RoleContext(self.lab, self.placement, self.files, {h.name: h.remote for h in self.nodes}, self.log)
         errors: dict[str, BaseException] = {}
         done = {phase: {n.name: threading.Event() for n in self.lab.nodes} for phase in PHASES}
+        started = time.monotonic()
 
         def boot_and_configure(node: Node) -> None:
             st = self.status[node.name]
@@ -313,6 +315,7 @@ class LabSession:
                         while not other.wait(0.5):
                             if self._stop.is_set():
                                 return
+                    self.phase_end_s.setdefault(phase, time.monotonic() - started)
                 st.roles_s = time.monotonic() - st.started - st.ready_s
                 st.state = "ready"
             except BaseException as exc:
