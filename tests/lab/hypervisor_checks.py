@@ -12,12 +12,17 @@ def _uid() -> str:
     return uuid.uuid4().hex[:8]
 
 
-def pool_field(host, pool: str, name: str) -> str:
-    for line in host.check_output(f"virsh pool-info {pool}").splitlines():
+def info_field(virsh_info: str, name: str) -> str:
+    """A 'Name: value' field of virsh's *-info output."""
+    for line in virsh_info.splitlines():
         key, _, value = line.partition(":")
         if key.strip() == name:
             return value.strip()
-    raise AssertionError(f"virsh pool-info {pool} has no '{name}'")
+    raise AssertionError(f"no '{name}' in:\n{virsh_info}")
+
+
+def pool_field(host, pool: str, name: str) -> str:
+    return info_field(host.check_output(f"virsh pool-info {pool}"), name)
 
 
 def check_default_pool_is_active_and_autostarted(host) -> None:

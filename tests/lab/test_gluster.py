@@ -8,6 +8,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from kvmlab.rolefiles.gluster import auth_allow, brick_path, peer_name
+from tests.lab.hypervisor_checks import info_field
 
 pytestmark = pytest.mark.lab("gluster")
 
@@ -88,8 +89,8 @@ def test_hypervisor_pool_is_active_autostarted_on_the_fuse_mount(lab):
     for hv in lab.lab.by_role("hypervisor"):
         host = lab.node(hv.name).host
         info = host.check_output(f"virsh pool-info {s.pool}")
-        assert _field(info, "State") == "running"
-        assert _field(info, "Autostart") == "yes"
+        assert info_field(info, "State") == "running"
+        assert info_field(info, "Autostart") == "yes"
         assert f"<path>{s.mount}</path>" in host.check_output(f"virsh pool-dumpxml {s.pool}")
         mount = host.mount_point(s.mount)
         assert mount.exists and mount.filesystem == "fuse.glusterfs"
@@ -119,11 +120,3 @@ def test_data_written_through_the_pool_is_on_every_brick(lab):
         hv.run(f"virsh vol-delete --pool {s.pool} {vol}; rm -f {s.mount}/{blob}")
     for node in nodes:
         assert not lab.node(node).host.file(f"{brick_path(s)}/{vol}").exists, node
-
-
-def _field(virsh_info: str, name: str) -> str:
-    for line in virsh_info.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == name:
-            return value.strip()
-    raise AssertionError(f"no '{name}' in:\n{virsh_info}")

@@ -13,6 +13,7 @@ from kvmlab.model import IscsiAcl, IscsiLun
 from kvmlab.rolefiles.iscsi_target import PORT, initiator_iqn
 from kvmlab.roles.iscsi_target import RESTORE_UNIT
 from kvmlab.wait import wait_until
+from tests.lab.hypervisor_checks import info_field
 
 pytestmark = pytest.mark.lab("iscsi")
 
@@ -78,12 +79,12 @@ def test_iscsi_pool_is_running_autostarted_and_lists_the_mapped_luns(lab):
     for acl in _hypervisor_acls(lab):
         hv = lab.node(acl.initiator).host
         info = hv.check_output(f"virsh pool-info {settings.pool}")
-        assert _field(info, "State") == "running"
-        assert _field(info, "Autostart") == "yes"
+        assert info_field(info, "State") == "running"
+        assert info_field(info, "Autostart") == "yes"
         volumes = {}
         for line in hv.check_output(f"virsh -q vol-list {settings.pool}").splitlines():
             name, path = line.split()
-            capacity = _field(hv.check_output(f"virsh vol-info --bytes --pool {settings.pool} {name}"), "Capacity")
+            capacity = info_field(hv.check_output(f"virsh vol-info --bytes --pool {settings.pool} {name}"), "Capacity")
             assert path.startswith(f"/dev/disk/by-path/ip-{_portal(lab)}:{PORT}-iscsi-{settings.iqn}-lun-")
             volumes[int(name.rsplit(":", 1)[1])] = int(capacity.split()[0])  # libvirt names a LUN unit:BUS:TARGET:LUN
         assert volumes == {_index(lab, name): _lun_bytes(lab, _lun(lab, name)) for name in acl.luns}
@@ -224,11 +225,3 @@ def _targetcli_tree(text: str) -> dict[str, str]:
 def _children(tree: dict[str, str], path: str) -> list[str]:
     assert path in tree, f"{path} is not in targetcli ls"
     return sorted(p[len(path) + 1 :] for p in tree if p.startswith(path + "/") and "/" not in p[len(path) + 1 :])
-
-
-def _field(virsh_info: str, name: str) -> str:
-    for line in virsh_info.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == name:
-            return value.strip()
-    raise AssertionError(f"no '{name}' in:\n{virsh_info}")

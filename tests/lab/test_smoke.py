@@ -6,6 +6,8 @@ import uuid
 
 import pytest
 
+from tests.lab.hypervisor_checks import info_field
+
 pytestmark = pytest.mark.lab("smoke")
 
 EXPORT = "/srv/nfs/vms"
@@ -23,8 +25,8 @@ def test_export_is_visible_to_the_storage_network(lab):
 def test_netfs_pool_is_active_autostarted_and_mounted(lab):
     hv = lab.node("hv1").host
     info = hv.check_output(f"virsh pool-info {POOL}")
-    assert _field(info, "State") == "running"
-    assert _field(info, "Autostart") == "yes"
+    assert info_field(info, "State") == "running"
+    assert info_field(info, "Autostart") == "yes"
     mount = hv.mount_point(f"/var/lib/libvirt/images/{POOL}")
     assert mount.exists
     assert mount.filesystem in ("nfs", "nfs4")
@@ -57,11 +59,3 @@ def test_client_outside_the_export_subnet_is_refused(lab):
         hv.run("umount /mnt/outside")
     assert result.rc != 0
     assert "access denied" in (result.stderr + result.stdout).lower()
-
-
-def _field(virsh_info: str, name: str) -> str:
-    for line in virsh_info.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == name:
-            return value.strip()
-    raise AssertionError(f"no '{name}' in:\n{virsh_info}")
