@@ -36,7 +36,9 @@ Progress = Callable[[str], None]
 
 
 def _stderr_progress(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
+    # One write per line: node threads log at once, and print() writes the newline separately.
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
 
 
 @dataclass
