@@ -77,7 +77,7 @@ def main() -> int:
         rows.append(("prepare (keys, render, volumes, networks)", f"{session.phase_s['prepare']:.1f} s"))
         rows.append(("boot to SSH + first boot, slowest node", f"{max(ready.values()):.1f} s"))
         rows.append(("boot to SSH + first boot, per node", ", ".join(f"{n} {s:.1f}" for n, s in ready.items())))
-        rows.append(("roles, per node (after its boot)", ", ".join(f"{n} {s:.1f}" for n, s in roles.items())))
+        rows.append(("roles, per node (after its boot, with waits for other nodes)", ", ".join(f"{n} {s:.1f}" for n, s in roles.items())))
         for phase, end in session.phase_end_s.items():
             rows.append((f"role phase '{phase}' done (since first boot)", f"{end:.1f} s"))
         rows.append(("lab up, total (`LabSession.up`)", f"{total:.1f} s"))
