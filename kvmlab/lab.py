@@ -279,16 +279,22 @@ class LabSession:
 
     def _ensure_base(self, image: images.Image) -> None:
         pool_xml = render.render_pool_xml(POOL, str(settings.pool_dir()))
-        # Two runs starting together must not both upload the same base image.
-        settings.cache_dir().mkdir(parents=True, exist_ok=True)
-        with open(settings.cache_dir() / "pool.lock", "w") as lock:
+        parts = (("qcow2", image.root, "qcow2"), ("vmlinuz", image.kernel, "raw"), ("initrd", image.initrd, "raw"))
+        complete = f"base-{image.digest}.complete"
+        # Two runs starting together, of any user, must not both upload the same base image.
+        settings.lease_dir().mkdir(parents=True, exist_ok=True)
+        with open(settings.lease_dir() / "pool.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             self.provider.ensure_pool(POOL, pool_xml)
-            for suffix, path, fmt in (("qcow2", image.root, "qcow2"), ("vmlinuz", image.kernel, "raw"), ("initrd", image.initrd, "raw")):
+            if self.provider.has_volume(POOL, complete):
+                return
+            # No marker: nothing was uploaded, or an upload was killed half-way. Start over.
+            for suffix, path, fmt in parts:
                 name = f"base-{image.digest}.{suffix}"
-                if not self.provider.has_volume(POOL, name):
-                    self.log(f"uploading {name} into pool {POOL}")
-                    self.provider.upload_volume(POOL, name, path, fmt)
+                self.provider.delete_volume(POOL, name)
+                self.log(f"uploading {name} into pool {POOL}")
+                self.provider.upload_volume(POOL, name, path, fmt)
+            self.provider.upload_volume(POOL, complete, b"complete\n", "raw")
 
     def _bring_up_nodes(self) -> None:
         """Start every node; each runs its roles phase by phase, `setup` as soon as it is ready."""

@@ -34,6 +34,12 @@ def _quiet(_ctx: object, _err: object) -> None:
 libvirt.registerErrorHandler(_quiet, None)
 
 
+def _unless_gone(exc: libvirt.libvirtError, gone_code: int, what: str) -> None:
+    """Removing an object that vanished meanwhile (its creator died mid-start, a parallel cleanup) is success."""
+    if exc.get_error_code() != gone_code:
+        raise HarnessError(f"libvirt: {what}: {exc.get_error_message()}") from exc
+
+
 class LibvirtProvider:
     def __init__(self, uri: str) -> None:
         self.uri = uri
@@ -111,9 +117,9 @@ class LibvirtProvider:
     def delete_volume(self, pool: str, name: str) -> None:
         try:
             vol = self._pool(pool).storageVolLookupByName(name)
-        except libvirt.libvirtError:
-            return
-        self._call(f"delete volume {name}", vol.delete, 0)
+            vol.delete(0)
+        except libvirt.libvirtError as exc:
+            _unless_gone(exc, libvirt.VIR_ERR_NO_STORAGE_VOL, f"delete volume {name}")
 
     # networks
     def create_network(self, xml: str) -> None:
@@ -122,13 +128,13 @@ class LibvirtProvider:
     def destroy_network(self, name: str) -> None:
         try:
             net = self._conn.networkLookupByName(name)
-        except libvirt.libvirtError:
-            return
-        persistent = net.isPersistent()  # a transient network is gone once destroyed
-        if net.isActive():
-            self._call(f"destroy network {name}", net.destroy)
-        if persistent:
-            self._call(f"undefine network {name}", net.undefine)
+            persistent = net.isPersistent()  # a transient network is gone once destroyed
+            if net.isActive():
+                net.destroy()
+            if persistent:
+                net.undefine()
+        except libvirt.libvirtError as exc:
+            _unless_gone(exc, libvirt.VIR_ERR_NO_NETWORK, f"destroy network {name}")
 
     def list_networks(self) -> list[str]:
         return [n.name() for n in self._conn.listAllNetworks(0)]
@@ -152,18 +158,13 @@ class LibvirtProvider:
     def destroy_domain(self, name: str) -> None:
         try:
             dom = self._conn.lookupByName(name)
-        except libvirt.libvirtError:
-            return
-        persistent = dom.isPersistent()
-        if dom.isActive():
-            try:
+            persistent = dom.isPersistent()
+            if dom.isActive():
                 dom.destroy()
-            except libvirt.libvirtError as exc:
-                if dom.isActive():
-                    raise HarnessError(f"libvirt: destroy domain {name}: {exc.get_error_message()}") from exc
-        if persistent:
-            with contextlib.suppress(libvirt.libvirtError):
+            if persistent:
                 dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
+        except libvirt.libvirtError as exc:
+            _unless_gone(exc, libvirt.VIR_ERR_NO_DOMAIN, f"destroy domain {name}")
 
     def domain_state(self, name: str) -> str:
         try:

@@ -156,9 +156,38 @@ def test_sigkill_during_image_build_then_gc_leaves_no_build_files(tmp_path):
     assert not any(tmp_path.as_posix() in line for line in Path("/proc/mounts").read_text().splitlines())
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_interrupted_pytest_run_tears_its_lab_down(provider, sig):
+    before = {d.name for d in provider.list_domains()}
+    run = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/lab/test_tiny.py"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 300
+    new: set[str] = set()
+    while not new:
+        assert time.monotonic() < deadline and run.poll() is None, "the pytest run never started its lab"
+        new = {d.name for d in provider.list_domains() if d.state == "running"} - before
+        time.sleep(0.5)
+    run_id = runs_of(new)
+    os.killpg(run.pid, sig)
+    out, _ = run.communicate(timeout=180)
+    assert run.returncode == 2, out[-2000:]  # pytest's "interrupted"
+    assert leftovers(provider, run_id) == [], out[-2000:]
+
+
+def runs_of(domains: set[str]) -> str:
+    (run_id,) = {name.split("-")[2] for name in domains}
+    return run_id
+
+
 def test_node_that_never_gets_ready_fails_within_its_deadline(provider, tmp_path):
-    # Deadlines scaled to a twentieth: the boot deadline ends long before a TCG boot does.
-    up = UpProcess(env={"KVMLAB_TIMEOUT_SCALE": "0.05", "KVMLAB_ARTIFACTS": str(tmp_path)})
+    # Deadlines scaled to a hundredth: a 3.6 s boot deadline, where the fastest boot here takes 15 s.
+    up = UpProcess(env={"KVMLAB_TIMEOUT_SCALE": "0.01", "KVMLAB_ARTIFACTS": str(tmp_path)})
     run_id = up.run_id
     started = time.monotonic()
     assert up.finish(timeout=300) == 1
