@@ -79,6 +79,25 @@ class UpProcess:
         return rc
 
 
+@pytest.fixture
+def start_up(provider):
+    """Start `kvmlab up` processes; whatever a failing test leaves of their runs is removed afterwards."""
+    started: list[UpProcess] = []
+
+    def start(env: dict[str, str] | None = None) -> UpProcess:
+        started.append(UpProcess(env))
+        return started[-1]
+
+    yield start
+    for up in started:
+        if up.proc.poll() is None:
+            os.killpg(up.proc.pid, signal.SIGKILL)
+            up.proc.wait(30)
+        ids = {m.group(1) for line in up.lines if (m := re.search(r"run ([0-9a-f]{6}):", line))}
+        if ids:
+            collect(provider, only_runs=ids)
+
+
 def leftovers(provider: LibvirtProvider, run_id: str) -> list[str]:
     """Every trace of RUN_ID: libvirt objects, volumes, run files, consoles, registry."""
     found = [d.name for d in provider.list_domains() if run_id in d.name]
@@ -100,8 +119,8 @@ def wait_domain_running(provider: LibvirtProvider, run_id: str, timeout: float =
 
 
 @pytest.mark.parametrize("moment", ["prepare", "boot", "role-setup"])
-def test_sigkill_at_any_moment_then_gc_leaves_nothing(provider, moment):
-    up = UpProcess()
+def test_sigkill_at_any_moment_then_gc_leaves_nothing(provider, start_up, moment):
+    up = start_up()
     run_id = up.run_id
     if moment == "boot":
         wait_domain_running(provider, run_id)
@@ -118,8 +137,8 @@ def test_sigkill_at_any_moment_then_gc_leaves_nothing(provider, moment):
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_interrupt_during_boot_tears_down_and_says_so(provider, sig):
-    up = UpProcess()
+def test_interrupt_during_boot_tears_down_and_says_so(provider, start_up, sig):
+    up = start_up()
     run_id = up.run_id
     wait_domain_running(provider, run_id)
     os.killpg(up.proc.pid, sig)
@@ -174,10 +193,13 @@ def test_interrupted_pytest_run_tears_its_lab_down(provider, sig):
         new = {d.name for d in provider.list_domains() if d.state == "running"} - before
         time.sleep(0.5)
     run_id = runs_of(new)
-    os.killpg(run.pid, sig)
-    out, _ = run.communicate(timeout=180)
-    assert run.returncode == 2, out[-2000:]  # pytest's "interrupted"
-    assert leftovers(provider, run_id) == [], out[-2000:]
+    try:
+        os.killpg(run.pid, sig)
+        out, _ = run.communicate(timeout=180)
+        assert run.returncode == 2, out[-2000:]  # pytest's "interrupted"
+        assert leftovers(provider, run_id) == [], out[-2000:]
+    finally:
+        collect(provider, only_runs={run_id})  # whatever a failure left
 
 
 def runs_of(domains: set[str]) -> str:
@@ -185,9 +207,9 @@ def runs_of(domains: set[str]) -> str:
     return run_id
 
 
-def test_node_that_never_gets_ready_fails_within_its_deadline(provider, tmp_path):
+def test_node_that_never_gets_ready_fails_within_its_deadline(provider, start_up, tmp_path):
     # Deadlines scaled to a hundredth: a 3.6 s boot deadline, where the fastest boot here takes 15 s.
-    up = UpProcess(env={"KVMLAB_TIMEOUT_SCALE": "0.01", "KVMLAB_ARTIFACTS": str(tmp_path)})
+    up = start_up(env={"KVMLAB_TIMEOUT_SCALE": "0.01", "KVMLAB_ARTIFACTS": str(tmp_path)})
     run_id = up.run_id
     started = time.monotonic()
     assert up.finish(timeout=300) == 1
