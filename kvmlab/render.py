@@ -7,12 +7,14 @@ import ipaddress
 from dataclasses import dataclass
 
 from kvmlab import rolefiles
+from kvmlab.errors import HarnessError
 from kvmlab.model import Lab, Node, Placement
 from kvmlab.rolefiles.iscsi_target import initiator_iqn
 from kvmlab.templating import render_template
 
 NAMESPACE = "https://kvmlab.dev/xmlns/run/1"
 CLOUD_INIT_DOCS = ("user-data", "meta-data", "network-config")
+PREVIEW_SUBNETS = ipaddress.IPv4Network("10.213.0.0/16")
 TB_CACHE_MIB = 128  # TCG translation cache: boots as fast as the default at a fraction of the RSS
 
 
@@ -184,9 +186,12 @@ def render_pool_xml(name: str, target: str, mode: str = "0755") -> str:
 
 
 def preview_placement(lab: Lab, run_id: str = "render") -> Placement:
-    """A stand-in placement for `kvmlab render`, which leases nothing."""
-    base = ipaddress.IPv4Network("10.213.0.0/16")
-    subnets = {}
-    for i, net in enumerate(lab.networks):
-        subnets[net.name] = ipaddress.IPv4Network((int(base.network_address) + (i << 8), net.prefix))
-    return Placement(run_id, subnets)
+    """A stand-in placement for `kvmlab render`, which leases nothing: first-fit subnets of any prefix."""
+    used: list[ipaddress.IPv4Network] = []
+    for net in lab.networks:
+        free = (c for c in PREVIEW_SUBNETS.subnets(new_prefix=net.prefix) if not any(c.overlaps(u) for u in used))
+        subnet = next(free, None)
+        if subnet is None:
+            raise HarnessError(f"the lab's networks do not fit together in {PREVIEW_SUBNETS} (network '{net.name}', /{net.prefix})")
+        used.append(subnet)
+    return Placement(run_id, {net.name: subnet for net, subnet in zip(lab.networks, used, strict=True)})

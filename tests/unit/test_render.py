@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from kvmlab import render
+from kvmlab.errors import HarnessError
 from kvmlab.loader import load_lab
 from kvmlab.model import Placement
 
@@ -48,6 +49,17 @@ def test_render_matches_golden_files():
     assert sorted(files) == sorted(golden)
     for rel, text in files.items():
         assert text == golden[rel], f"{rel} differs from its golden copy (KVMLAB_UPDATE_GOLDEN=1 to accept)"
+
+
+def test_preview_placement_fits_any_prefix():
+    from kvmlab.loader import parse_lab
+
+    lab = parse_lab("networks:\n  a: {prefix: 16}\n  b: {prefix: 24}\n  c: {prefix: 28}\nnodes:\n  n: {}\n", "p.yaml", "p")
+    with pytest.raises(HarnessError, match="network 'b', /24"):  # a /16 takes the whole range: nothing is left
+        render.preview_placement(lab)
+    lab = parse_lab("networks:\n  a: {prefix: 20}\n  b: {prefix: 24}\n  c: {prefix: 28}\nnodes:\n  n: {}\n", "p.yaml", "p")
+    subnets = render.preview_placement(lab).subnets
+    assert [str(subnets[k]) for k in "abc"] == ["10.213.0.0/20", "10.213.16.0/24", "10.213.17.0/28"]
 
 
 def test_render_is_deterministic():
