@@ -157,6 +157,34 @@ def cmd_down(args: argparse.Namespace) -> int:
     return 0
 
 
+def _attach(lab_name: str):
+    from kvmlab.lab import LabSession
+
+    run = _one_run(lab_name)
+    return LabSession.attach(load_lab(run.lab_file), _provider(), run)
+
+
+def cmd_snapshot(args: argparse.Namespace) -> int:
+    session = _attach(args.lab)
+    if args.name is None:
+        book = session.checkpoints.book
+        if not book.checkpoints:
+            print(f"lab {args.lab} has no checkpoints")
+        for ck in book.checkpoints.values():
+            print(f"{ck.name}  created {ck.created}  (saved in {ck.save_s} s)")
+        return 0
+    seconds = session.snapshot(args.name)
+    print(f"lab {args.lab}: checkpoint {args.name} saved in {seconds:.1f} s (revert: kvmlab revert {args.lab} {args.name})")
+    return 0
+
+
+def cmd_revert(args: argparse.Namespace) -> int:
+    session = _attach(args.lab)
+    seconds = session.revert(args.name)
+    print(f"lab {args.lab}: reverted to checkpoint {args.name} in {seconds:.1f} s")
+    return 0
+
+
 def cmd_gc(args: argparse.Namespace) -> int:
     from kvmlab.gc import collect
 
@@ -218,6 +246,14 @@ def parser() -> argparse.ArgumentParser:
     dn = sub.add_parser("down", help="tear a lab down")
     dn.add_argument("lab", help="lab name (e.g. smoke)")
     dn.set_defaults(fn=cmd_down)
+    sn = sub.add_parser("snapshot", help="save a running lab (every node's memory and disks) as a checkpoint")
+    sn.add_argument("lab")
+    sn.add_argument("name", nargs="?", help="checkpoint name; without it, list the lab's checkpoints")
+    sn.set_defaults(fn=cmd_snapshot)
+    rv = sub.add_parser("revert", help="put a running lab back to one of its checkpoints")
+    rv.add_argument("lab")
+    rv.add_argument("name")
+    rv.set_defaults(fn=cmd_revert)
     sub.add_parser("gc", help="remove what dead runs left behind").set_defaults(fn=cmd_gc)
     return p
 

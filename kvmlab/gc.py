@@ -12,7 +12,7 @@ from kvmlab.errors import HarnessError
 from kvmlab.images import remove_stale_builds
 from kvmlab.providers.base import DomainInfo, Provider
 
-POOL = "kvmlab"
+POOL = settings.POOL
 NAME_RE = re.compile(r"^kvmlab-(?P<lab>[a-z][a-z0-9-]*?)-(?P<run>[0-9a-f]{6})-")
 
 
@@ -96,7 +96,7 @@ def collect(provider: Provider, only_runs: set[str] | None = None) -> Collected:
     for run_id in sorted(r for r in touched if r):
         for path in settings.console_dir().glob(f"kvmlab-*-{run_id}-*.log"):
             path.unlink(missing_ok=True)
-        for path in (settings.state_dir() / "runs").glob(f"kvmlab-*-{run_id}"):
+        for path in [*(settings.state_dir() / "runs").glob(f"kvmlab-*-{run_id}"), *settings.checkpoint_dir().glob(f"kvmlab-*-{run_id}")]:
             shutil.rmtree(path, ignore_errors=True)
         runs.release(run_id)
         out.runs.append(run_id)

@@ -10,7 +10,8 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 
 from kvmlab import accel as accel_mod
 from kvmlab import images, keys, render, runs, settings
+from kvmlab.checkpoints import Checkpoints
 from kvmlab.errors import HarnessError
 from kvmlab.gc import collect
 from kvmlab.model import Lab, Node, Placement
@@ -29,7 +31,7 @@ from kvmlab.roles import PHASES, RoleContext, registry
 from kvmlab.seed import build_seed_iso
 from kvmlab.wait import timeout_for, wait_until
 
-POOL = "kvmlab"
+POOL = settings.POOL
 BOOT_PRIORITY = {"ceph-mon": 0, "ceph-osd": 1, "gluster": 2, "iscsi-target": 3, "nfs-server": 4, "ceph-admin": 5}
 
 Progress = Callable[[str], None]
@@ -57,6 +59,8 @@ class NodeHandle:
         self.session, self.model = session, node
         self._remote: Remote | None = None
         self._host: Any = None
+        self._definition: str | None = None  # the live XML before a power-off, to start the node again
+        self._detached: dict[str, str] = {}  # extra disk -> its XML while unplugged
 
     @property
     def name(self) -> str:
@@ -89,7 +93,140 @@ class NodeHandle:
 
     @property
     def state(self) -> str:
-        return self.session.provider.domain_state(self.domain)
+        """running, paused or shutoff (a powered-off transient domain no longer exists; the lab still knows it)."""
+        state = self.session.provider.domain_state(self.domain)
+        return "shutoff" if state == "absent" else state
+
+    # -- faults, driven from the host ------------------------------------------
+    def _log(self, message: str) -> None:
+        self.session.log(f"{self.name}: {message}")
+
+    def _forget_session(self) -> None:
+        if self._remote is not None:
+            self._remote.close()
+
+    def _require(self, *states: str) -> None:
+        if self.state not in states:
+            raise HarnessError(f"node {self.name} is {self.state}, not {' or '.join(states)}")
+
+    def crash(self) -> None:
+        """Hard power-off: what the guest had not written to its disks is lost."""
+        self._require("running", "paused")
+        self._definition = self.session.provider.domain_definition(self.domain)
+        self._forget_session()
+        self.session.provider.destroy_domain(self.domain)
+        self._log("powered off (hard)")
+
+    def shutdown(self) -> None:
+        """Clean shutdown through ACPI; returns once the domain is off."""
+        self._require("running")
+        self._definition = self.session.provider.domain_definition(self.domain)
+        self.session.provider.shutdown_domain(self.domain)
+        wait_until(
+            lambda: self.state == "shutoff",
+            timeout_for("service", self.session.accel),
+            f"node {self.name} to shut down",
+            interval=1.0,
+            context=self.console_tail,
+        )
+        self._forget_session()
+        self._log("shut down")
+
+    def start(self) -> None:
+        """Boot again from the same disks; returns when SSH answers and first boot is done."""
+        self._require("shutoff")
+        xml = self._definition or self.session.files[f"domains/{self.name}.xml"]
+        start = time.monotonic()
+        self.session.provider.create_domain(xml)
+        self.session._wait_ready(self.model)
+        self._log(f"started, ready after {time.monotonic() - start:.1f} s")
+
+    def pause(self) -> None:
+        self._require("running")
+        self.session.provider.pause_domain(self.domain)
+        self._log("paused")
+
+    def resume(self) -> None:
+        self._require("paused")
+        self.session.provider.resume_domain(self.domain)
+        self._log("resumed")
+
+    def _mac(self, network: str) -> str:
+        if network not in self.model.networks:
+            raise HarnessError(f"node {self.name} is not on network '{network}' (its networks: {', '.join(self.model.networks)})")
+        return self.session.placement.mac(self.session.lab, self.name, network)
+
+    def link_down(self, network: str) -> None:
+        """Unplug the node's cable on NETWORK: the guest sees carrier loss, packets are dropped."""
+        self.session.provider.set_link(self.domain, self._mac(network), up=False)
+        self._log(f"link on {network} down")
+
+    def link_up(self, network: str) -> None:
+        self.session.provider.set_link(self.domain, self._mac(network), up=True)
+        self._log(f"link on {network} up")
+
+    def _disk_name(self, disk: str) -> str:
+        names = [d.name for d in self.model.disks]
+        if disk not in names:
+            raise HarnessError(f"node {self.name} has no extra disk '{disk}' (its disks: {', '.join(names) or 'none'})")
+        return disk
+
+    def detach_disk(self, disk: str) -> None:
+        """Hot-unplug an extra disk (a failed drive, from the guest's view); returns once it is gone."""
+        provider = self.session.provider
+        self._detached[disk] = provider.detach_disk(self.domain, self._disk_name(disk))
+        wait_until(
+            lambda: not provider.has_disk(self.domain, disk),
+            timeout_for("service", self.session.accel),
+            f"disk {disk} to leave node {self.name} (the guest acknowledges the unplug)",
+            interval=0.5,
+            context=self.console_tail,
+        )
+        self._log(f"disk {disk} removed")
+
+    def attach_disk(self, disk: str) -> None:
+        """Plug a detached extra disk back in, with the data it had."""
+        xml = self._detached.pop(self._disk_name(disk), None)
+        if xml is None:
+            raise HarnessError(f"disk {disk} of node {self.name} is not detached")
+        self.session.provider.attach_disk(self.domain, xml)
+        self._log(f"disk {disk} plugged back")
+
+    # Each fault as a context manager: the node is restored on exit, even when the body fails.
+    @contextmanager
+    def powered_off(self) -> Iterator[NodeHandle]:
+        self.crash()
+        try:
+            yield self
+        finally:
+            if self.state == "shutoff":
+                self.start()
+
+    @contextmanager
+    def paused(self) -> Iterator[NodeHandle]:
+        self.pause()
+        try:
+            yield self
+        finally:
+            if self.state == "paused":
+                self.resume()
+
+    @contextmanager
+    def link_cut(self, network: str) -> Iterator[NodeHandle]:
+        self.link_down(network)
+        try:
+            yield self
+        finally:
+            self.link_up(network)
+
+    @contextmanager
+    def disk_removed(self, disk: str) -> Iterator[NodeHandle]:
+        self.detach_disk(disk)
+        try:
+            yield self
+        finally:
+            if disk in self._detached:
+                self.attach_disk(disk)
 
     def run(self, command: str, timeout: float = 600.0) -> Result:
         return self.remote.run(command, timeout=timeout)
@@ -391,6 +528,19 @@ class LabSession:
         for name, st in session.status.items():
             st.state = session.node(name).state
         return session
+
+    # -- checkpoints ------------------------------------------------------
+    @property
+    def checkpoints(self) -> Checkpoints:
+        return Checkpoints(self)
+
+    def snapshot(self, name: str) -> float:
+        """Save every node's memory and disks under NAME; the lab keeps running. Returns seconds taken."""
+        return self.checkpoints.snapshot(name)
+
+    def revert(self, name: str) -> float:
+        """Put the whole lab back to checkpoint NAME. Returns seconds taken."""
+        return self.checkpoints.revert(name)
 
     def mark_kept(self) -> None:
         self.keep = True

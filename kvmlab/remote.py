@@ -9,6 +9,7 @@ import shlex
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import paramiko
 import testinfra
@@ -129,15 +130,26 @@ class Remote:
     def host(self) -> testinfra.host.Host:
         """A testinfra Host that reuses this node's SSH connection."""
         backend = _TimedBackend(f"paramiko://{self.target.node}", ssh_config=str(self.target.ssh_config))
-        backend.client = self.client  # shares our session instead of opening another one
+        backend.remote = self  # shares our session, and follows it when it reconnects after a reboot
         return testinfra.host.Host(backend)
 
 
 class _TimedBackend(ParamikoBackend):
     """testinfra's paramiko backend, with a deadline on every command."""
 
+    remote: Remote
+
+    def run(self, command: str, *args: str, **kwargs: Any) -> Any:
+        cmd = self.encode(self.get_command(command, *args))
+        try:
+            rc, stdout, stderr = self._exec_command(cmd)
+        except (paramiko.SSHException, OSError, EOFError):
+            self.remote.close()  # the node rebooted or was reverted: one retry on a fresh session
+            rc, stdout, stderr = self._exec_command(cmd)
+        return self.result(rc, cmd, stdout, stderr)
+
     def _exec_command(self, command: bytes) -> tuple[int, bytes, bytes]:
-        transport = self.client.get_transport()
+        transport = self.remote.client.get_transport()
         assert transport is not None
         chan = transport.open_session()
         chan.settimeout(TEST_COMMAND_TIMEOUT_S)

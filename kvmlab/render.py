@@ -180,6 +180,11 @@ def _role_files(lab: Lab, pl: Placement, node: Node) -> dict[str, str]:
     return out
 
 
+def render_overlay_volume(name: str, backing: str) -> str:
+    """A qcow2 volume that writes above BACKING (a frozen checkpoint layer), with its size."""
+    return render_template("libvirt/volume.xml.j2", {"name": name, "capacity_mib": None, "backing": backing})
+
+
 def render_pool_xml(name: str, target: str, mode: str = "0755") -> str:
     """A libvirt dir pool on the host (kvmlab's own volumes)."""
     return render_template("libvirt/pool.xml.j2", {"type": "dir", "name": name, "target": target, "mode": mode})

@@ -24,6 +24,9 @@ def lease_dir() -> Path:
     return Path(os.environ.get("KVMLAB_LEASES", "/var/lib/kvmlab/leases"))
 
 
+POOL = "kvmlab"  # the libvirt dir pool holding every kvmlab volume
+
+
 def pool_dir() -> Path:
     """Where libvirt keeps kvmlab's volumes (on the libvirt host)."""
     return Path(os.environ.get("KVMLAB_POOL_DIR", "/var/lib/kvmlab/pool"))
@@ -44,3 +47,8 @@ def artifacts_dir() -> Path:
 def console_dir() -> Path:
     """Serial console logs, written by virtlogd on the libvirt host."""
     return Path(os.environ.get("KVMLAB_CONSOLE_DIR", "/var/lib/kvmlab/console"))
+
+
+def checkpoint_dir() -> Path:
+    """Saved memory of lab checkpoints (large: about each node's RAM), on the libvirt host."""
+    return Path(os.environ.get("KVMLAB_CHECKPOINT_DIR", "/var/lib/kvmlab/checkpoints"))

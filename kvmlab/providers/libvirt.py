@@ -173,6 +173,82 @@ class LibvirtProvider:
             return "absent"
         return _STATES.get(state, "unknown")
 
+    def _domain(self, name: str):
+        return self._call(f"find domain {name}", self._conn.lookupByName, name)
+
+    def domain_definition(self, name: str) -> str:
+        """The XML to start the domain again from, without runtime details (pty paths, aliases)."""
+        return self._call(f"dump XML of {name}", lambda: self._domain(name).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+
+    def shutdown_domain(self, name: str) -> None:
+        self._call(f"shut down {name}", lambda: self._domain(name).shutdown())
+
+    def pause_domain(self, name: str) -> None:
+        self._call(f"pause {name}", lambda: self._domain(name).suspend())
+
+    def resume_domain(self, name: str) -> None:
+        self._call(f"resume {name}", lambda: self._domain(name).resume())
+
+    def set_link(self, name: str, mac: str, up: bool) -> None:
+        """Plug or unplug the virtual cable of the NIC with MAC; the guest sees carrier loss."""
+        root = ET.fromstring(self.domain_xml(name))
+        for iface in root.findall("./devices/interface"):
+            mac_el = iface.find("mac")
+            if mac_el is not None and mac_el.get("address", "").lower() == mac.lower():
+                link = iface.find("link")
+                if link is None:
+                    link = ET.SubElement(iface, "link")
+                link.set("state", "up" if up else "down")
+                xml = ET.tostring(iface, encoding="unicode")
+                self._call(f"set link of {mac} on {name}", self._domain(name).updateDeviceFlags, xml, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+                return
+        raise HarnessError(f"domain {name} has no interface with MAC {mac}")
+
+    def detach_disk(self, name: str, serial: str) -> str:
+        """Hot-unplug the disk with SERIAL; returns its XML so that it can be plugged back."""
+        root = ET.fromstring(self.domain_xml(name))
+        for disk in root.findall("./devices/disk"):
+            if disk.findtext("serial") == serial:
+                xml = ET.tostring(disk, encoding="unicode")
+                self._call(f"detach disk {serial} from {name}", self._domain(name).detachDeviceFlags, xml, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+                # Plugged back as configured: runtime-only elements would be refused.
+                for child in list(disk):
+                    if child.tag in ("alias", "backingStore"):
+                        disk.remove(child)
+                source = disk.find("source")
+                if source is not None:
+                    source.attrib.pop("index", None)
+                return ET.tostring(disk, encoding="unicode")
+        raise HarnessError(f"domain {name} has no disk with serial {serial}")
+
+    def has_disk(self, name: str, serial: str) -> bool:
+        return any(d.findtext("serial") == serial for d in ET.fromstring(self.domain_xml(name)).findall("./devices/disk"))
+
+    def attach_disk(self, name: str, xml: str) -> None:
+        self._call(f"attach disk to {name}", lambda: self._domain(name).attachDeviceFlags(xml, libvirt.VIR_DOMAIN_AFFECT_LIVE))
+
+    def save_domain(self, name: str, path: str) -> None:
+        """Write the domain's memory and device state to PATH; the domain stops."""
+        self._call(f"save {name} to {path}", lambda: self._domain(name).save(path))
+
+    def saved_domain_xml(self, path: str) -> str:
+        return self._call(f"read saved state {path}", self._conn.saveImageGetXMLDesc, path, 0)
+
+    def restore_domain(self, path: str, disks: dict[str, str] | None = None, paused: bool = False) -> None:
+        """Start a domain from saved state; DISKS (serial -> file) points its disks at other, equivalent files."""
+        xml = None
+        if disks:
+            root = ET.fromstring(self.saved_domain_xml(path))
+            for disk in root.findall("./devices/disk"):
+                serial, source = disk.findtext("serial"), disk.find("source")
+                if serial in disks and source is not None:
+                    source.set("file", disks[serial])
+                    for child in disk.findall("backingStore"):
+                        disk.remove(child)  # the new file names its own backing chain
+            xml = ET.tostring(root, encoding="unicode")
+        flags = libvirt.VIR_DOMAIN_SAVE_PAUSED if paused else 0
+        self._call(f"restore from {path}", self._conn.restoreFlags, path, xml, flags)
+
     def domain_xml(self, name: str) -> str:
         return self._call(f"dump XML of {name}", lambda: self._conn.lookupByName(name).XMLDesc(0))
 
