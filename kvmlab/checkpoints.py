@@ -175,6 +175,7 @@ class Checkpoints:
     def _restore_onto_new_tops(self, handles: list[Any], book: Book, name: str) -> None:
         """Fresh overlays above NAME's layers, every node restored paused, then all resumed at once."""
         provider, ck = self.session.provider, book.checkpoints[name]
+        handles = [h for h in handles if h.name in ck.layers]
         frozen = book.frozen()
         book.counter += 1
         for h in handles:
@@ -191,9 +192,16 @@ class Checkpoints:
             book.tops[h.name] = new_tops
         book.save(self._book_path)
 
+        self.restore_all({h.name: self._state_file(name, h.name) for h in handles}, book)
+
+    def restore_all(self, state_files: dict[str, Path], book: Book, owner: dict[str, str] | None = None) -> None:
+        """Start every node from its state file onto the disks BOOK says it writes to now, all resumed at once."""
+        provider = self.session.provider
+        handles = [self.session.node(n) for n in state_files]
+
         def restore(h: Any) -> None:
             disks = {serial: f"{settings.pool_dir()}/{vol}" for serial, vol in book.tops[h.name].items()}
-            provider.restore_domain(str(self._state_file(name, h.name)), disks, paused=True)
+            provider.restore_domain(str(state_files[h.name]), disks, paused=True, owner=owner)
 
         self._parallel(handles, restore)
         for h in handles:  # resumed together so that no node sees its peers frozen

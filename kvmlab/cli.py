@@ -9,12 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from kvmlab import accel, images, preflight, render, runs, settings
+from kvmlab import accel, golden, images, preflight, render, runs, settings
 from kvmlab.errors import HarnessError
 from kvmlab.keys import new_keypair
 from kvmlab.loader import load_lab
 
 EXIT_INTERRUPTED = 130
+BUILT = "built"  # the checkpoint of a freshly built lab, saved for the next `up` once verified
 
 
 def _provider():
@@ -99,18 +100,26 @@ def cmd_up(args: argparse.Namespace) -> int:
     lab = load_lab(args.lab)
     session = LabSession(lab, _provider())
     session.failure_dir = settings.artifacts_dir() / session.run_id / "up"
+    session.use_saved = not args.rebuild
     with _teardown_on_signal():
         session.up()
     session.mark_kept()
+    built_s = sum(session.phase_s.values())
+    fresh = not session.restored
     rc = 0
     if args.verify:
+        if fresh:  # the state to keep is the one before the suite ran
+            session.snapshot(BUILT)
         rc = subprocess.call(
             [sys.executable, "-m", "pytest", "-m", "lab", "--lab-reuse", "--lab-keep", f"--lab-only={lab.name}", "-q", "tests/lab"]
         )
+        if rc == 0 and fresh and session.image is not None:
+            golden.save(session, BUILT, session.image, built_s)
     print()
     print(_table(("node", "roles", "address", "state", "ready s"), session.summary_rows()))
     phases = ", ".join(f"{k} {v:.1f} s" for k, v in session.phase_s.items())
-    print(f"\nlab {lab.name} is up (run {session.run_id}, {session.accel.upper()}; {phases}).")
+    how = "restored from its saved verified state" if session.restored else "built"
+    print(f"\nlab {lab.name} is up, {how} (run {session.run_id}, {session.accel.upper()}; {phases}).")
     print(f"  ssh: kvmlab ssh {lab.name} NODE    tear down: kvmlab down {lab.name}")
     return rc
 
@@ -231,7 +240,8 @@ def parser() -> argparse.ArgumentParser:
     r.set_defaults(fn=cmd_render)
     u = sub.add_parser("up", help="bring a lab up and leave it running")
     u.add_argument("lab")
-    u.add_argument("--verify", action="store_true", help="run the lab's test suite against it")
+    u.add_argument("--verify", action="store_true", help="run the lab's test suite; when it passes, save the lab for the next `up`")
+    u.add_argument("--rebuild", action="store_true", help="build the lab even if a saved verified state of it exists")
     u.set_defaults(fn=cmd_up)
     sub.add_parser("status", help="labs on this host").set_defaults(fn=cmd_status)
     s = sub.add_parser("ssh", help="ssh to a node of a running lab")

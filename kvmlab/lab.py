@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from kvmlab import accel as accel_mod
-from kvmlab import images, keys, render, runs, settings
+from kvmlab import golden, images, keys, render, runs, settings
 from kvmlab.checkpoints import Checkpoints
 from kvmlab.errors import HarnessError
 from kvmlab.gc import collect
@@ -257,6 +257,9 @@ class LabSession:
     phase_s: dict[str, float] = field(default_factory=dict)
     phase_end_s: dict[str, float] = field(default_factory=dict)  # role phase -> seconds after the first boot began
     failure_dir: Path | None = None  # where a failed bring-up leaves its evidence before teardown
+    use_saved: bool = True  # restore the lab's saved verified state when nothing it was built from changed
+    restored: bool = False
+    image: images.Image | None = None
 
     def __post_init__(self) -> None:
         self._nodes = {n.name: NodeHandle(self, n) for n in self.lab.nodes}
@@ -340,17 +343,41 @@ class LabSession:
             self.phase_s[phase] = time.monotonic() - start
 
     def _up(self) -> None:
-        self.prepare()
+        image = self._prepare_image()
+        if self.use_saved and self._restore_saved(image):
+            return
+        self.prepare(image)
         self._timed("nodes", self._bring_up_nodes)
 
-    def prepare(self) -> None:
-        """Everything before the first domain starts: image, accelerator, leases, keys, files, volumes, networks."""
+    def _prepare_image(self) -> images.Image:
         require_host(settings.cache_dir(), settings.pool_dir())
         check_fits(self.lab, settings.pool_dir())
         image = self._timed("image", lambda: images.ensure_image(self.progress))
         if not self.accel:
             self.accel, reason = accel_mod.choose_accel(image.kernel, settings.cache_dir())
             self.log(f"accelerator: {self.accel.upper()} — {reason}")
+        self.image = image
+        return image
+
+    def _restore_saved(self, image: images.Image) -> bool:
+        """Restore the lab's saved verified state, if it was built from exactly what we have now."""
+        saved = golden.SavedLab.find(self.lab.name, golden.lab_key(Path(self.lab.path), image.digest, self.accel))
+        if saved is None:
+            return False
+        self.log(f"found saved lab {saved.path.name} (built in {saved.build_s:.0f} s, saved {saved.created}): restoring it")
+        try:
+            restored = self._timed("restore", lambda: golden.restore(self, saved, image))
+        except HarnessError as exc:
+            self.log(f"restoring the saved lab failed ({exc}); building it instead")
+            restored = False
+        if not restored:
+            self.run_id, self._stop = runs.new_run_id(), threading.Event()
+        self.restored = restored
+        return restored
+
+    def prepare(self, image: images.Image | None = None) -> None:
+        """Everything before the first domain starts: image, accelerator, leases, keys, files, volumes, networks."""
+        image = image or self._prepare_image()
         run = runs.register(
             self.run_id,
             self.lab.name,
@@ -358,10 +385,36 @@ class LabSession:
             {n.name: n.prefix for n in self.lab.networks},
             extra_taken=self.provider.network_addresses(),
         )
+        self.adopt_run(run)
+        self._timed("prepare", lambda: self._prepare(image))
+
+    def adopt_run(self, run: runs.Run) -> None:
+        """This session is RUN from now on: its names, subnets and teardown."""
+        self.run_id = run.run_id
         self._registered = True
         self.placement = Placement(self.run_id, {k: ipaddress.IPv4Network(v) for k, v in run.subnets.items()})
         self.log(f"run {self.run_id}: " + ", ".join(f"{k} {v}" for k, v in run.subnets.items()))
-        self._timed("prepare", lambda: self._prepare(image))
+
+    def owner_metadata(self) -> dict[str, str]:
+        return {
+            "pid": str(os.getpid()),
+            "user": runs.me(),
+            "host": socket.gethostname(),
+            "boot": accel_mod.boot_id(),
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+
+    def load_rendered(self) -> None:
+        rendered = self.run_dir / "rendered"
+        self.files = {str(p.relative_to(rendered)): p.read_text() for p in rendered.rglob("*") if p.is_file()}
+
+    def create_networks_and_seeds(self) -> None:
+        for net in self.lab.networks:
+            self.provider.create_network(self.files[f"networks/{net.name}.xml"])
+        for node in self.lab.nodes:
+            prefix = f"seed/{node.name}/"
+            seed = build_seed_iso({k[len(prefix) :]: v for k, v in self.files.items() if k.startswith(prefix)})
+            self.provider.upload_volume(POOL, render.volume_name(self.lab.name, self.run_id, node.name, "seed.iso"), seed, "raw")
 
     def _prepare(self, image: images.Image) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -390,16 +443,12 @@ class LabSession:
         self._write_ssh_files(host_keys)
         write_files(self.run_dir / "rendered", self.files)
         settings.console_dir().mkdir(parents=True, exist_ok=True)
-        self._ensure_base(image)
-        for net in self.lab.networks:
-            self.provider.create_network(self.files[f"networks/{net.name}.xml"])
+        self.ensure_base(image)
         for node in self.lab.nodes:
             self.provider.create_volume(POOL, self.files[f"volumes/{node.name}-root.xml"])
             for disk in node.disks:
                 self.provider.create_volume(POOL, self.files[f"volumes/{node.name}-{disk.name}.xml"])
-            prefix = f"seed/{node.name}/"
-            seed = build_seed_iso({k[len(prefix) :]: v for k, v in self.files.items() if k.startswith(prefix)})
-            self.provider.upload_volume(POOL, render.volume_name(self.lab.name, self.run_id, node.name, "seed.iso"), seed, "raw")
+        self.create_networks_and_seeds()
 
     def _write_ssh_files(self, host_keys: dict[str, keys.KeyPair]) -> None:
         known, config = [], []
@@ -414,7 +463,7 @@ class LabSession:
         (self.run_dir / "known_hosts").write_text("\n".join(known) + "\n")
         (self.run_dir / "ssh_config").write_text("\n".join(config))
 
-    def _ensure_base(self, image: images.Image) -> None:
+    def ensure_base(self, image: images.Image) -> None:
         pool_xml = render.render_pool_xml(POOL, str(settings.pool_dir()))
         parts = (("qcow2", image.root, "qcow2"), ("vmlinuz", image.kernel, "raw"), ("initrd", image.initrd, "raw"))
         complete = f"base-{image.digest}.complete"
@@ -522,8 +571,7 @@ class LabSession:
         """A session for a lab that is already up (kept by `kvmlab up` or --lab-keep)."""
         session = cls(lab, provider, keep=True, progress=progress, run_id=run.run_id)
         session.placement = Placement(run.run_id, {k: ipaddress.IPv4Network(v) for k, v in run.subnets.items()})
-        rendered = session.run_dir / "rendered"
-        session.files = {str(p.relative_to(rendered)): p.read_text() for p in rendered.rglob("*") if p.is_file()}
+        session.load_rendered()
         session._registered = True
         for name, st in session.status.items():
             st.state = session.node(name).state

@@ -148,6 +148,22 @@ def register(run_id: str, lab: str, lab_file: str, prefixes: dict[str, int], ext
         return run
 
 
+def register_exact(run_id: str, lab: str, lab_file: str, subnets: dict[str, str], extra_taken: Iterable[str] = ()) -> Run | None:
+    """Record a run with a given id and subnets (a saved lab coming back), or None if either is in use."""
+    with _registry() as runs:
+        if run_id in runs:
+            return None
+        taken = [ipaddress.IPv4Network(s) for r in runs.values() for s in r.subnets.values()]
+        taken += [ipaddress.IPv4Network(s, strict=False) for s in extra_taken]
+        taken += host_networks()
+        wanted = [ipaddress.IPv4Network(s) for s in subnets.values()]
+        if any(w.overlaps(t) for w in wanted for t in taken):
+            return None
+        run = Run(run_id, lab, lab_file, me(), os.getpid(), socket.gethostname(), boot_id(), time.time(), dict(subnets))
+        runs[run_id] = run
+        return run
+
+
 def release(run_id: str) -> None:
     with _registry() as runs:
         runs.pop(run_id, None)

@@ -234,11 +234,18 @@ class LibvirtProvider:
     def saved_domain_xml(self, path: str) -> str:
         return self._call(f"read saved state {path}", self._conn.saveImageGetXMLDesc, path, 0)
 
-    def restore_domain(self, path: str, disks: dict[str, str] | None = None, paused: bool = False) -> None:
-        """Start a domain from saved state; DISKS (serial -> file) points its disks at other, equivalent files."""
+    def restore_domain(
+        self, path: str, disks: dict[str, str] | None = None, paused: bool = False, owner: dict[str, str] | None = None
+    ) -> None:
+        """Start a domain from saved state; DISKS (serial -> file) points its disks at other, equivalent files,
+        OWNER replaces the owner recorded in its kvmlab metadata (a saved lab restored by another process)."""
         xml = None
-        if disks:
+        if disks or owner:
             root = ET.fromstring(self.saved_domain_xml(path))
+            tag = f"{{{NAMESPACE}}}run"
+            for meta in root.iter(tag):
+                meta.attrib.update(owner or {})
+            disks = disks or {}
             for disk in root.findall("./devices/disk"):
                 serial, source = disk.findtext("serial"), disk.find("source")
                 if serial in disks and source is not None:

@@ -1,0 +1,180 @@
+"""Saved verified labs: a lab that passed its suite comes back from memory instead of being rebuilt.
+
+`kvmlab up --verify` checkpoints a freshly built lab before its suite runs and, when the suite
+passes, keeps that checkpoint here under a key made of everything the lab was built from: the
+lab file, the image recipe, the accelerator and kvmlab's templates and role code. The next `up`
+(or pytest session) of an unchanged lab restores it — same run id, subnets, keys and names, so
+the guests' own configuration stays true — in seconds, with the guests' clocks set right.
+
+Only one restored copy of a saved lab can run at a time (it owns its run id and subnets); a
+second one, or any change of input, builds the lab as usual.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from kvmlab import render, runs, settings
+from kvmlab.checkpoints import ROOT_SERIAL, Book, overlay_name
+from kvmlab.errors import HarnessError
+from kvmlab.templating import templates_dir
+
+if TYPE_CHECKING:
+    from kvmlab.images import Image
+    from kvmlab.lab import LabSession
+
+PACKAGE = Path(__file__).resolve().parent
+# What shapes a guest's state besides the lab file and the image: a change here invalidates saved labs.
+SOURCES = ("roles", "rolefiles", "render.py", "model.py", "loader.py", "images.py", "seed.py")
+
+
+def lab_key(lab_file: Path, image_digest: str, accel: str) -> str:
+    h = hashlib.sha256()
+    h.update(lab_file.read_bytes())
+    h.update(f"\0{image_digest}\0{accel}\0".encode())
+    files = [p for src in SOURCES for p in sorted((PACKAGE / src).rglob("*.py") if (PACKAGE / src).is_dir() else [PACKAGE / src])]
+    files += sorted(p for p in templates_dir().rglob("*") if p.is_file())
+    for path in files:
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def saved_dir(lab_name: str, key: str) -> Path:
+    return settings.cache_dir() / "labs" / f"{lab_name}-{key}"
+
+
+@dataclass(frozen=True)
+class SavedLab:
+    path: Path
+    run_id: str
+    subnets: dict[str, str]
+    volumes: dict[str, dict[str, str]]  # node -> disk serial -> volume in the kvmlab pool
+    created: str
+    build_s: float
+
+    @classmethod
+    def find(cls, lab_name: str, key: str) -> SavedLab | None:
+        path = saved_dir(lab_name, key)
+        try:
+            raw = json.loads((path / "manifest.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return cls(path, raw["run_id"], raw["subnets"], raw["volumes"], raw["created"], raw.get("build_s", 0.0))
+
+
+def _golden_volume(lab_name: str, key: str, node: str, serial: str) -> str:
+    return f"saved-{lab_name}-{key}-{node}-{serial}.qcow2"
+
+
+def _link_or_copy(src: Path, dest: Path) -> None:
+    try:
+        os.link(src, dest)
+    except OSError:
+        shutil.copyfile(src, dest)
+
+
+def save(session: LabSession, checkpoint: str, image: Image, build_s: float) -> Path:
+    """Keep CHECKPOINT of SESSION (taken right after it was built, then verified) as the lab's saved state."""
+    lab = session.lab
+    key = lab_key(Path(lab.path), image.digest, session.accel)
+    book = session.checkpoints.book
+    ck = book.checkpoints[checkpoint]
+    dest = saved_dir(lab.name, key)
+    for old in dest.parent.glob(f"{lab.name}-*"):
+        forget(old)  # one saved state per lab: an older one was built from something else
+    tmp = dest.with_name(dest.name + ".partial")
+    tmp.mkdir(parents=True)
+    start = time.monotonic()
+    pool = settings.pool_dir()
+    volumes: dict[str, dict[str, str]] = {}
+    for node, disks in ck.layers.items():
+        _link_or_copy(session.checkpoints.root / checkpoint / f"{node}.save", tmp / f"{node}.save")
+        volumes[node] = {}
+        for serial, layer in disks.items():
+            out = _golden_volume(lab.name, key, node, serial)
+            # One self-contained overlay per disk: the checkpoint's chain, flattened down to the base image.
+            base = ["-B", f"{pool}/base-{image.digest}.qcow2", "-F", "qcow2"] if serial == ROOT_SERIAL else []
+            _qemu_img(["convert", "-O", "qcow2", *base, str(pool / layer), str(pool / out)])
+            volumes[node][serial] = out
+    shutil.copytree(session.run_dir, tmp / "run")
+    manifest = {
+        "lab": lab.name,
+        "key": key,
+        "run_id": session.run_id,
+        "subnets": {k: str(v) for k, v in session.placement.subnets.items()},
+        "volumes": volumes,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "build_s": round(build_s, 1),
+    }
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    tmp.rename(dest)
+    session.log(f"saved lab {lab.name} as {dest.name} in {time.monotonic() - start:.1f} s; the next `up` restores it")
+    return dest
+
+
+def forget(path: Path) -> None:
+    """Remove a saved lab: its directory and its volumes."""
+    try:
+        raw = json.loads((path / "manifest.json").read_text())
+        for disks in raw["volumes"].values():
+            for vol in disks.values():
+                (settings.pool_dir() / vol).unlink(missing_ok=True)
+    except (OSError, ValueError, KeyError):
+        pass
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _qemu_img(args: list[str]) -> None:
+    res = subprocess.run(["qemu-img", *args], capture_output=True, text=True)
+    if res.returncode != 0:
+        raise HarnessError(f"qemu-img {' '.join(args)} failed: {res.stderr.strip()}")
+
+
+def restore(session: LabSession, saved: SavedLab, image: Image) -> bool:
+    """Bring SESSION up from SAVED; False (nothing left behind) when its run id or subnets are in use."""
+    lab, provider = session.lab, session.provider
+    run = runs.register_exact(saved.run_id, lab.name, lab.path, saved.subnets, extra_taken=provider.network_addresses())
+    if run is None:
+        session.log(f"saved lab {saved.path.name} not used: its run {saved.run_id} or subnets are in use; building")
+        return False
+    session.adopt_run(run)
+    start = time.monotonic()
+    try:
+        if session.run_dir.exists():
+            shutil.rmtree(session.run_dir)
+        shutil.copytree(saved.path / "run", session.run_dir)
+        session.load_rendered()
+        session.ensure_base(image)
+        session.create_networks_and_seeds()
+        book = Book(counter=1)
+        for node in lab.nodes:
+            book.tops[node.name] = {}
+            for serial, golden in saved.volumes[node.name].items():
+                first = f"{render.volume_name(lab.name, run.run_id, node.name, serial)}.qcow2"
+                top = overlay_name(first, book.counter)
+                provider.create_volume(settings.POOL, render.render_overlay_volume(top, f"{settings.pool_dir()}/{golden}"))
+                book.tops[node.name][serial] = top
+        book.save(session.checkpoints.root / "book.json")
+        owner = session.owner_metadata()
+        session.checkpoints.restore_all(
+            {n.name: saved.path / f"{n.name}.save" for n in lab.nodes},
+            book,
+            owner,
+        )
+        for st in session.status.values():
+            st.state, st.ready_s = "ready", 0.0
+        session.log(f"lab {lab.name} restored from {saved.path.name} (saved {saved.created}) in {time.monotonic() - start:.1f} s")
+        return True
+    except BaseException:
+        session.log("restoring the saved lab failed: removing what it started")
+        session.down()
+        raise
