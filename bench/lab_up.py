@@ -68,7 +68,7 @@ def main() -> int:
     rows.append(("image, cached (hash check)" if was_cached else "image build, cold (first run)", f"{seconds:.2f} s"))
 
     lab = load_lab(args.lab)
-    session = LabSession(lab, LibvirtProvider(settings.libvirt_uri()), progress=lambda line: sys.stderr.write(line + "\n"))
+    session = LabSession(lab, LibvirtProvider(settings.libvirt_uri()), progress=lambda line: sys.stderr.write(line + "\n"), use_saved=False)
     total, _ = timed(session.up)
     try:
         ready = {n: st.ready_s or 0.0 for n, st in session.status.items()}

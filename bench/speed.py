@@ -24,7 +24,7 @@ from kvmlab.providers.libvirt import LibvirtProvider
 
 
 def floor_run(lab, provider) -> float:
-    session = LabSession(lab, provider, progress=lambda line: None)
+    session = LabSession(lab, provider, progress=lambda line: None, use_saved=False)
     try:
         session.prepare()  # not timed: the floor is only "start and wait for SSH"
         domains = [session.run_dir / "rendered" / "domains" / f"{n.name}.xml" for n in lab.nodes]
@@ -53,7 +53,7 @@ def floor_run(lab, provider) -> float:
 
 
 def kvmlab_run(lab, provider) -> tuple[float, LabSession]:
-    session = LabSession(lab, provider, progress=lambda line: None)
+    session = LabSession(lab, provider, progress=lambda line: None, use_saved=False)
     start = time.monotonic()
     try:
         session.up()

@@ -42,7 +42,7 @@ class UpProcess:
     def __init__(self, env: dict[str, str] | None = None) -> None:
         self.lines: list[str] = []
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "kvmlab.cli", "up", str(TINY)],
+            [sys.executable, "-m", "kvmlab.cli", "up", "--rebuild", str(TINY)],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -223,7 +223,7 @@ def test_node_that_never_gets_ready_fails_within_its_deadline(provider, start_up
 
 def test_two_copies_of_a_lab_side_by_side_never_collide_nor_reach_each_other(provider):
     lab = load_lab(TINY)
-    sessions = [LabSession(lab, provider, progress=lambda line: None) for _ in range(2)]
+    sessions = [LabSession(lab, provider, progress=lambda line: None, use_saved=False) for _ in range(2)]
     errors: list[BaseException] = []
 
     def up(session: LabSession) -> None:
@@ -266,7 +266,7 @@ def test_two_copies_of_a_lab_side_by_side_never_collide_nor_reach_each_other(pro
 
 def test_lab_networks_have_no_forwarding_on_the_host(provider):
     lab = load_lab(TINY)
-    with LabSession(lab, provider, progress=lambda line: None) as session:
+    with LabSession(lab, provider, progress=lambda line: None, use_saved=False) as session:
         session.up()
         xml = subprocess.run(
             ["virsh", "-c", settings.libvirt_uri(), "net-dumpxml", render.network_name("tiny", session.run_id, "mgmt")],
