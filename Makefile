@@ -41,6 +41,7 @@ lint: venv
 
 bench: image
 	$(PY) bench/lab_up.py labs/smoke.yaml
+	$(PY) bench/checkpoint.py labs/storage.yaml
 
 clean:
 	rm -rf $(VENV) artifacts .pytest_cache

@@ -18,6 +18,7 @@ def private_registry(tmp_path, monkeypatch):
     monkeypatch.setenv("KVMLAB_LEASES", str(tmp_path / "leases"))
     monkeypatch.setenv("KVMLAB_STATE", str(tmp_path / "state"))
     monkeypatch.setenv("KVMLAB_CONSOLE_DIR", str(tmp_path / "console"))
+    monkeypatch.setenv("KVMLAB_CHECKPOINT_DIR", str(tmp_path / "checkpoints"))
     monkeypatch.setattr(runs, "host_networks", lambda: [ipaddress.IPv4Network("10.213.0.0/24")])
 
 

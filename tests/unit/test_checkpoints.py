@@ -1,0 +1,74 @@
+"""Checkpoint bookkeeping, saved-lab keys and exact leases, without VMs; pause/save/restore on the test driver."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from kvmlab import golden, runs
+from kvmlab.checkpoints import Book, Checkpoint, check_name, overlay_name
+from kvmlab.errors import HarnessError
+from tests.unit.test_render import render_smoke
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_overlay_names_keep_the_run_prefix_so_gc_finds_them():
+    assert overlay_name("kvmlab-smoke-0a1b2c-hv1-root.qcow2", 3) == "kvmlab-smoke-0a1b2c-hv1-root.c3.qcow2"
+
+
+@pytest.mark.parametrize("bad", ["", "Upper", "a b", "../x", "-lead", "x" * 41])
+def test_checkpoint_names_are_checked(bad):
+    with pytest.raises(HarnessError, match="not valid"):
+        check_name(bad)
+
+
+def test_book_round_trips_and_knows_frozen_layers(tmp_path):
+    book = Book(counter=2, tops={"n1": {"root": "r.c2.qcow2"}})
+    book.checkpoints["a"] = Checkpoint("a", "2026-11-26T00:00:00+00:00", {"n1": {"root": "r.qcow2"}}, 1.5)
+    book.save(tmp_path / "book.json")
+    again = Book.load(tmp_path / "book.json")
+    assert again.counter == 2 and again.tops == book.tops
+    assert again.checkpoints["a"].layers == {"n1": {"root": "r.qcow2"}}
+    assert again.frozen() == {"r.qcow2"}
+    assert Book.load(tmp_path / "missing.json").checkpoints == {}
+
+
+def test_saved_lab_key_follows_the_lab_file_image_and_accelerator(tmp_path):
+    lab = tmp_path / "tiny.yaml"
+    shutil.copyfile(ROOT / "labs" / "tiny.yaml", lab)
+    key = golden.lab_key(lab, "img1", "tcg")
+    assert key == golden.lab_key(lab, "img1", "tcg")
+    assert key != golden.lab_key(lab, "img2", "tcg")
+    assert key != golden.lab_key(lab, "img1", "kvm")
+    lab.write_text(lab.read_text() + "\n# changed\n")
+    assert key != golden.lab_key(lab, "img1", "tcg")
+
+
+def test_exact_registration_refuses_a_run_id_or_subnet_in_use(tmp_path, monkeypatch):
+    monkeypatch.setenv("KVMLAB_LEASES", str(tmp_path / "leases"))
+    monkeypatch.setattr(runs, "host_networks", lambda: [])
+    first = runs.register_exact("aaaaaa", "tiny", "labs/tiny.yaml", {"mgmt": "10.213.9.0/24"})
+    assert first is not None and first.subnets == {"mgmt": "10.213.9.0/24"}
+    assert runs.register_exact("aaaaaa", "tiny", "labs/tiny.yaml", {"mgmt": "10.213.10.0/24"}) is None
+    assert runs.register_exact("bbbbbb", "tiny", "labs/tiny.yaml", {"mgmt": "10.213.9.0/25"}) is None
+    assert runs.register_exact("bbbbbb", "tiny", "labs/tiny.yaml", {"mgmt": "10.213.11.0/24"}) is not None
+
+
+def test_pause_resume_and_save_restore_on_the_test_driver(provider, tmp_path):
+    files = render_smoke()
+    provider.create_network(files["networks/mgmt.xml"])
+    provider.create_network(files["networks/storage.xml"])
+    provider.create_domain(files["domains/nfs1.xml"])
+    name = "kvmlab-smoke-0a1b2c-nfs1"
+    provider.pause_domain(name)
+    assert provider.domain_state(name) == "paused"
+    provider.resume_domain(name)
+    assert provider.domain_state(name) == "running"
+    state = tmp_path / "nfs1.save"
+    provider.save_domain(name, str(state))
+    assert provider.domain_state(name) == "absent"
+    provider.restore_domain(str(state))
+    assert provider.domain_state(name) == "running"
