@@ -72,6 +72,8 @@ PACKAGES = sorted(
         "virtinst",
         "qemu-block-extra",
         "libvirt-daemon-driver-storage-rbd",
+        # inner guests' initramfs userland (migration lab)
+        "busybox-static",
     }
 )
 

@@ -29,14 +29,17 @@ from kvmlab.model import (
     IscsiTargetSettings,
     Lab,
     LocalRaidSettings,
+    MigrationSettings,
     NetfsPool,
     Network,
     NfsExport,
+    NfsMount,
     NfsServerSettings,
 )
 from kvmlab.model import Node as LabNode
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,14}$")  # node, network, disk: fits a hostname and a disk serial
+MOUNT_OPTION_RE = re.compile(r"^[a-z][a-z0-9_]*(=[A-Za-z0-9_.:-]+)?$")
 LAB_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
 SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
 UNIT_MIB = {"": 1 / (1024 * 1024), "B": 1 / (1024 * 1024), "K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}
@@ -298,11 +301,11 @@ def _nfs_settings(reader: _Reader, entry: tuple[Node, Node] | None, net_names: t
 def _hypervisor_settings(reader: _Reader, entry: tuple[Node, Node] | None, lab: Lab) -> HypervisorSettings:
     if entry is None:
         return HypervisorSettings()
-    fields = reader.mapping(entry[1], "role settings 'hypervisor'", ("netfs_pools",))
+    fields = reader.mapping(entry[1], "role settings 'hypervisor'", ("netfs_pools", "guest_bridge", "inner_guests", "migration"))
     pools: list[NetfsPool] = []
     servers = tuple(n.name for n in lab.by_role("nfs-server"))
     for item in reader.sequence(fields["netfs_pools"][1], "netfs_pools") if "netfs_pools" in fields else ():
-        opts = reader.mapping(item, "a netfs pool", ("name", "server", "path", "network", "target"))
+        opts = reader.mapping(item, "a netfs pool", ("name", "server", "path", "network", "target", "mount_options"))
         name = reader.name(reader.required(opts, "name", item, "a netfs pool"), "pool name")
         if name in (p.name for p in pools):
             raise reader.fail(opts["name"][1], f"pool name '{name}' is used twice")
@@ -327,8 +330,77 @@ def _hypervisor_settings(reader: _Reader, entry: tuple[Node, Node] | None, lab: 
             server_nets[0],
         )
         target = reader.optional(opts, "target", lambda n: _abs_path(reader, n, "pool target"), f"/var/lib/libvirt/images/{name}")
-        pools.append(NetfsPool(name, server, path, network, target))
-    return HypervisorSettings(tuple(pools))
+        mount_options = reader.optional(opts, "mount_options", lambda n: _mount_options(reader, n), ())
+        pools.append(NetfsPool(name, server, path, network, target, mount_options))
+    hv_nets = set.intersection(*(set(n.networks) for n in lab.by_role("hypervisor"))) if lab.by_role("hypervisor") else set()
+    bridge = reader.optional(
+        fields,
+        "guest_bridge",
+        lambda n: reader.names_list(_as_seq(n), "guest_bridge", tuple(sorted(hv_nets)), "network of every hypervisor")[0],
+        "",
+    )
+    inner = reader.optional(fields, "inner_guests", lambda n: _boolean(reader, n, "inner_guests"), False)
+    migration = reader.optional(fields, "migration", lambda n: _migration_settings(reader, n, lab), None)
+    return HypervisorSettings(tuple(pools), bridge, inner, migration)
+
+
+def _mount_options(reader: _Reader, node: Node) -> tuple[str, ...]:
+    options: list[str] = []
+    for item in reader.sequence(node, "mount_options"):
+        text = reader.scalar_text(item, "a mount option")
+        if not MOUNT_OPTION_RE.match(text):
+            raise reader.fail(item, f"mount option '{text}' is not valid: use e.g. local_lock=all or vers=4.2 (letters, digits, _ . = -)")
+        options.append(text)
+    return tuple(options)
+
+
+def _boolean(reader: _Reader, node: Node, what: str) -> bool:
+    if node.tag != "tag:yaml.org,2002:bool":
+        raise reader.fail(node, f"{what} must be true or false, got '{reader.scalar_text(node, what)}'")
+    return str(node.value).lower() in ("true", "yes", "on")
+
+
+def _migration_settings(reader: _Reader, node: Node, lab: Lab) -> MigrationSettings:
+    opts = reader.mapping(node, "hypervisor migration settings", ("peers_ssh", "lock", "lockspace", "ports"))
+    peers = reader.optional(opts, "peers_ssh", lambda n: _boolean(reader, n, "peers_ssh"), True)
+    lock = reader.optional(opts, "lock", lambda n: reader.names_list(_as_seq(n), "lock", ("lockd", "none"), "lock manager")[0], "lockd")
+    lockspace = None
+    if "lockspace" in opts:
+        if lock != "lockd":
+            raise reader.fail(opts["lockspace"][0], "a lockspace needs lock: lockd")
+        lockspace = _nfs_mount(reader, opts["lockspace"][1], lab, "lockspace")
+    port_min, port_max = MigrationSettings.port_min, MigrationSettings.port_max
+    if "ports" in opts:
+        ports = reader.sequence(opts["ports"][1], "ports")
+        if len(ports) != 2:
+            raise reader.fail(opts["ports"][1], "ports must be [first, last], e.g. [49152, 49215]")
+        port_min, port_max = (reader.integer(p, "migration port", (1024, 65535)) for p in ports)
+        if port_min > port_max:
+            raise reader.fail(opts["ports"][1], f"ports [{port_min}, {port_max}]: the first must not be above the last")
+    return MigrationSettings(peers, lock, lockspace, port_min, port_max)
+
+
+def _nfs_mount(reader: _Reader, node: Node, lab: Lab, what: str) -> NfsMount:
+    opts = reader.mapping(node, what, ("server", "path", "network"))
+    servers = tuple(n.name for n in lab.by_role("nfs-server"))
+    server_node = reader.required(opts, "server", node, what)
+    server = reader.scalar_text(server_node, f"{what} server")
+    if server not in servers:
+        raise reader.fail(
+            server_node, f"{what} server '{server}' is not a node with role nfs-server (those are: {', '.join(servers) or 'none'})"
+        )
+    path_node = reader.required(opts, "path", node, what)
+    path = _abs_path(reader, path_node, f"{what} path")
+    exported = tuple(e.path for e in lab.nfs_server.exports)
+    if path not in exported:
+        raise reader.fail(
+            path_node, f"{what} path '{path}' is not exported by the nfs-server role (exports: {', '.join(exported) or 'none'})"
+        )
+    nets = lab.node(server).networks
+    network = reader.optional(
+        opts, "network", lambda n: reader.names_list(_as_seq(n), f"{what} network", nets, "network of the server")[0], nets[0]
+    )
+    return NfsMount(server, path, network)
 
 
 def _as_seq(node: Node) -> SequenceNode:
@@ -401,7 +473,7 @@ class _StorageParser:
         if not targets:
             return IscsiTargetSettings()
         r = self.reader
-        opts, where = self._opts("iscsi-target", ("iqn", "luns", "acls", "network", "pool"))
+        opts, where = self._opts("iscsi-target", ("iqn", "luns", "acls", "network", "networks", "pool"))
         if len(targets) > 1:
             raise r.fail(self.node_keys[targets[1]], f"only one node may have role iscsi-target (already: {targets[0]})")
         target = targets[0]
@@ -449,11 +521,29 @@ class _StorageParser:
                 raise r.fail(initiator_node, f"initiator '{initiator}' has two ACLs")
             mapped = r.names_list(r.required(acl, "luns", item, f"ACL of '{initiator}'"), f"luns of ACL '{initiator}'", lun_names, "LUN")
             acls.append(IscsiAcl(initiator, mapped))
-        network = self._network(opts, (target,), "iscsi-target")
+        networks = self._iscsi_networks(opts, target)
         hypervisors = {n.name for n in self.lab.by_role("hypervisor")}
-        self._clients_reach(network, tuple(a.initiator for a in acls if a.initiator in hypervisors), "iscsi-target")
+        for network in networks:
+            self._clients_reach(network, tuple(a.initiator for a in acls if a.initiator in hypervisors), "iscsi-target")
         pool = r.optional(opts, "pool", lambda n: r.name(n, "pool name"), "iscsi")
-        return IscsiTargetSettings(iqn, tuple(luns), tuple(acls), network, pool)
+        return IscsiTargetSettings(iqn, tuple(luns), tuple(acls), networks[0], pool, networks)
+
+    def _iscsi_networks(self, opts: dict[str, tuple[Node, Node]], target: str) -> tuple[str, ...]:
+        """The portal networks: `network` (one) or `networks` (two, for dm-multipath on the hypervisors)."""
+        r = self.reader
+        if "networks" not in opts:
+            return (self._network(opts, (target,), "iscsi-target"),)
+        if "network" in opts:
+            raise r.fail(opts["networks"][0], "give either 'network' (one portal) or 'networks' (a portal on each), not both")
+        value = opts["networks"][1]
+        names = tuple(r.scalar_text(n, "portal network") for n in r.sequence(value, "networks"))
+        have = self.lab.node(target).networks
+        for item, name in zip(r.sequence(value, "networks"), names, strict=True):
+            if name not in have:
+                raise r.fail(item, f"portal network '{name}' is not a network of node '{target}' (its networks: {', '.join(have)})")
+        if len(names) != 2 or len(set(names)) != 2:
+            raise r.fail(value, f"'networks' takes two distinct networks, one per path (got {len(names)}: {', '.join(names)})")
+        return names
 
     def gluster(self) -> GlusterSettings:
         nodes = tuple(n.name for n in self.lab.by_role("gluster"))

@@ -32,6 +32,7 @@ class NetfsPool:
     path: str  # exported directory on the server
     network: str  # network over which the pool mounts the export
     target: str  # mount point on the hypervisor
+    mount_options: tuple[str, ...] = ()  # extra NFS mount options (libvirt's fs:mount_opts)
 
 
 @dataclass(frozen=True)
@@ -40,8 +41,29 @@ class NfsServerSettings:
 
 
 @dataclass(frozen=True)
+class NfsMount:
+    server: str  # node name
+    path: str  # exported directory on the server
+    network: str  # network over which it is mounted
+
+
+@dataclass(frozen=True)
+class MigrationSettings:
+    """Between the lab's hypervisors (book 7.3): root SSH both ways, a lock manager, synced clocks."""
+
+    peers_ssh: bool = True  # passwordless root SSH between hypervisors, host keys pinned
+    lock: str = "lockd"  # "lockd" (virtlockd) or "none"
+    lockspace: NfsMount | None = None  # shared file_lockspace_dir; None: lockd locks the disk files themselves
+    port_min: int = 49152  # qemu.conf migration_port_min/max
+    port_max: int = 49215
+
+
+@dataclass(frozen=True)
 class HypervisorSettings:
     netfs_pools: tuple[NetfsPool, ...] = ()
+    guest_bridge: str = ""  # a lab network bridged (br0) inside each hypervisor for its inner guests
+    inner_guests: bool = False  # build the inner guests' kernel + busybox initramfs
+    migration: MigrationSettings | None = None
 
 
 @dataclass(frozen=True)
@@ -64,7 +86,8 @@ class IscsiTargetSettings:
     luns: tuple[IscsiLun, ...] = ()
     acls: tuple[IscsiAcl, ...] = ()
     network: str = ""  # portal network; empty: the target's first network
-    pool: str = "iscsi"  # the hypervisors' iscsi pool
+    pool: str = "iscsi"  # the hypervisors' iscsi pool (an mpath pool when there are two portal networks)
+    networks: tuple[str, ...] = ()  # every portal network, `network` first; two: hypervisors use dm-multipath
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Files of the hypervisor role: the ISO library pool and one netfs pool per lab entry."""
+"""Files of the hypervisor role: pools, and for the migration lab the guest bridge, inner guests' boot files,
+lock manager, migration ports, peers' SSH and clocks."""
 
 from __future__ import annotations
 
@@ -6,6 +7,13 @@ from kvmlab.model import Lab, Node, Placement
 from kvmlab.templating import render_template
 
 ISO_LIBRARY = ("iso_library", "/var/lib/libvirt/isos")  # book 5.8: a root-only directory of install media
+BRIDGE = "br0"  # inside each hypervisor: the inner guests' bridge onto the lab network `guest_bridge`
+BOOT_DIR = "/var/lib/libvirt/boot"  # where libvirt's AppArmor profile lets QEMU read kernels
+INNER_KERNEL = f"{BOOT_DIR}/kvmlab-inner-vmlinuz"
+INNER_INITRD = f"{BOOT_DIR}/kvmlab-inner-initrd.img"
+INNER_MODULES = ("virtio_pci", "virtio_blk", "virtio_net")  # the rest of virtio and net_failover come as dependencies
+LOCKSPACE_DIR = "/var/lib/libvirt/lockd/files"  # lockd's file_lockspace_dir when the lab shares one over NFS
+PEER_KEY = "/root/.ssh/id_kvmlab_peers"
 
 
 def files(lab: Lab, pl: Placement, node: Node) -> dict[str, str]:
@@ -15,7 +23,83 @@ def files(lab: Lab, pl: Placement, node: Node) -> dict[str, str]:
     out = {f"pool-{name}.xml": render_template("libvirt/pool.xml.j2", {"type": "dir", "name": name, "target": path, "mode": "0700"})}
     for pool in lab.hypervisor.netfs_pools:
         out[f"pool-{pool.name}.xml"] = render_template(
-            "libvirt/pool.xml.j2",
-            {"type": "netfs", "name": pool.name, "target": pool.target, "host": f"{pool.server}-{pool.network}", "source_dir": pool.path},
+            "roles/hypervisor/pool-netfs.xml.j2",
+            {
+                "name": pool.name,
+                "target": pool.target,
+                "host": f"{pool.server}-{pool.network}",
+                "source_dir": pool.path,
+                "mount_options": pool.mount_options,
+            },
         )
+    out.update(_bridge_files(lab, pl, node))
+    if lab.hypervisor.inner_guests:
+        out["inner-build.sh"] = inner_build_script()
+    out.update(_migration_files(lab, pl, node))
+    return out
+
+
+def _bridge_files(lab: Lab, pl: Placement, node: Node) -> dict[str, str]:
+    network = lab.hypervisor.guest_bridge
+    if not network:
+        return {}
+    ctx = {
+        "network": network,
+        "bridge": BRIDGE,
+        "mac": pl.mac(lab, node.name, network),
+        "address": pl.address(lab, node.name, network),
+        "prefix": lab.network(network).prefix,
+    }
+    return {
+        "bridge.netdev": render_template("roles/hypervisor/bridge.netdev.j2", ctx),
+        "bridge.network": render_template("roles/hypervisor/bridge.network.j2", ctx),
+        "bridge-port.network": render_template("roles/hypervisor/bridge-port.network.j2", ctx),
+    }
+
+
+def inner_build_script() -> str:
+    inner = "roles/hypervisor/inner"
+    return render_template(
+        f"{inner}/build.sh.j2",
+        {
+            "boot_dir": BOOT_DIR,
+            "kernel_name": INNER_KERNEL.rsplit("/", 1)[1],
+            "initrd_name": INNER_INITRD.rsplit("/", 1)[1],
+            "modules": INNER_MODULES,
+            "init": render_template(f"{inner}/init.j2", {}).rstrip("\n"),
+            "inittab": render_template(f"{inner}/inittab.j2", {}).rstrip("\n"),
+            "cgi": render_template(f"{inner}/state.cgi.j2", {}).rstrip("\n"),
+        },
+    )
+
+
+def time_source(lab: Lab) -> str:
+    """The hypervisor the others keep their clocks in step with: the first one."""
+    return lab.by_role("hypervisor")[0].name
+
+
+def peers(lab: Lab, node: Node) -> list[str]:
+    return [n.name for n in lab.by_role("hypervisor") if n.name != node.name]
+
+
+def _migration_files(lab: Lab, pl: Placement, node: Node) -> dict[str, str]:
+    mig = lab.hypervisor.migration
+    if mig is None:
+        return {}
+    source = time_source(lab)
+    out = {
+        "qemu-migration.conf": render_template(
+            "roles/hypervisor/qemu-migration.conf.j2", {"lock": mig.lock, "port_min": mig.port_min, "port_max": mig.port_max}
+        ),
+        "chrony.conf": render_template(
+            "roles/hypervisor/chrony.conf.j2",
+            {"serve": node.name == source, "server": source, "allow": [str(pl.subnets[n.name]) for n in lab.networks]},
+        ),
+    }
+    if mig.lock == "lockd":
+        out["qemu-lockd.conf"] = render_template(
+            "roles/hypervisor/qemu-lockd.conf.j2", {"lockspace_dir": LOCKSPACE_DIR if mig.lockspace else ""}
+        )
+    if mig.peers_ssh:
+        out["ssh-config"] = render_template("roles/hypervisor/ssh-config.j2", {"peers": peers(lab, node), "key": PEER_KEY})
     return out

@@ -61,8 +61,21 @@ def acl_nodes(lab: Lab) -> tuple[str, ...]:
 
 
 def portal(lab: Lab, pl: Placement) -> str:
-    """The target's address on the portal network."""
+    """The target's address on the (first) portal network."""
     return pl.address(lab, lab.by_role(ROLE)[0].name, lab.iscsi_target.network)
+
+
+def portal_networks(settings: IscsiTargetSettings) -> tuple[str, ...]:
+    return settings.networks or (settings.network,)
+
+
+def portals(lab: Lab, pl: Placement) -> list[str]:
+    """The target's address on each portal network: two when hypervisors reach the LUNs over two paths."""
+    return [pl.address(lab, lab.by_role(ROLE)[0].name, net) for net in portal_networks(lab.iscsi_target)]
+
+
+def multipath(settings: IscsiTargetSettings) -> bool:
+    return len(portal_networks(settings)) > 1
 
 
 def files(lab: Lab, pl: Placement, node: Node) -> dict[str, str]:
@@ -75,6 +88,9 @@ def files(lab: Lab, pl: Placement, node: Node) -> dict[str, str]:
     if "hypervisor" in node.roles and node.name in acl_nodes(lab):
         iqn = initiator_iqn(lab, node.name)
         out["initiatorname.iscsi"] = render_template("roles/iscsi-target/initiatorname.iscsi.j2", {"iqn": iqn}, subject=node.name)
+        if multipath(settings):
+            out.update(_multipath_files(lab, pl, node))
+            return out
         out[f"pool-{settings.pool}.xml"] = render_template(
             "roles/iscsi-target/pool.xml.j2",
             {"name": settings.pool, "host": portal(lab, pl), "port": PORT, "target_iqn": settings.iqn, "initiator_iqn": iqn},
@@ -106,6 +122,29 @@ def _target_files(lab: Lab, pl: Placement) -> dict[str, str]:
         ),
         "targetcli.batch": render_template(
             "roles/iscsi-target/targetcli.batch.j2",
-            {"iqn": settings.iqn, "luns": stores, "portal": portal(lab, pl), "port": PORT, "acls": acls},
+            {"iqn": settings.iqn, "luns": stores, "portals": portals(lab, pl), "port": PORT, "acls": acls},
         ),
+    }
+
+
+# iSCSI timers for multipath: a dead path is noticed within seconds (NOP-Out every 2 s)
+# and its I/O handed to dm-multipath after 5 s instead of open-iscsi's 120 s.
+ISCSI_NODE_SETTINGS = {
+    "node.startup": "automatic",
+    "node.session.timeo.replacement_timeout": "5",
+    "node.conn[0].timeo.noop_out_interval": "2",
+    "node.conn[0].timeo.noop_out_timeout": "2",
+}
+
+
+def _multipath_files(lab: Lab, pl: Placement, node: Node) -> dict[str, str]:
+    settings = lab.iscsi_target
+    return {
+        "multipath.conf": render_template("roles/iscsi-target/multipath.conf.j2", {}, subject=node.name),
+        "iscsi-login.sh": render_template(
+            "roles/iscsi-target/iscsi-login.sh.j2",
+            {"iqn": settings.iqn, "portals": portals(lab, pl), "port": PORT, "settings": ISCSI_NODE_SETTINGS},
+            subject=node.name,
+        ),
+        f"pool-{settings.pool}.xml": render_template("roles/iscsi-target/pool-mpath.xml.j2", {"name": settings.pool}, subject=node.name),
     }

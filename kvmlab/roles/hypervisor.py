@@ -1,17 +1,31 @@
-"""hypervisor: libvirtd running, its default dir pool, and one netfs pool per lab entry."""
+"""hypervisor: libvirtd running, its default dir pool, and one netfs pool per lab entry.
+
+For the migration lab (book chapter 7) also: a bridge for inner guests, the inner guests'
+kernel and initramfs, virtlockd as lock manager (optionally on a shared NFS lockspace),
+fixed migration ports, root SSH between hypervisors with pinned host keys, and clocks
+kept in step with the first hypervisor.
+"""
 
 from __future__ import annotations
 
+import shlex
+
 from kvmlab.model import Node
 from kvmlab.remote import Remote
-from kvmlab.rolefiles.hypervisor import ISO_LIBRARY
+from kvmlab.rolefiles.hypervisor import BRIDGE, ISO_LIBRARY, LOCKSPACE_DIR, PEER_KEY, peers
 from kvmlab.roles import Role, RoleContext
 
 LIBVIRT_UNITS = "virtlogd.socket virtlockd.socket libvirtd.socket libvirtd-ro.socket libvirtd-admin.socket libvirtd.service"
+QEMU_CONF_MARK = "# kvmlab-migration"
 
 
 def setup(ctx: RoleContext, node: Node) -> None:
     remote = ctx.remote(node.name)
+    settings = ctx.lab.hypervisor
+    if settings.guest_bridge:
+        _bridge(ctx, node)
+    if settings.migration is not None:
+        _migration_config(ctx, node)  # before libvirtd starts, so it reads the lock manager once
     # Debian's libvirtd exits after 120 s idle; a restarted one finds rbd and gluster pools
     # inactive (libvirt cannot check their state) and autostart runs only at boot.
     remote.check("echo 'LIBVIRTD_ARGS=\"\"' > /etc/default/libvirtd", "keep libvirtd running when idle")
@@ -24,6 +38,29 @@ def setup(ctx: RoleContext, node: Node) -> None:
     name, path = ISO_LIBRARY
     remote.check(f"install -d -m 0700 -o root -g root {path}", "create the ISO library directory")
     define_pool(remote, name, ctx.file(node, f"pool-{name}.xml"))
+    if settings.inner_guests:
+        remote.put("/etc/kvmlab/inner-build.sh", ctx.file(node, "inner-build.sh"), mode=0o755)
+        remote.check("/etc/kvmlab/inner-build.sh", "build the inner guests' kernel and initramfs")
+
+
+def join(ctx: RoleContext, node: Node) -> None:
+    """Needs the other hypervisors' keys and the NFS server's exports."""
+    mig = ctx.lab.hypervisor.migration
+    if mig is None:
+        return
+    remote = ctx.remote(node.name)
+    if mig.peers_ssh:
+        _trust_peers(ctx, node)
+    if mig.lockspace is not None:
+        source = f"{mig.lockspace.server}-{mig.lockspace.network}:{mig.lockspace.path}"
+        line = f"{source} {LOCKSPACE_DIR} nfs defaults,_netdev 0 0"
+        remote.check(
+            f"install -d -m 0700 {LOCKSPACE_DIR} && (grep -qxF {shlex.quote(line)} /etc/fstab || echo {shlex.quote(line)} >> /etc/fstab)"
+            f" && (mountpoint -q {LOCKSPACE_DIR} || mount {LOCKSPACE_DIR})",
+            "mount the shared lockspace",
+        )
+        # virtlockd opened its lockspace before the mount; no guest runs yet, so a restart is safe.
+        remote.check("systemctl restart virtlockd.service libvirtd.service", "restart virtlockd and libvirtd on the shared lockspace")
 
 
 def clients(ctx: RoleContext, node: Node) -> None:
@@ -35,6 +72,58 @@ def clients(ctx: RoleContext, node: Node) -> None:
 
     for storage in (iscsi_target, gluster, ceph):
         storage.attach_hypervisor(ctx, node)
+
+
+def _bridge(ctx: RoleContext, node: Node) -> None:
+    """Move the node's address on the guest network to br0 and make the NIC its port."""
+    remote = ctx.remote(node.name)
+    network = ctx.lab.hypervisor.guest_bridge
+    # Sorted before the seed's 10-kvmlab-net-* files, which match the NIC by MAC and give it the address.
+    remote.put(f"/etc/systemd/network/04-kvmlab-{BRIDGE}.netdev", ctx.file(node, "bridge.netdev"))
+    remote.put(f"/etc/systemd/network/04-kvmlab-{BRIDGE}.network", ctx.file(node, "bridge.network"))
+    remote.put("/etc/systemd/network/05-kvmlab-bridge-port.network", ctx.file(node, "bridge-port.network"))
+    mac = ctx.placement.mac(ctx.lab, node.name, network)
+    address = ctx.address(node.name, network)
+    awk = '\'index($0, mac) && $2 != br { sub(":", "", $2); print $2; exit }\''
+    find_nic = f"ip -o link show | awk -v mac='link/ether {mac}' -v br='{BRIDGE}:' {awk}"
+    bridged = f"ip -4 -o addr show {BRIDGE} | grep -q ' {address}/' && ip -o link show $nic | grep -q 'master {BRIDGE}'"
+    remote.check(
+        f"nic=$({find_nic}) && networkctl reload && ip addr flush dev $nic && networkctl reconfigure $nic"
+        f" && for i in $(seq 100); do {bridged} && exit 0; sleep 0.3; done; networkctl status {BRIDGE} $nic --no-pager; exit 1",
+        f"bridge the {network} network on {BRIDGE}",
+    )
+
+
+def _migration_config(ctx: RoleContext, node: Node) -> None:
+    remote = ctx.remote(node.name)
+    mig = ctx.lab.hypervisor.migration
+    assert mig is not None
+    fragment = ctx.file(node, "qemu-migration.conf")
+    remote.put("/etc/kvmlab/qemu-migration.conf", fragment)
+    remote.check(
+        f"grep -q '^{QEMU_CONF_MARK}' /etc/libvirt/qemu.conf || cat /etc/kvmlab/qemu-migration.conf >> /etc/libvirt/qemu.conf",
+        "set the lock manager and migration ports in qemu.conf",
+    )
+    if mig.lock == "lockd":
+        remote.put("/etc/libvirt/qemu-lockd.conf", ctx.file(node, "qemu-lockd.conf"))
+    remote.put("/etc/chrony/chrony.conf", ctx.file(node, "chrony.conf"))
+    remote.check("systemctl enable chrony.service && systemctl restart chrony.service", "keep the clock in step")
+    if mig.peers_ssh:
+        remote.put("/root/.ssh/config", ctx.file(node, "ssh-config"), mode=0o600)
+        remote.check(f"test -f {PEER_KEY} || ssh-keygen -q -t ed25519 -N '' -C root@{node.name} -f {PEER_KEY}", "make the peers' SSH key")
+
+
+def _trust_peers(ctx: RoleContext, node: Node) -> None:
+    """Authorize each peer's root key, and pin each peer's host key under its names and addresses."""
+    remote = ctx.remote(node.name)
+    for peer in peers(ctx.lab, node):
+        # Read over the harness's own pinned SSH session to the peer: no trust on first use.
+        user_key = ctx.remote(peer).check(f"cat {PEER_KEY}.pub", f"read {peer}'s root key").stdout.strip()
+        host_key = ctx.remote(peer).check("cat /etc/ssh/ssh_host_ed25519_key.pub", f"read {peer}'s host key").stdout.split()
+        names = [peer, f"{peer}-*", *(ctx.address(peer, net) for net in ctx.lab.node(peer).networks)]
+        known = f"{','.join(names)} {host_key[0]} {host_key[1]}"
+        for line, path in ((user_key, "/root/.ssh/authorized_keys"), (known, "/root/.ssh/known_hosts")):
+            remote.check(f"touch {path} && (grep -qxF {shlex.quote(line)} {path} || echo {shlex.quote(line)} >> {path})", f"trust {peer}")
 
 
 def define_pool(remote: Remote, name: str, xml: str) -> None:
@@ -53,7 +142,7 @@ def _start_pool(remote: Remote, name: str) -> None:
 
 ROLE = Role(
     name="hypervisor",
-    steps={"setup": setup, "clients": clients},
+    steps={"setup": setup, "join": join, "clients": clients},
     state_commands=(
         "virsh pool-list --all --details",
         "virsh list --all",
@@ -61,5 +150,9 @@ ROLE = Role(
         "iscsiadm -m session -P 3",
         "iscsiadm -m iface",
         "tail -n 100 /var/log/glusterfs/*.log",
+        "networkctl status --no-pager",
+        "chronyc -n sources",
+        "ls -l /var/lib/libvirt/boot /var/lib/libvirt/lockd/files",
+        "tail -n 50 /var/log/libvirt/qemu/*.log",
     ),
 )

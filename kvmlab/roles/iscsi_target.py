@@ -13,7 +13,7 @@ import shlex
 from kvmlab.errors import RoleError
 from kvmlab.model import Lab, Node, Placement
 from kvmlab.remote import Remote
-from kvmlab.rolefiles.iscsi_target import PORT, acl_nodes, backstores, initiator_iqn, portal
+from kvmlab.rolefiles.iscsi_target import PORT, acl_nodes, backstores, initiator_iqn, multipath, portals
 from kvmlab.roles import Role, RoleContext
 from kvmlab.roles.hypervisor import define_pool
 
@@ -45,7 +45,19 @@ def attach_hypervisor(ctx: RoleContext, node: Node) -> None:
     remote.put("/etc/iscsi/initiatorname.iscsi", ctx.file(node, "initiatorname.iscsi"))
     remote.check("systemctl enable --now iscsid.socket iscsid.service", "start iscsid")
     pool = ctx.lab.iscsi_target.pool
+    if multipath(ctx.lab.iscsi_target):
+        _attach_multipath(ctx, node, remote)
     define_pool(remote, pool, ctx.file(node, f"pool-{pool}.xml"))  # pool-start logs in
+
+
+def _attach_multipath(ctx: RoleContext, node: Node, remote: Remote) -> None:
+    """Sessions over both portal networks, dm-multipath over them; the pool is then an mpath pool."""
+    remote.put("/etc/multipath.conf", ctx.file(node, "multipath.conf"))
+    remote.check("systemctl enable --now multipathd.socket multipathd.service", "start multipathd")
+    # open-iscsi.service logs in to the automatic nodes at boot.
+    remote.check("systemctl enable open-iscsi.service", "log in to iSCSI at boot")
+    _put_and_run(remote, ctx.file(node, "iscsi-login.sh"), "iscsi-login.sh", "sh -eu", "log in to the target through every portal")
+    remote.check("multipathd reconfigure >/dev/null; udevadm settle", "let multipathd pick up the iSCSI paths")
 
 
 def config_problems(lab: Lab, pl: Placement, saved: dict) -> list[str]:
@@ -69,8 +81,9 @@ def config_problems(lab: Lab, pl: Placement, saved: dict) -> list[str]:
     if have_luns != want_luns:
         problems.append(f"LUNs: want {want_luns}, saved {have_luns}")
     have_portals = sorted((p.get("ip_address"), p.get("port")) for p in tpg.get("portals", []))
-    if have_portals != [(portal(lab, pl), PORT)]:
-        problems.append(f"portals: want {portal(lab, pl)}:{PORT} only, saved {have_portals}")
+    want_portals = sorted((address, PORT) for address in portals(lab, pl))
+    if have_portals != want_portals:
+        problems.append(f"portals: want {', '.join(f'{a}:{p}' for a, p in want_portals)} only, saved {have_portals}")
     if str(tpg.get("attributes", {}).get("generate_node_acls")) != "0":
         problems.append("generate_node_acls is not 0: initiators without an ACL would log in")
     index = {s.name: s.index for s in stores}
@@ -99,5 +112,6 @@ ROLE = Role(
         f"systemctl status {RESTORE_UNIT} --no-pager",
         "findmnt -t xfs",
         "lvs",
+        "multipath -ll",
     ),
 )
