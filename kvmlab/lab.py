@@ -573,6 +573,9 @@ class LabSession:
         session.placement = Placement(run.run_id, {k: ipaddress.IPv4Network(v) for k, v in run.subnets.items()})
         session.load_rendered()
         session._registered = True
+        # The accelerator the lab was rendered for: its waits are scaled by it.
+        first_domain = session.files.get(f"domains/{lab.nodes[0].name}.xml", "")
+        session.accel = "kvm" if "<domain type='kvm'>" in first_domain else "tcg"
         for name, st in session.status.items():
             st.state = session.node(name).state
         return session
