@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from lab_up import machine, timed
+from lab_up import print_table, timed
 
 from kvmlab import golden, settings
 from kvmlab.lab import LabSession
@@ -65,10 +65,7 @@ def main() -> int:
             for saved in (settings.cache_dir() / "labs").glob(f"{lab.name}-*"):
                 golden.forget(saved)
             provider.close()
-    width = max(len(k) for k, _ in rows)
-    print(f"machine: {machine()}")
-    for key, value in rows:
-        print(f"{key.ljust(width)}  {value}")
+    print_table(f"checkpoints ({source})", rows)
     return 0
 
 

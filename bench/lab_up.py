@@ -42,6 +42,14 @@ def qemu_peak_rss_mib(domain: str) -> int | None:
     return None
 
 
+def print_table(title: str, rows: list[tuple[str, str]]) -> None:
+    """The benchmark's result: a title, the machine it ran on, one aligned row per figure."""
+    print(f"\nkvmlab benchmark: {title}\nmachine: {machine()}\n")
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"  {key.ljust(width)}  {value}")
+
+
 def timed(fn) -> tuple[float, object]:
     start = time.monotonic()
     value = fn()
@@ -109,10 +117,7 @@ def main() -> int:
         )
     finally:
         session.down()
-    print(f"\nkvmlab benchmark: {args.lab}\nmachine: {machine()}\n")
-    width = max(len(k) for k, _ in rows)
-    for key, value in rows:
-        print(f"  {key.ljust(width)}  {value}")
+    print_table(args.lab, rows)
     return 0
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.lab.migration_helpers
 
-from bench.lab_up import machine
+from bench.lab_up import print_table
 from kvmlab import runs, settings
 from kvmlab.inner_guest import downtime
 from kvmlab.lab import LabSession
@@ -47,14 +47,6 @@ def session_for(reuse: bool, progress) -> tuple[LabSession, float | None]:
     start = time.monotonic()
     session.up()
     return session, time.monotonic() - start
-
-
-def lab_accel(session: LabSession) -> str:
-    """KVM or TCG: what the lab's own nodes run under (an attached session knows it only from the domain XML)."""
-    if session.accel:
-        return session.accel.upper()
-    xml = session.provider.domain_definition(session.node("hv1").domain)
-    return "KVM" if "type='kvm'" in xml.split(">", 1)[0] else "TCG"
 
 
 def ms(field: str) -> float:
@@ -124,10 +116,7 @@ def main() -> int:
         mh.remove(session, GUEST)
         if not args.reuse:
             session.down()
-    print(f"\nkvmlab benchmark: live migration ({LAB})\nmachine: {machine()}\nlab nodes run under: {lab_accel(session)}\n")
-    width = max(len(k) for k, _ in rows)
-    for key, value in rows:
-        print(f"  {key.ljust(width)}  {value}")
+    print_table(f"live migration ({LAB}; lab nodes under {session.accel.upper()})", rows)
     return 0
 
 
