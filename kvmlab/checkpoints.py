@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from kvmlab import render, settings
 from kvmlab.errors import HarnessError
+from kvmlab.wait import timeout_for, wait_until
 
 if TYPE_CHECKING:
     from kvmlab.lab import LabSession
@@ -213,6 +214,15 @@ class Checkpoints:
 
         def set_clock(h: Any) -> None:
             h._forget_session()
+            # A just-resumed guest may take a while to answer ARP and SSH when every node catches up at once.
+            wait_until(
+                h.remote.answers,
+                timeout_for("ssh-command", self.session.accel),
+                f"node {h.name} to answer SSH after its restore",
+                interval=1.0,
+                failed=lambda: None if h.state == "running" else f"domain {h.domain} is {h.state}",
+                context=h.console_tail,
+            )
             h.remote.check(f"date -u -s @{time.time():.3f} >/dev/null", "set the clock after a restore", timeout=60)
 
         self._parallel(handles, set_clock)

@@ -203,7 +203,8 @@ def cmd_gc(args: argparse.Namespace) -> int:
     else:
         print(
             f"removed runs {', '.join(out.runs) or '-'}: {len(out.domains)} domains, {len(out.networks)} networks, "
-            f"{len(out.volumes)} volumes, {len(out.builds)} unfinished image builds"
+            f"{len(out.volumes)} volumes, {len(out.builds)} unfinished image builds, "
+            f"{len(out.saved)} leftovers of unfinished lab saves"
         )
     return 0
 

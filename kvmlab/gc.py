@@ -6,7 +6,7 @@ import re
 import shutil
 from dataclasses import dataclass, field
 
-from kvmlab import runs, settings
+from kvmlab import golden, runs, settings
 from kvmlab.accel import boot_id
 from kvmlab.errors import HarnessError
 from kvmlab.images import remove_stale_builds
@@ -23,10 +23,11 @@ class Collected:
     volumes: list[str] = field(default_factory=list)
     runs: list[str] = field(default_factory=list)
     builds: list[str] = field(default_factory=list)  # image build directories of killed builds
+    saved: list[str] = field(default_factory=list)  # unfinished saves and unnamed volumes of saved labs
 
     @property
     def empty(self) -> bool:
-        return not (self.domains or self.networks or self.volumes or self.runs or self.builds)
+        return not (self.domains or self.networks or self.volumes or self.runs or self.builds or self.saved)
 
 
 def run_of(name: str) -> str | None:
@@ -92,6 +93,8 @@ def collect(provider: Provider, only_runs: set[str] | None = None) -> Collected:
     images_dir = settings.cache_dir() / "images"
     if images_dir.is_dir():
         out.builds = [p.name for p in remove_stale_builds(images_dir)]
+    if only_runs is None:
+        out.saved = golden.remove_orphans(volumes, lambda vol: provider.delete_volume(POOL, vol))
     touched = {run_of(n) for n in out.domains + out.networks + out.volumes} | {r for r in registry if dead(r)}
     for run_id in sorted(r for r in touched if r):
         for path in settings.console_dir().glob(f"kvmlab-*-{run_id}-*.log"):

@@ -12,12 +12,15 @@ second one, or any change of input, builds the lab as usual.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import shutil
 import subprocess
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,6 +37,7 @@ if TYPE_CHECKING:
 
 PACKAGE = Path(__file__).resolve().parent
 # What shapes a guest's state besides the lab file and the image: a change here invalidates saved labs.
+SAVED_PREFIX = "saved-"  # pool volumes of saved labs
 SOURCES = ("roles", "rolefiles", "render.py", "model.py", "loader.py", "images.py", "seed.py")
 
 
@@ -48,8 +52,12 @@ def lab_key(lab_file: Path, image_digest: str, accel: str) -> str:
     return h.hexdigest()[:16]
 
 
+def saved_root() -> Path:
+    return settings.cache_dir() / "labs"
+
+
 def saved_dir(lab_name: str, key: str) -> Path:
-    return settings.cache_dir() / "labs" / f"{lab_name}-{key}"
+    return saved_root() / f"{lab_name}-{key}"
 
 
 @dataclass(frozen=True)
@@ -72,7 +80,7 @@ class SavedLab:
 
 
 def _golden_volume(lab_name: str, key: str, node: str, serial: str) -> str:
-    return f"saved-{lab_name}-{key}-{node}-{serial}.qcow2"
+    return f"{SAVED_PREFIX}{lab_name}-{key}-{node}-{serial}.qcow2"
 
 
 def _link_or_copy(src: Path, dest: Path) -> None:
@@ -82,8 +90,26 @@ def _link_or_copy(src: Path, dest: Path) -> None:
         shutil.copyfile(src, dest)
 
 
+@contextlib.contextmanager
+def _saving(blocking: bool = True) -> Iterator[bool]:
+    """Held while a lab is being saved, so that gc never takes a half-written save for an orphan."""
+    saved_root().mkdir(parents=True, exist_ok=True)
+    with open(saved_root() / ".lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+
+
 def save(session: LabSession, checkpoint: str, image: Image, build_s: float) -> Path:
     """Keep CHECKPOINT of SESSION (taken right after it was built, then verified) as the lab's saved state."""
+    with _saving():
+        return _save(session, checkpoint, image, build_s)
+
+
+def _save(session: LabSession, checkpoint: str, image: Image, build_s: float) -> Path:
     lab = session.lab
     key = lab_key(Path(lab.path), image.digest, session.accel)
     book = session.checkpoints.book
@@ -131,6 +157,29 @@ def forget(path: Path) -> None:
     except (OSError, ValueError, KeyError):
         pass
     shutil.rmtree(path, ignore_errors=True)
+
+
+def remove_orphans(pool_volumes: list[str], delete_volume: Callable[[str], None]) -> list[str]:
+    """What a killed save left: unfinished save directories, and saved-lab volumes no saved lab names.
+
+    Returns what was removed; does nothing while a save is running.
+    """
+    removed: list[str] = []
+    with _saving(blocking=False) as held:
+        if not held or not saved_root().is_dir():
+            return removed
+        for partial in saved_root().glob("*.partial"):
+            shutil.rmtree(partial, ignore_errors=True)
+            removed.append(partial.name)
+        named = set()
+        for manifest in saved_root().glob("*/manifest.json"):
+            with contextlib.suppress(OSError, ValueError, KeyError, AttributeError):
+                named |= {vol for disks in json.loads(manifest.read_text())["volumes"].values() for vol in disks.values()}
+        for vol in pool_volumes:
+            if vol.startswith(SAVED_PREFIX) and vol not in named:
+                delete_volume(vol)
+                removed.append(vol)
+    return removed
 
 
 def _qemu_img(args: list[str]) -> None:

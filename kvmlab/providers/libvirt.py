@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -40,6 +41,21 @@ def _unless_gone(exc: libvirt.libvirtError, gone_code: int, what: str) -> None:
         raise HarnessError(f"libvirt: {what}: {exc.get_error_message()}") from exc
 
 
+def _refresh(pool, timeout_s: float = 300.0) -> None:
+    """Rescan the pool's directory. libvirt refuses while any volume of it is uploading (another
+    lab, another process), so wait those uploads out; they end within minutes."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            pool.refresh(0)
+            return
+        except libvirt.libvirtError as exc:
+            busy = "asynchronous jobs" in (exc.get_error_message() or "")
+            if not busy or time.monotonic() > deadline:
+                raise HarnessError(f"libvirt: refresh pool {pool.name()}: {exc.get_error_message()}") from exc
+            time.sleep(0.5)
+
+
 class LibvirtProvider:
     def __init__(self, uri: str) -> None:
         self.uri = uri
@@ -73,7 +89,7 @@ class LibvirtProvider:
                 pool.setAutostart(1)
             if not pool.isActive():
                 self._call(f"start pool {name}", pool.create, 0)
-            pool.refresh(0)
+            _refresh(pool)
 
     def _pool(self, name: str):
         return self._call(f"look up pool {name}", self._conn.storagePoolLookupByName, name)
@@ -87,7 +103,7 @@ class LibvirtProvider:
 
     def list_volumes(self, pool: str) -> list[str]:
         p = self._pool(pool)
-        p.refresh(0)
+        _refresh(p)
         return list(p.listVolumes())
 
     def upload_volume(self, pool: str, name: str, source: Path | bytes, fmt: str) -> None:

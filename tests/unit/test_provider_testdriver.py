@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import libvirt
 import pytest
 
 from kvmlab import render
 from kvmlab.errors import HarnessError
+from kvmlab.providers import libvirt as libvirt_provider
 from kvmlab.providers.libvirt import LibvirtProvider
 from tests.unit.test_render import render_smoke
 
@@ -52,3 +54,35 @@ def test_libvirt_errors_become_harness_errors(provider):
 def test_unreachable_daemon_says_how_to_fix_it():
     with pytest.raises(HarnessError, match=r"(?s)cannot connect to libvirt at qemu\+unix:///system\?socket=/nonexistent.*libvirtd -d"):
         LibvirtProvider("qemu+unix:///system?socket=/nonexistent")
+
+
+class _BusyPool:
+    """A pool whose refresh libvirt refuses while another volume uploads, BUSY times."""
+
+    def __init__(self, busy: int, message: str = "internal error: pool 'kvmlab' has asynchronous jobs running.") -> None:
+        self.busy, self.message, self.refreshed = busy, message, 0
+
+    def name(self) -> str:
+        return "kvmlab"
+
+    def refresh(self, flags: int) -> None:
+        if self.busy:
+            self.busy -= 1
+            exc = libvirt.libvirtError("refresh")
+            exc.err = (1, 0, self.message, 2, None, None, None, 0, 0)
+            raise exc
+        self.refreshed += 1
+
+
+def test_pool_refresh_waits_for_uploads_of_other_labs(monkeypatch):
+    monkeypatch.setattr(libvirt_provider.time, "sleep", lambda s: None)
+    pool = _BusyPool(busy=3)
+    libvirt_provider._refresh(pool)
+    assert pool.refreshed == 1
+
+
+def test_pool_refresh_reports_other_errors_at_once(monkeypatch):
+    monkeypatch.setattr(libvirt_provider.time, "sleep", lambda s: None)
+    pool = _BusyPool(busy=1, message="cannot open directory '/nowhere': No such file or directory")
+    with pytest.raises(HarnessError, match="refresh pool kvmlab: cannot open directory"):
+        libvirt_provider._refresh(pool)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import subprocess
 import sys
 
 import pytest
 
-from kvmlab import gc, runs, settings
+from kvmlab import gc, golden, runs, settings
 from tests.unit.test_render import render_smoke
 
 
@@ -19,6 +20,7 @@ def private_registry(tmp_path, monkeypatch):
     monkeypatch.setenv("KVMLAB_STATE", str(tmp_path / "state"))
     monkeypatch.setenv("KVMLAB_CONSOLE_DIR", str(tmp_path / "console"))
     monkeypatch.setenv("KVMLAB_CHECKPOINT_DIR", str(tmp_path / "checkpoints"))
+    monkeypatch.setenv("KVMLAB_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(runs, "host_networks", lambda: [ipaddress.IPv4Network("10.213.0.0/24")])
 
 
@@ -140,3 +142,31 @@ def test_down_removes_only_the_named_run(provider):
     out = gc.collect(provider, only_runs={"111111"})
     assert len(out.domains) == 2 and all("111111" in d for d in out.domains)
     assert set(runs.all_runs()) == {"222222"}
+
+
+def _saved_lab(name: str, volumes: dict[str, dict[str, str]]) -> None:
+    path = golden.saved_root() / name
+    path.mkdir(parents=True)
+    (path / "manifest.json").write_text(json.dumps({"volumes": volumes}))
+
+
+def test_gc_removes_what_a_killed_lab_save_left_and_keeps_saved_labs():
+    _saved_lab("smoke-0123", {"nfs1": {"root": "saved-smoke-0123-nfs1-root.qcow2"}})
+    (golden.saved_root() / "smoke-4567.partial").mkdir()
+    pool = ["saved-smoke-0123-nfs1-root.qcow2", "saved-smoke-4567-nfs1-root.qcow2", "base-abc.qcow2"]
+    deleted: list[str] = []
+
+    removed = golden.remove_orphans(pool, deleted.append)
+
+    assert deleted == ["saved-smoke-4567-nfs1-root.qcow2"]
+    assert sorted(removed) == ["saved-smoke-4567-nfs1-root.qcow2", "smoke-4567.partial"]
+    assert (golden.saved_root() / "smoke-0123" / "manifest.json").exists()
+    assert not (golden.saved_root() / "smoke-4567.partial").exists()
+
+
+def test_gc_leaves_a_save_in_progress_alone():
+    (golden.saved_root() / "smoke-4567.partial").mkdir(parents=True)
+    with golden._saving():
+        removed = golden.remove_orphans(["saved-smoke-4567-nfs1-root.qcow2"], lambda vol: pytest.fail(vol))
+    assert removed == []
+    assert (golden.saved_root() / "smoke-4567.partial").exists()
