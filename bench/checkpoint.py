@@ -62,8 +62,7 @@ def main() -> int:
                 rows.append(("`up` of the saved lab (restore + clocks)", f"{up_s:.1f} s"))
                 rows.append(("first command on every node after it", f"{checked_s:.1f} s"))
         finally:
-            for saved in (settings.cache_dir() / "labs").glob(f"{lab.name}-*"):
-                golden.forget(saved)
+            golden.forget_lab(lab.name)
             provider.close()
     print_table(f"checkpoints ({source})", rows)
     return 0

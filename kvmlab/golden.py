@@ -36,8 +36,8 @@ if TYPE_CHECKING:
     from kvmlab.lab import LabSession
 
 PACKAGE = Path(__file__).resolve().parent
-# What shapes a guest's state besides the lab file and the image: a change here invalidates saved labs.
 SAVED_PREFIX = "saved-"  # pool volumes of saved labs
+# What shapes a guest's state besides the lab file and the image: a change here invalidates saved labs.
 SOURCES = ("roles", "rolefiles", "render.py", "model.py", "loader.py", "images.py", "seed.py")
 
 
@@ -115,8 +115,7 @@ def _save(session: LabSession, checkpoint: str, image: Image, build_s: float) ->
     book = session.checkpoints.book
     ck = book.checkpoints[checkpoint]
     dest = saved_dir(lab.name, key)
-    for old in dest.parent.glob(f"{lab.name}-*"):
-        forget(old)  # one saved state per lab: an older one was built from something else
+    forget_lab(lab.name)  # one saved state per lab: an older one was built from something else
     tmp = dest.with_name(dest.name + ".partial")
     tmp.mkdir(parents=True)
     start = time.monotonic()
@@ -147,6 +146,12 @@ def _save(session: LabSession, checkpoint: str, image: Image, build_s: float) ->
     return dest
 
 
+def forget_lab(lab_name: str) -> None:
+    """Remove every saved state of the lab named LAB_NAME."""
+    for path in saved_root().glob(f"{lab_name}-*"):
+        forget(path)
+
+
 def forget(path: Path) -> None:
     """Remove a saved lab: its directory and its volumes."""
     try:
@@ -165,8 +170,10 @@ def remove_orphans(pool_volumes: list[str], delete_volume: Callable[[str], None]
     Returns what was removed; does nothing while a save is running.
     """
     removed: list[str] = []
+    if not saved_root().is_dir():
+        return removed  # nothing was ever saved
     with _saving(blocking=False) as held:
-        if not held or not saved_root().is_dir():
+        if not held:
             return removed
         for partial in saved_root().glob("*.partial"):
             shutil.rmtree(partial, ignore_errors=True)

@@ -29,8 +29,7 @@ def probe_lab(tmp_path):
     lab = load_lab(path)
     provider = LibvirtProvider(settings.libvirt_uri())
     yield lab, provider
-    for saved in (settings.cache_dir() / "labs").glob(f"{lab.name}-*"):
-        golden.forget(saved)
+    golden.forget_lab(lab.name)
     provider.close()
 
 
