@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 PACKAGE = Path(__file__).resolve().parent
 SAVED_PREFIX = "saved-"  # pool volumes of saved labs
 # What shapes a guest's state besides the lab file and the image: a change here invalidates saved labs.
-SOURCES = ("roles", "rolefiles", "render.py", "model.py", "loader.py", "images.py", "seed.py")
+SOURCES = ("roles", "render.py", "model.py", "loader.py", "yamlread.py", "images.py", "seed.py")
 
 
 def lab_key(lab_file: Path, image_digest: str, accel: str) -> str:

@@ -23,59 +23,35 @@ ROOT_LABEL = "kvmlab-root"
 ROOT_SIZE_GIB = 8
 RECIPE_VERSION = 5
 
-# Everything any role needs: guests have no internet at run time.
-PACKAGES = sorted(
-    {
-        # boot and base
-        "linux-image-cloud-amd64",
-        "initramfs-tools",
-        "systemd-sysv",
-        "udev",
-        "dbus",
-        "kmod",
-        "iproute2",
-        "iputils-ping",
-        "netbase",
-        "procps",
-        "less",
-        "ca-certificates",
-        "openssh-server",
-        "lz4",
-        "cloud-init",
-        "chrony",
-        "python3",
-        "e2fsprogs",
-        "parted",
-        # NFS
-        "nfs-kernel-server",
-        "nfs-common",
-        # iSCSI and block
-        "targetcli-fb",
-        "open-iscsi",
-        "multipath-tools",
-        "mdadm",
-        "lvm2",
-        "xfsprogs",
-        # Gluster
-        "glusterfs-server",
-        "glusterfs-client",
-        # Ceph (ceph-volume ships inside ceph-osd on bookworm)
-        "ceph-mon",
-        "ceph-mgr",
-        "ceph-osd",
-        "ceph-common",
-        # hypervisor
-        "libvirt-daemon-system",
-        "libvirt-clients",
-        "qemu-system-x86",
-        "qemu-utils",
-        "virtinst",
-        "qemu-block-extra",
-        "libvirt-daemon-driver-storage-rbd",
-        # inner guests' initramfs userland (migration lab)
-        "busybox-static",
-    }
+# The base of every node; each role package adds what it needs (guests have no internet at run time).
+BASE_PACKAGES = (
+    "linux-image-cloud-amd64",
+    "initramfs-tools",
+    "systemd-sysv",
+    "udev",
+    "dbus",
+    "kmod",
+    "iproute2",
+    "iputils-ping",
+    "netbase",
+    "procps",
+    "less",
+    "ca-certificates",
+    "openssh-server",
+    "lz4",
+    "cloud-init",
+    "chrony",
+    "python3",
+    "e2fsprogs",
+    "parted",
 )
+
+
+def packages() -> list[str]:
+    from kvmlab.roles import image_packages
+
+    return sorted({*BASE_PACKAGES, *image_packages()})
+
 
 # Started by the roles that need them, never at boot.
 DISABLED_UNITS = [
@@ -172,7 +148,7 @@ def recipe() -> dict:
         "version": RECIPE_VERSION,
         "suite": SUITE,
         "mirror": settings.debian_mirror(),
-        "packages": PACKAGES,
+        "packages": packages(),
         "customize": customize_script(),
         "root_size_gib": ROOT_SIZE_GIB,
     }

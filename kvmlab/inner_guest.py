@@ -10,7 +10,7 @@ import ipaddress
 import itertools
 from dataclasses import dataclass, field
 
-from kvmlab.rolefiles.hypervisor import BRIDGE, INNER_INITRD, INNER_KERNEL
+from kvmlab.roles.hypervisor.files import BRIDGE, INNER_INITRD, INNER_KERNEL
 from kvmlab.templating import render_template
 
 FIRST_HOST = 100  # inner guests take .100, .101, ... of the bridged network; lab nodes take .10 and up

@@ -27,12 +27,11 @@ from kvmlab.preflight import check_fits, require_host
 from kvmlab.providers.base import Provider
 from kvmlab.redact import redact
 from kvmlab.remote import Remote, Result, SshTarget
-from kvmlab.roles import PHASES, RoleContext, registry
+from kvmlab.roles import PHASES, RoleContext, Step, registry
 from kvmlab.seed import build_seed_iso
 from kvmlab.wait import timeout_for, wait_until
 
 POOL = settings.POOL
-BOOT_PRIORITY = {"ceph-mon": 0, "ceph-osd": 1, "gluster": 2, "iscsi-target": 3, "nfs-server": 4, "ceph-admin": 5}
 
 Progress = Callable[[str], None]
 
@@ -41,6 +40,19 @@ def _stderr_progress(line: str) -> None:
     # One write per line: node threads log at once, and print() writes the newline separately.
     sys.stderr.write(line + "\n")
     sys.stderr.flush()
+
+
+@dataclass(frozen=True)
+class StepFailure:
+    """A role step that failed while the bring-up went on (LabSession.keep_going)."""
+
+    node: str
+    role: str
+    phase: str
+    error: str
+
+    def __str__(self) -> str:
+        return f"{self.node}: {self.role} {self.phase} failed: {self.error}"
 
 
 @dataclass
@@ -260,6 +272,11 @@ class LabSession:
     use_saved: bool = True  # restore the lab's saved verified state when nothing it was built from changed
     restored: bool = False
     image: images.Image | None = None
+    # False: the first failed step stops the bring-up (tests, `kvmlab up`). True: a failed step
+    # is recorded in step_failures, its role is skipped on that node from then on, and everything
+    # else still comes up, so that `kvmlab verify` can say which checks that one mistake breaks.
+    keep_going: bool = False
+    step_failures: list[StepFailure] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._nodes = {n.name: NodeHandle(self, n) for n in self.lab.nodes}
@@ -482,6 +499,20 @@ class LabSession:
                 self.provider.upload_volume(POOL, name, path, fmt)
             self.provider.upload_volume(POOL, complete, b"complete\n", "raw")
 
+    def _units(self, node: Node, phase: str) -> list[tuple[str, Step]]:
+        """(role, step) for NODE in PHASE: its own roles' steps, then what other roles of the lab do on it."""
+        role_defs = registry()
+        units = [(role, role_defs[role].steps[phase]) for role in node.roles if phase in role_defs[role].steps]
+        present = {r for n in self.lab.nodes for r in n.roles}
+        for other in role_defs.values():
+            if other.name not in present:
+                continue
+            for own in node.roles:
+                step = other.steps_on.get(own, {}).get(phase)
+                if step is not None:
+                    units.append((other.name, step))
+        return units
+
     def _bring_up_nodes(self) -> None:
         """Start every node; each runs its roles phase by phase, `setup` as soon as it is ready."""
         role_defs = registry()
@@ -492,6 +523,7 @@ class LabSession:
 
         def boot_and_configure(node: Node) -> None:
             st = self.status[node.name]
+            broken: set[str] = set()  # roles that failed a step on this node (keep_going)
             try:
                 st.state, st.started = "booting", time.monotonic()
                 self.provider.create_domain(self.files[f"domains/{node.name}.xml"])
@@ -500,10 +532,17 @@ class LabSession:
                 st.state = "setup"
                 self.log(f"{node.name}: ready after {st.ready_s:.1f} s")
                 for phase in PHASES:
-                    for role in node.roles:
-                        step = role_defs[role].steps.get(phase)
-                        if step is not None:
+                    for role, step in self._units(node, phase):
+                        if role in broken:
+                            continue
+                        try:
                             self._step(node, role, phase, lambda step=step: step(ctx, node))
+                        except (HarnessError, AssertionError) as exc:
+                            if not self.keep_going:
+                                raise
+                            broken.add(role)
+                            self.step_failures.append(StepFailure(node.name, role, phase, str(exc)))
+                            self.log(f"{node.name}: {role} {phase} FAILED (going on): {str(exc).splitlines()[0]}")
                     done[phase][node.name].set()
                     for other in done[phase].values():  # a phase ends on every node before the next begins
                         while not other.wait(0.5):
@@ -511,14 +550,14 @@ class LabSession:
                                 return
                     self.phase_end_s.setdefault(phase, time.monotonic() - started)
                 st.roles_s = time.monotonic() - st.started - st.ready_s
-                st.state = "ready"
+                st.state = "degraded" if broken else "ready"
             except BaseException as exc:
                 st.state, st.error = "failed", str(exc).splitlines()[0]
                 errors[node.name] = exc
                 self._stop.set()
 
         # Nodes with the longest setup chains start first, so that they finish first.
-        order = sorted(self.lab.nodes, key=lambda n: min((BOOT_PRIORITY.get(r, 9) for r in n.roles), default=9))
+        order = sorted(self.lab.nodes, key=lambda n: min((role_defs[r].boot_priority for r in n.roles), default=9))
         threads = [threading.Thread(target=boot_and_configure, args=(n,), name=f"node-{n.name}", daemon=True) for n in order]
         for t in threads:
             t.start()

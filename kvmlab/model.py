@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -16,110 +18,6 @@ class Network:
 class Disk:
     name: str
     size_mib: int
-
-
-@dataclass(frozen=True)
-class NfsExport:
-    path: str
-    clients: str  # a network name or a CIDR
-    options: tuple[str, ...] = ("rw", "sync", "no_root_squash")
-
-
-@dataclass(frozen=True)
-class NetfsPool:
-    name: str
-    server: str  # node name
-    path: str  # exported directory on the server
-    network: str  # network over which the pool mounts the export
-    target: str  # mount point on the hypervisor
-    mount_options: tuple[str, ...] = ()  # extra NFS mount options (libvirt's fs:mount_opts)
-
-
-@dataclass(frozen=True)
-class NfsServerSettings:
-    exports: tuple[NfsExport, ...] = ()
-
-
-@dataclass(frozen=True)
-class NfsMount:
-    server: str  # node name
-    path: str  # exported directory on the server
-    network: str  # network over which it is mounted
-
-
-@dataclass(frozen=True)
-class MigrationSettings:
-    """Between the lab's hypervisors (book 7.3): root SSH both ways, a lock manager, synced clocks."""
-
-    peers_ssh: bool = True  # passwordless root SSH between hypervisors, host keys pinned
-    lock: str = "lockd"  # "lockd" (virtlockd) or "none"
-    lockspace: NfsMount | None = None  # shared file_lockspace_dir; None: lockd locks the disk files themselves
-    port_min: int = 49152  # qemu.conf migration_port_min/max
-    port_max: int = 49215
-
-
-@dataclass(frozen=True)
-class HypervisorSettings:
-    netfs_pools: tuple[NetfsPool, ...] = ()
-    guest_bridge: str = ""  # a lab network bridged (br0) inside each hypervisor for its inner guests
-    inner_guests: bool = False  # build the inner guests' kernel + busybox initramfs
-    migration: MigrationSettings | None = None
-
-
-@dataclass(frozen=True)
-class IscsiLun:
-    name: str
-    backend: str  # fileio (a file on XFS), block (a whole extra disk), lvm (an LV on an extra disk)
-    disk: str  # extra disk of the target node
-    size_mib: int | None  # fileio and lvm; a block LUN is its whole disk
-
-
-@dataclass(frozen=True)
-class IscsiAcl:
-    initiator: str  # node name; its IQN is derived from it
-    luns: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class IscsiTargetSettings:
-    iqn: str = ""
-    luns: tuple[IscsiLun, ...] = ()
-    acls: tuple[IscsiAcl, ...] = ()
-    network: str = ""  # portal network; empty: the target's first network
-    pool: str = "iscsi"  # the hypervisors' iscsi pool (an mpath pool when there are two portal networks)
-    networks: tuple[str, ...] = ()  # every portal network, `network` first; two: hypervisors use dm-multipath
-
-
-@dataclass(frozen=True)
-class GlusterSettings:
-    volume: str = "kvmgluster"
-    brick_disk: str = "brick"
-    brick_dir: str = "/gluster/bricks/1"
-    network: str = ""  # peers, clients and auth.allow; empty: the first network
-    ping_timeout: int = 42
-    owner_uid: int = 64055  # libvirt-qemu on Debian (the book's 107 is CentOS's qemu)
-    owner_gid: int = 64055
-    pool: str = "gluster"
-    mount: str = "/var/lib/libvirt/images/GlusterFS"
-
-
-@dataclass(frozen=True)
-class CephSettings:
-    pool: str = "KVMpool"
-    pg_num: int = 32
-    client: str = "KVMpool"
-    osd_disk: str = "osd"
-    network: str = ""  # public network; empty: the first network
-    libvirt_pool: str = "ceph"
-
-
-@dataclass(frozen=True)
-class LocalRaidSettings:
-    members: tuple[str, ...] = ()  # four extra disks
-    spare: str = ""
-    vg: str = "raidvg"
-    mount: str = "/var/lib/libvirt/images/raid"
-    pool: str = "raid"
 
 
 @dataclass(frozen=True)
@@ -138,12 +36,18 @@ class Lab:
     path: str
     networks: tuple[Network, ...]
     nodes: tuple[Node, ...]
-    nfs_server: NfsServerSettings = field(default_factory=NfsServerSettings)
-    hypervisor: HypervisorSettings = field(default_factory=HypervisorSettings)
-    iscsi_target: IscsiTargetSettings = field(default_factory=IscsiTargetSettings)
-    gluster: GlusterSettings = field(default_factory=GlusterSettings)
-    ceph: CephSettings = field(default_factory=CephSettings)
-    local_raid: LocalRaidSettings = field(default_factory=LocalRaidSettings)
+    # Each role's settings, by the key of its `roles:` entry (e.g. "nfs-server"); every
+    # role kvmlab has is here, with its defaults when the lab file does not set it.
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    templates: str = ""  # the lab's own templates folder, layered over kvmlab's
+
+    def __getattr__(self, attr: str) -> Any:
+        """A role's settings as an attribute: `lab.iscsi_target` is `lab.settings["iscsi-target"]`."""
+        settings = self.__dict__.get("settings", {})
+        key = attr.replace("_", "-")
+        if key in settings:
+            return settings[key]
+        raise AttributeError(f"{type(self).__name__} has no attribute or role settings '{attr}'")
 
     def node(self, name: str) -> Node:
         for node in self.nodes:
@@ -189,32 +93,4 @@ class Placement:
         return "52:54:" + ":".join(f"{b:02x}" for b in octets)
 
 
-KNOWN_ROLES = ("nfs-server", "hypervisor", "iscsi-target", "gluster", "ceph-mon", "ceph-osd", "ceph-admin", "local-raid")
 # Keys under `roles:` in a lab file, and the roles each one configures.
-SETTINGS_KEYS = {
-    "nfs-server": ("nfs-server",),
-    "hypervisor": ("hypervisor",),
-    "iscsi-target": ("iscsi-target",),
-    "gluster": ("gluster",),
-    "ceph": ("ceph-mon", "ceph-osd", "ceph-admin"),
-    "local-raid": ("local-raid",),
-}
-ISCSI_BACKENDS = ("fileio", "block", "lvm")
-NFS_OPTIONS = (
-    "rw",
-    "ro",
-    "sync",
-    "async",
-    "root_squash",
-    "no_root_squash",
-    "all_squash",
-    "no_all_squash",
-    "secure",
-    "insecure",
-    "subtree_check",
-    "no_subtree_check",
-    "wdelay",
-    "no_wdelay",
-    "crossmnt",
-    "nohide",
-)

@@ -6,10 +6,10 @@ import hashlib
 import ipaddress
 from dataclasses import dataclass
 
-from kvmlab import rolefiles
+from kvmlab import roles
 from kvmlab.errors import HarnessError
 from kvmlab.model import Lab, Node, Placement
-from kvmlab.rolefiles.iscsi_target import initiator_iqn
+from kvmlab.roles.iscsi_target.files import initiator_iqn
 from kvmlab.templating import render_template
 
 NAMESPACE = "https://kvmlab.dev/xmlns/run/1"
@@ -174,8 +174,8 @@ def _seed_files(node: Node, ctx: dict) -> dict[str, str]:
 
 def _role_files(lab: Lab, pl: Placement, node: Node) -> dict[str, str]:
     out: dict[str, str] = {}
-    for module in rolefiles.MODULES:
-        for name, text in module.files(lab, pl, node).items():
+    for package in roles.packages():
+        for name, text in package.files(lab, pl, node).items():
             out[f"roles/{node.name}/{name}"] = text
     return out
 

@@ -1,4 +1,18 @@
-"""Roles: ordered setup steps run over SSH, in phases across the lab.
+"""Roles: each one a package under kvmlab/roles/ with everything it is made of.
+
+A role package (see nfs_server/ for a small one) holds:
+
+- settings.py  its entry under `roles:` in a lab file: dataclasses with defaults and
+               a `parse(SettingsReader)` that raises file:line errors
+- files.py     `files(lab, placement, node) -> {name: text}`, rendered from
+               templates/roles/<role>/
+- steps.py     setup steps over SSH, one per phase (below)
+- checks.py    its verification suite: `Check`s that find nodes by role and take
+               their expectations from the lab's model
+- __init__.py  `PACKAGE = RolePackage(...)` tying them together, with the Debian
+               packages the image needs for it
+
+The registry below finds every package here; nothing else lists roles by name.
 
 PHASES run in order. Every node runs its roles' step for a phase (roles in the
 order the node lists them), then waits until every node has finished that
@@ -12,8 +26,12 @@ phase. `setup` starts on each node as soon as that node is ready:
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
 
 from kvmlab.model import Lab, Node, Placement
 from kvmlab.remote import Remote
@@ -43,15 +61,87 @@ Step = Callable[[RoleContext, Node], None]
 
 
 @dataclass(frozen=True)
+class Check:
+    """One verification of a role on a running lab. `run(lab)` raises AssertionError saying node and what was seen.
+
+    `lab` is the running LabSession (roles do not import it): `lab.lab` is the model,
+    `lab.by_role(role)` the node handles, `lab.placement` the subnets and addresses.
+    `applies(model)` says whether the check means anything for a lab (e.g. only when
+    a hypervisor has a pool on the role's storage); a check that does not apply is
+    left out, never counted as passed.
+    """
+
+    role: str
+    name: str
+    run: Callable[[Any], None]
+    applies: Callable[[Lab], bool] = lambda _lab: True
+
+    @property
+    def id(self) -> str:
+        return f"{self.role}::{self.name}"
+
+
+@dataclass(frozen=True)
 class Role:
     name: str
-    steps: dict[str, Step] = field(default_factory=dict)  # phase -> step
+    summary: str  # one line for `kvmlab roles`
+    steps: dict[str, Step] = field(default_factory=dict)  # phase -> step, on the nodes with this role
+    # Steps this role runs on nodes with another role: {"hypervisor": {"clients": attach}} makes
+    # each hypervisor use this storage, as a step of its own (one failing does not stop the others).
+    steps_on: dict[str, dict[str, Step]] = field(default_factory=dict)
     # Commands whose output goes into the artifacts when something fails.
     state_commands: tuple[str, ...] = ()
+    boot_priority: int = 9  # lower boots first: nodes on the longest setup chains
+
+
+@dataclass(frozen=True)
+class Settings:
+    """A role package's entry under `roles:` in a lab file."""
+
+    key: str  # e.g. "ceph" (one entry for ceph-mon, ceph-osd and ceph-admin)
+    default: Any  # the frozen settings dataclass with every default
+    parse: Callable[[Any], Any]  # SettingsReader -> settings; raises LabFileError
+
+
+@dataclass(frozen=True)
+class RolePackage:
+    """Everything one package under kvmlab/roles/ brings: roles, settings, image packages, files, checks."""
+
+    order: int  # settings are parsed and files rendered in this order (a pool needs its export parsed first)
+    roles: tuple[Role, ...]
+    settings: Settings
+    image_packages: tuple[str, ...] = ()  # Debian packages baked into the image (guests have no internet)
+    files: Callable[[Lab, Placement, Node], dict[str, str]] = lambda _lab, _pl, _node: {}
+    checks: tuple[Check, ...] = ()
+
+
+@lru_cache(maxsize=1)
+def packages() -> tuple[RolePackage, ...]:
+    """Every role package under kvmlab/roles/, in their order."""
+    found = []
+    for info in pkgutil.iter_modules(__path__):
+        if info.ispkg:
+            module = importlib.import_module(f"{__name__}.{info.name}")
+            found.append(module.PACKAGE)
+    return tuple(sorted(found, key=lambda p: p.order))
 
 
 def registry() -> dict[str, Role]:
-    from kvmlab.roles import ceph, gluster, hypervisor, iscsi_target, local_raid, nfs_server
+    return {role.name: role for package in packages() for role in package.roles}
 
-    roles = (nfs_server.ROLE, hypervisor.ROLE, iscsi_target.ROLE, gluster.ROLE, local_raid.ROLE, *ceph.ROLES)
-    return {r.name: r for r in roles}
+
+def known_roles() -> tuple[str, ...]:
+    return tuple(registry())
+
+
+def settings_keys() -> dict[str, tuple[str, ...]]:
+    """Keys under `roles:` in a lab file, and the roles each one configures."""
+    return {p.settings.key: tuple(r.name for r in p.roles) for p in packages()}
+
+
+def all_checks() -> tuple[Check, ...]:
+    return tuple(check for package in packages() for check in package.checks)
+
+
+def image_packages() -> tuple[str, ...]:
+    return tuple(sorted({name for package in packages() for name in package.image_packages}))

@@ -18,9 +18,9 @@ from typing import Any
 from kvmlab import storage_waits as waits
 from kvmlab.errors import HarnessError
 from kvmlab.integrity import IntegrityError, Workload, compare_replicas
-from kvmlab.rolefiles.gluster import brick_path, peer_name
-from kvmlab.rolefiles.iscsi_target import PORT, portal_networks, portals
-from kvmlab.roles.ceph import EXPECTED_WARNINGS
+from kvmlab.roles.ceph.steps import EXPECTED_WARNINGS
+from kvmlab.roles.gluster.files import brick_path, peer_name
+from kvmlab.roles.iscsi_target.files import PORT, portal_networks, portals
 from kvmlab.wait import timeout_for, wait_until
 
 BEFORE = 40  # records acknowledged before the fault

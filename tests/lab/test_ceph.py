@@ -7,8 +7,8 @@ import uuid
 
 import pytest
 
-from kvmlab.rolefiles.ceph import fsid, secret_uuid
-from kvmlab.roles.ceph import EXPECTED_WARNINGS
+from kvmlab.roles.ceph.files import fsid, secret_uuid
+from kvmlab.roles.ceph.steps import EXPECTED_WARNINGS
 
 pytestmark = pytest.mark.lab("ceph")
 

@@ -9,9 +9,9 @@ import re
 
 import pytest
 
-from kvmlab.model import IscsiAcl, IscsiLun
-from kvmlab.rolefiles.iscsi_target import PORT, initiator_iqn
-from kvmlab.roles.iscsi_target import RESTORE_UNIT
+from kvmlab.roles.iscsi_target.settings import IscsiAcl, IscsiLun
+from kvmlab.roles.iscsi_target.files import PORT, initiator_iqn
+from kvmlab.roles.iscsi_target.steps import RESTORE_UNIT
 from kvmlab.wait import wait_until
 from tests.lab.hypervisor_checks import info_field
 

@@ -16,7 +16,7 @@ from dataclasses import replace
 import pytest
 
 from kvmlab.inner_guest import Graphics, downtime
-from kvmlab.rolefiles.hypervisor import INNER_INITRD, INNER_KERNEL
+from kvmlab.roles.hypervisor.files import INNER_INITRD, INNER_KERNEL
 from kvmlab.wait import timeout_for, wait_until
 from tests.lab import migration_helpers as mh
 

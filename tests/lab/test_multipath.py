@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from kvmlab import storage_waits as waits
-from kvmlab.rolefiles.iscsi_target import PORT, portals
+from kvmlab.roles.iscsi_target.files import PORT, portals
 from tests.lab.hypervisor_checks import info_field
 
 pytestmark = pytest.mark.lab("multipath")

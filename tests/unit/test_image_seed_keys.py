@@ -45,7 +45,7 @@ def test_image_has_every_role_package_and_no_identity():
         "python3",
         "linux-image-cloud-amd64",
     ):
-        assert pkg in images.PACKAGES
+        assert pkg in images.packages()
     script = images.customize_script()
     assert ': > "$R/etc/hostname"' in script and ': > "$R/etc/machine-id"' in script
     assert "passwd -l root" in script and "PasswordAuthentication no" in script

@@ -12,7 +12,7 @@ from kvmlab.inner_guest import Graphics, InnerGuest, domain_xml, downtime, parse
 from kvmlab.loader import load_lab, parse_lab
 from kvmlab.model import Placement
 from kvmlab.render import preview_placement
-from kvmlab.rolefiles import hypervisor
+from kvmlab.roles.hypervisor import files as hypervisor
 
 BASE = """
 networks: {mgmt: {}, storage: {}, guests: {}}

@@ -10,8 +10,8 @@ import pytest
 from kvmlab.errors import LabFileError
 from kvmlab.loader import load_lab
 from kvmlab.model import Placement
-from kvmlab.rolefiles import iscsi_target
-from kvmlab.roles.iscsi_target import config_problems
+from kvmlab.roles.iscsi_target import files as iscsi_target
+from kvmlab.roles.iscsi_target.steps import config_problems
 
 ROOT = Path(__file__).resolve().parents[2]
 NETS = {"mgmt": "10.213.4.0/24", "storage": "10.213.5.0/24", "storage2": "10.213.6.0/24"}

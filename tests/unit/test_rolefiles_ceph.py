@@ -13,7 +13,7 @@ import pytest
 
 from kvmlab.loader import load_lab
 from kvmlab.model import Placement
-from kvmlab.rolefiles import ceph
+from kvmlab.roles.ceph import files as ceph
 
 ROOT = Path(__file__).resolve().parents[2]
 LAB = load_lab(ROOT / "labs" / "ceph.yaml")

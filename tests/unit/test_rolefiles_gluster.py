@@ -12,7 +12,7 @@ import pytest
 from kvmlab import render
 from kvmlab.loader import load_lab
 from kvmlab.model import Placement
-from kvmlab.rolefiles import gluster
+from kvmlab.roles.gluster import files as gluster
 
 ROOT = Path(__file__).resolve().parents[2]
 PLACEMENT = Placement("0a1b2c", {"mgmt": ipaddress.IPv4Network("10.213.4.0/24"), "storage": ipaddress.IPv4Network("10.213.5.0/24")})

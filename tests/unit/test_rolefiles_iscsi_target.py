@@ -12,8 +12,8 @@ import pytest
 
 from kvmlab.loader import load_lab
 from kvmlab.model import Lab, Placement
-from kvmlab.rolefiles import iscsi_target
-from kvmlab.roles.iscsi_target import config_problems
+from kvmlab.roles.iscsi_target import files as iscsi_target
+from kvmlab.roles.iscsi_target.steps import config_problems
 
 ROOT = Path(__file__).resolve().parents[2]
 PLACEMENT = Placement("0a1b2c", {"mgmt": ipaddress.IPv4Network("10.213.4.0/24"), "storage": ipaddress.IPv4Network("10.213.5.0/24")})
@@ -110,7 +110,7 @@ def test_saved_config_check_accepts_the_configuration_and_names_what_differs():
 
 
 def _with_acls(lab: Lab, acls: tuple) -> Lab:
-    return replace(lab, iscsi_target=replace(lab.iscsi_target, acls=acls))
+    return replace(lab, settings={**lab.settings, "iscsi-target": replace(lab.iscsi_target, acls=acls)})
 
 
 def _saved_config(lab: Lab) -> dict:

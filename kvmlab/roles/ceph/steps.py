@@ -21,9 +21,9 @@ import shlex
 
 from kvmlab.model import Node
 from kvmlab.remote import Remote
-from kvmlab.rolefiles.ceph import has_ceph, monitor, secret_uuid
-from kvmlab.roles import Role, RoleContext
-from kvmlab.roles.hypervisor import define_pool
+from kvmlab.roles import RoleContext
+from kvmlab.roles.ceph.files import has_ceph, monitor, secret_uuid
+from kvmlab.roles.pools import define_pool
 from kvmlab.wait import wait_until
 
 CONF = "/etc/ceph/ceph.conf"
@@ -154,16 +154,3 @@ def put_private(remote: Remote, path: str, content: str, step: str) -> None:
 
 
 CEPH_STATE = (f"{CEPH} -s", f"{CEPH} health detail", f"{CEPH} osd tree", f"{CEPH} osd pool ls detail")
-ROLES = (
-    Role(
-        name="ceph-mon",
-        steps={"setup": mon_setup, "finish": mon_finish},
-        state_commands=(*CEPH_STATE, "systemctl status 'ceph-mon@*' 'ceph-mgr@*' --no-pager"),
-    ),
-    Role(
-        name="ceph-osd",
-        steps={"setup": osd_setup, "join": osd_join},
-        state_commands=("ceph-volume lvm list", "systemctl status 'ceph-osd@*' --no-pager", "lsblk", "free -m"),
-    ),
-    Role(name="ceph-admin", steps={"finish": admin_finish}, state_commands=(f"{CEPH} -s",)),
-)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from kvmlab.model import Node
-from kvmlab.roles import Role, RoleContext
-from kvmlab.roles.hypervisor import define_pool
+from kvmlab.roles import RoleContext
+from kvmlab.roles.pools import define_pool
 
 
 def setup(ctx: RoleContext, node: Node) -> None:
@@ -15,10 +15,3 @@ def setup(ctx: RoleContext, node: Node) -> None:
 def clients(ctx: RoleContext, node: Node) -> None:
     pool = ctx.lab.local_raid.pool
     define_pool(ctx.remote(node.name), pool, ctx.file(node, f"pool-{pool}.xml"))
-
-
-ROLE = Role(
-    name="local-raid",
-    steps={"setup": setup, "clients": clients},
-    state_commands=("cat /proc/mdstat", "mdadm --detail /dev/md/kvmlab", "lvs", "findmnt -t xfs"),
-)

@@ -11,9 +11,9 @@ from __future__ import annotations
 import shlex
 
 from kvmlab.model import Node
-from kvmlab.remote import Remote
-from kvmlab.rolefiles.hypervisor import BRIDGE, ISO_LIBRARY, LOCKSPACE_DIR, PEER_KEY, peers
-from kvmlab.roles import Role, RoleContext
+from kvmlab.roles import RoleContext
+from kvmlab.roles.hypervisor.files import BRIDGE, ISO_LIBRARY, LOCKSPACE_DIR, PEER_KEY, peers
+from kvmlab.roles.pools import define_pool, start_pool
 
 LIBVIRT_UNITS = "virtlogd.socket virtlockd.socket libvirtd.socket libvirtd-ro.socket libvirtd-admin.socket libvirtd.service"
 QEMU_CONF_MARK = "# kvmlab-migration"
@@ -34,7 +34,7 @@ def setup(ctx: RoleContext, node: Node) -> None:
         "virsh -q pool-info default >/dev/null 2>&1 || virsh -q pool-define-as default dir --target /var/lib/libvirt/images",
         "define the default dir pool",
     )
-    _start_pool(remote, "default")
+    start_pool(remote, "default")
     name, path = ISO_LIBRARY
     remote.check(f"install -d -m 0700 -o root -g root {path}", "create the ISO library directory")
     define_pool(remote, name, ctx.file(node, f"pool-{name}.xml"))
@@ -64,14 +64,10 @@ def join(ctx: RoleContext, node: Node) -> None:
 
 
 def clients(ctx: RoleContext, node: Node) -> None:
-    """Pools on every storage the lab has: NFS here, the others from their own role modules."""
+    """The netfs pools; each storage role attaches its own pool as a step of its own (steps_on)."""
     remote = ctx.remote(node.name)
     for pool in ctx.lab.hypervisor.netfs_pools:
         define_pool(remote, pool.name, ctx.file(node, f"pool-{pool.name}.xml"))
-    from kvmlab.roles import ceph, gluster, iscsi_target  # they import define_pool from here
-
-    for storage in (iscsi_target, gluster, ceph):
-        storage.attach_hypervisor(ctx, node)
 
 
 def _bridge(ctx: RoleContext, node: Node) -> None:
@@ -124,35 +120,3 @@ def _trust_peers(ctx: RoleContext, node: Node) -> None:
         known = f"{','.join(names)} {host_key[0]} {host_key[1]}"
         for line, path in ((user_key, "/root/.ssh/authorized_keys"), (known, "/root/.ssh/known_hosts")):
             remote.check(f"touch {path} && (grep -qxF {shlex.quote(line)} {path} || echo {shlex.quote(line)} >> {path})", f"trust {peer}")
-
-
-def define_pool(remote: Remote, name: str, xml: str) -> None:
-    """Define, build, start and autostart a libvirt pool from its XML (virsh pool-define and friends)."""
-    path = f"/etc/kvmlab/pool-{name}.xml"
-    remote.put(path, xml)
-    remote.check(f"virsh -q pool-define {path}", f"define pool {name}")
-    _start_pool(remote, name)
-
-
-def _start_pool(remote: Remote, name: str) -> None:
-    remote.check(f"virsh -q pool-build {name}", f"build pool {name}")
-    remote.check(f"virsh -q pool-start {name}", f"start pool {name}")
-    remote.check(f"virsh -q pool-autostart {name}", f"autostart pool {name}")
-
-
-ROLE = Role(
-    name="hypervisor",
-    steps={"setup": setup, "join": join, "clients": clients},
-    state_commands=(
-        "virsh pool-list --all --details",
-        "virsh list --all",
-        "findmnt -t nfs,nfs4,fuse.glusterfs",
-        "iscsiadm -m session -P 3",
-        "iscsiadm -m iface",
-        "tail -n 100 /var/log/glusterfs/*.log",
-        "networkctl status --no-pager",
-        "chronyc -n sources",
-        "ls -l /var/lib/libvirt/boot /var/lib/libvirt/lockd/files",
-        "tail -n 50 /var/log/libvirt/qemu/*.log",
-    ),
-)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import ipaddress
 
-from kvmlab.model import GlusterSettings, Lab, Node, Placement
+from kvmlab.model import Lab, Node, Placement
+from kvmlab.roles.gluster.settings import GlusterSettings
 from kvmlab.templating import render_template
 
 SCRIPTS = "/etc/kvmlab"  # where the role puts these scripts on the node

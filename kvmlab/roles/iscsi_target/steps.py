@@ -13,9 +13,9 @@ import shlex
 from kvmlab.errors import RoleError
 from kvmlab.model import Lab, Node, Placement
 from kvmlab.remote import Remote
-from kvmlab.rolefiles.iscsi_target import PORT, acl_nodes, backstores, initiator_iqn, multipath, portals
-from kvmlab.roles import Role, RoleContext
-from kvmlab.roles.hypervisor import define_pool
+from kvmlab.roles import RoleContext
+from kvmlab.roles.iscsi_target.files import PORT, acl_nodes, backstores, initiator_iqn, multipath, portals
+from kvmlab.roles.pools import define_pool
 
 FILES_DIR = "/etc/kvmlab/iscsi"
 SAVED_CONFIG = "/etc/rtslib-fb-target/saveconfig.json"  # Debian's targetcli saveconfig and targetctl restore
@@ -101,17 +101,3 @@ def _put_and_run(remote: Remote, text: str, name: str, runner: str, step: str) -
     """Keep the file on the node (for whoever debugs it) and run it, in one SSH command."""
     path = shlex.quote(f"{FILES_DIR}/{name}")
     return remote.check(f"mkdir -p {FILES_DIR} && cat > {path} && {runner} {path}", step, stdin=text).output
-
-
-ROLE = Role(
-    name="iscsi-target",
-    steps={"setup": setup},
-    state_commands=(
-        "targetcli ls",
-        f"cat {SAVED_CONFIG}",
-        f"systemctl status {RESTORE_UNIT} --no-pager",
-        "findmnt -t xfs",
-        "lvs",
-        "multipath -ll",
-    ),
-)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kvmlab.model import IscsiLun, IscsiTargetSettings, Lab, Node, Placement
+from kvmlab.model import Lab, Node, Placement
+from kvmlab.roles.iscsi_target.settings import IscsiLun, IscsiTargetSettings
 from kvmlab.templating import render_template
 
 ROLE = "iscsi-target"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 
 from kvmlab.model import Node
-from kvmlab.roles import Role, RoleContext
+from kvmlab.roles import RoleContext
 
 
 def setup(ctx: RoleContext, node: Node) -> None:
@@ -16,10 +16,3 @@ def setup(ctx: RoleContext, node: Node) -> None:
     remote.put("/etc/exports", ctx.file(node, "exports"))
     remote.check("systemctl enable --now nfs-server.service", "start the NFS server")
     remote.check("exportfs -ra", "publish exports")
-
-
-ROLE = Role(
-    name="nfs-server",
-    steps={"setup": setup},
-    state_commands=("exportfs -v", "systemctl status nfs-server --no-pager", "showmount -e localhost"),
-)

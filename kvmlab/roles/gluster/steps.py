@@ -13,9 +13,9 @@ from collections.abc import Callable
 from kvmlab.errors import HarnessError
 from kvmlab.model import Node
 from kvmlab.remote import Remote
-from kvmlab.rolefiles.gluster import SCRIPTS, brick_path, peer_name
-from kvmlab.roles import Role, RoleContext
-from kvmlab.roles.hypervisor import define_pool
+from kvmlab.roles import RoleContext
+from kvmlab.roles.gluster.files import SCRIPTS, brick_path, peer_name
+from kvmlab.roles.pools import define_pool
 from kvmlab.wait import wait_until
 
 # Fixed deadlines sized for TCG (the context does not carry the accelerator):
@@ -106,17 +106,3 @@ def _online_bricks(status_xml: str) -> set[str]:
         for n in root.iter("node")
         if n.findtext("status") == "1" and (n.findtext("path") or "").startswith("/")
     }
-
-
-ROLE = Role(
-    name="gluster",
-    steps={"setup": setup, "join": join},
-    state_commands=(
-        "systemctl status glusterd --no-pager",
-        "gluster peer status",
-        "gluster volume info",
-        "gluster volume status all detail",
-        "findmnt -t xfs",
-        "tail -n 100 /var/log/glusterfs/glusterd.log",
-    ),
-)

@@ -1,0 +1,54 @@
+"""Settings of the ceph roles: the pool, its placement groups, the client key, OSD disks, network."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kvmlab.roles.reader import SettingsReader
+
+KEY = "ceph"
+
+@dataclass(frozen=True)
+class CephSettings:
+    pool: str = "KVMpool"
+    pg_num: int = 32
+    client: str = "KVMpool"
+    osd_disk: str = "osd"
+    network: str = ""  # public network; empty: the first network
+    libvirt_pool: str = "ceph"
+
+
+def parse(sr: SettingsReader) -> CephSettings:
+    mons = tuple(n.name for n in sr.lab.by_role("ceph-mon"))
+    osds = tuple(n.name for n in sr.lab.by_role("ceph-osd"))
+    admins = tuple(n.name for n in sr.lab.by_role("ceph-admin"))
+    if not (mons or osds or admins):
+        return CephSettings()
+    r = sr.reader
+    opts, _where = sr.opts("ceph", ("pool", "pg_num", "client", "osd_disk", "network", "libvirt_pool"))
+    anyone = (mons + osds + admins)[0]
+    if len(mons) != 1:
+        raise r.fail(
+            sr.node_keys[mons[1] if mons else anyone],
+            f"a Ceph cluster here has exactly one node with role ceph-mon (found {len(mons)})",
+        )
+    if not osds:
+        raise r.fail(sr.node_keys[anyone], "a Ceph cluster needs at least one node with role ceph-osd")
+    d = CephSettings()
+    osd_disk = r.optional(opts, "osd_disk", lambda n: r.name(n, "osd_disk"), d.osd_disk)
+    for node in osds:
+        sr.need_disk(opts, "osd_disk", node, osd_disk, "ceph-osd")
+    pg_num = r.optional(opts, "pg_num", lambda n: r.integer(n, "pg_num", (8, 512)), d.pg_num)
+    if pg_num & (pg_num - 1):
+        raise r.fail(opts["pg_num"][1], f"pg_num {pg_num} is not a power of two (e.g. 32, 64, 128)")
+    network = sr.network(opts, mons + osds + admins, "ceph")
+    sr.clients_reach(network, tuple(n.name for n in sr.lab.by_role("hypervisor")), "ceph")
+    return CephSettings(
+        pool=r.optional(opts, "pool", lambda n: r.string(n, "pool"), d.pool),
+        pg_num=pg_num,
+        client=r.optional(opts, "client", lambda n: r.string(n, "client"), d.client),
+        osd_disk=osd_disk,
+        network=network,
+        libvirt_pool=r.optional(opts, "libvirt_pool", lambda n: r.name(n, "libvirt_pool"), d.libvirt_pool),
+    )
+

@@ -1,0 +1,20 @@
+"""local-raid: RAID10 with a spare, LVM and XFS, and a libvirt dir pool on it (book 5.1)."""
+
+from kvmlab.roles import Role, RolePackage, Settings
+from kvmlab.roles.local_raid import checks, files, settings, steps
+
+PACKAGE = RolePackage(
+    order=60,
+    roles=(
+        Role(
+            name="local-raid",
+            summary="RAID10 + spare, LVM, XFS and a dir pool on the node itself",
+            steps={"setup": steps.setup, "clients": steps.clients},
+            state_commands=("cat /proc/mdstat", "mdadm --detail /dev/md/kvmlab", "lvs", "findmnt -t xfs"),
+        ),
+    ),
+    settings=Settings(settings.KEY, settings.LocalRaidSettings(), settings.parse),
+    image_packages=("mdadm", "lvm2", "xfsprogs"),
+    files=files.files,
+    checks=checks.CHECKS,
+)
