@@ -243,6 +243,54 @@ class NodeHandle:
     def run(self, command: str, timeout: float = 600.0) -> Result:
         return self.remote.run(command, timeout=timeout)
 
+    # -- verbs for checks and tests: each asserts, names the node, logs one timed line ----------
+    def run_expect(self, command: str, what: str = "", timeout: float = 600.0) -> str:
+        """Run COMMAND and expect exit 0; return its stdout. A failure says node, command, exit code and output."""
+        start = time.monotonic()
+        res = self.run(command, timeout=timeout)
+        self._log(f"{what or command} (exit {res.rc}, {time.monotonic() - start:.1f} s)")
+        if res.rc != 0:
+            raise AssertionError(f"{self.name}: `{command}` exited {res.rc}: {_clip(res.output)}")
+        return res.stdout.strip()
+
+    def wait_for(self, command: str, what: str = "", timeout: float | None = None, interval: float = 2.0) -> str:
+        """Wait until COMMAND succeeds (deadline scaled for TCG); return its stdout."""
+        start = time.monotonic()
+        last: list[Result] = []
+
+        def ok() -> str | bool:
+            res = self.run(command, timeout=120)
+            last[:] = [res]
+            return (res.stdout.strip() or True) if res.rc == 0 else False
+
+        try:
+            out = wait_until(
+                ok,
+                timeout or timeout_for("service", self.session.accel),
+                f"{self.name}: {what or command}",
+                interval=interval,
+                failed=lambda: None if self.state == "running" else f"node {self.name} is {self.state}",
+            )
+        except HarnessError as exc:
+            seen = f"; last exit {last[0].rc}: {_clip(last[0].output)}" if last else ""
+            raise AssertionError(f"{exc}{seen}") from exc
+        self._log(f"{what or command}: after {time.monotonic() - start:.1f} s")
+        return out if isinstance(out, str) else ""
+
+    def wait_unit(self, unit: str, timeout: float | None = None) -> None:
+        """Wait until systemd unit UNIT is active; fail at once if it has failed."""
+        start = time.monotonic()
+
+        def state() -> str | None:
+            now = self.run(f"systemctl is-active {unit}", timeout=60).stdout.strip()
+            if now == "failed":
+                status = self.run(f"systemctl status {unit} --no-pager -n 20", timeout=60).output
+                raise AssertionError(f"{self.name}: unit {unit} has failed:\n{_clip(status, 1500)}")
+            return now if now == "active" else None
+
+        wait_until(state, timeout or timeout_for("service", self.session.accel), f"{self.name}: unit {unit} to be active", interval=1.0)
+        self._log(f"unit {unit} active after {time.monotonic() - start:.1f} s")
+
     def console_tail(self, lines: int = 30) -> str:
         path = self.session.console_log(self.name)
         try:
@@ -666,6 +714,11 @@ class LabSession:
                 except HarnessError as exc:
                     out.append(f"$ {cmd}\n(could not run: {exc})\n")
             (dest / f"state-{name}.txt").write_text(redact("\n".join(out)))
+
+
+def _clip(text: str, limit: int = 600) -> str:
+    text = text.strip() or "(no output)"
+    return text if len(text) <= limit else text[: limit // 2] + " [...] " + text[-limit // 2 :]
 
 
 def write_files(root: Path, files: dict[str, str]) -> None:

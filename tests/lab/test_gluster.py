@@ -8,7 +8,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from kvmlab.roles.gluster.files import auth_allow, brick_path, peer_name
-from tests.lab.hypervisor_checks import info_field
+from kvmlab.roles.hypervisor.checks import info_field
 
 pytestmark = pytest.mark.lab("gluster")
 

@@ -13,7 +13,7 @@ from kvmlab.roles.iscsi_target.settings import IscsiAcl, IscsiLun
 from kvmlab.roles.iscsi_target.files import PORT, initiator_iqn
 from kvmlab.roles.iscsi_target.steps import RESTORE_UNIT
 from kvmlab.wait import wait_until
-from tests.lab.hypervisor_checks import info_field
+from kvmlab.roles.hypervisor.checks import info_field
 
 pytestmark = pytest.mark.lab("iscsi")
 

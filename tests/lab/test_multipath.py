@@ -9,7 +9,7 @@ import pytest
 
 from kvmlab import storage_waits as waits
 from kvmlab.roles.iscsi_target.files import PORT, portals
-from tests.lab.hypervisor_checks import info_field
+from kvmlab.roles.hypervisor.checks import info_field
 
 pytestmark = pytest.mark.lab("multipath")
 

@@ -1,0 +1,111 @@
+"""Run the role checks of a lab against its running nodes, and report them (table, JUnit XML)."""
+
+from __future__ import annotations
+
+import time
+import traceback
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from kvmlab.errors import HarnessError, LabFileError
+from kvmlab.model import Lab
+from kvmlab.roles import Check, all_checks
+
+PASS, FAIL, ERROR = "pass", "FAIL", "ERROR"
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    check: Check
+    outcome: str  # PASS, FAIL (the lab is not as its file says) or ERROR (the check could not run)
+    seconds: float
+    message: str = ""
+
+
+def checks_for(lab: Lab, names: Iterable[str] = ()) -> list[Check]:
+    """The checks of every role present in LAB that mean something for it; NAMES (role or role::check) narrows them."""
+    present = {role for node in lab.nodes for role in node.roles}
+    chosen = [c for c in all_checks() if c.role in present and c.applies(lab)]
+    wanted = tuple(names)
+    if not wanted:
+        return chosen
+    known = [c.id for c in chosen]
+    picked: list[Check] = []
+    for name in wanted:
+        match = [c for c in chosen if c.id == name or c.role == name]
+        if not match:
+            from kvmlab.yamlread import suggest
+
+            raise LabFileError(lab.path, 1, 1, f"no check '{name}' applies to this lab{suggest(name, [*sorted(present), *known])}")
+        picked += [c for c in match if c not in picked]
+    return picked
+
+
+def run_checks(session: object, checks: Iterable[Check], log: Callable[[str], None] = lambda _line: None) -> list[CheckResult]:
+    results = []
+    for check in checks:
+        start = time.monotonic()
+        log(f"check {check.id} ...")
+        try:
+            check.run(session)
+            outcome, message = PASS, ""
+        except AssertionError as exc:
+            outcome, message = FAIL, str(exc) or _where(exc)
+        except HarnessError as exc:
+            outcome, message = ERROR, str(exc)
+        except Exception as exc:  # a bug in a check must not hide the other checks' results
+            outcome, message = ERROR, f"{type(exc).__name__}: {exc}\n{_where(exc)}"
+        seconds = time.monotonic() - start
+        log(f"check {check.id}: {outcome} in {seconds:.1f} s" + (f": {message.splitlines()[0]}" if message else ""))
+        results.append(CheckResult(check, outcome, seconds, message))
+    return results
+
+
+def _where(exc: BaseException) -> str:
+    """A bare `assert` has no message: the line of the check that failed says what was expected."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    return f"assertion failed at {frames[-1].filename}:{frames[-1].lineno}: {frames[-1].line}" if frames else type(exc).__name__
+
+
+def table(results: list[CheckResult]) -> str:
+    rows = [(r.check.role, r.check.name, r.outcome, f"{r.seconds:.1f}", _first_line(r.message)) for r in results]
+    headers = ("role", "check", "result", "s", "what was seen")
+    widths = [max(len(x) for x in col) for col in zip(headers, *rows, strict=True)]
+    line = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()  # noqa: E731
+    return "\n".join([line(headers), line(tuple("-" * w for w in widths)), *(line(r) for r in rows)])
+
+
+def _first_line(text: str, limit: int = 160) -> str:
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return first if len(first) <= limit else first[: limit - 3] + "..."
+
+
+def summary(results: list[CheckResult]) -> str:
+    counts = {k: sum(r.outcome == k for r in results) for k in (PASS, FAIL, ERROR)}
+    total = sum(r.seconds for r in results)
+    return f"{len(results)} checks: {counts[PASS]} passed, {counts[FAIL]} failed, {counts[ERROR]} errors in {total:.1f} s"
+
+
+def write_junit(path: Path, lab: Lab, results: list[CheckResult], setup_failures: Iterable[str] = ()) -> None:
+    """JUnit XML (one testcase per check, classname = role) for CI systems; built with ElementTree, which escapes."""
+    failures = [str(f) for f in setup_failures]
+    suite = ET.Element(
+        "testsuite",
+        name=f"kvmlab-verify-{lab.name}",
+        tests=str(len(results) + len(failures)),
+        failures=str(sum(r.outcome == FAIL for r in results)),
+        errors=str(sum(r.outcome == ERROR for r in results) + len(failures)),
+        time=f"{sum(r.seconds for r in results):.3f}",
+    )
+    for text in failures:  # a role step that failed during the bring-up
+        case = ET.SubElement(suite, "testcase", classname="bring-up", name=text.split(":", 1)[0] + " " + text.split(" ")[1])
+        ET.SubElement(case, "error", message=_first_line(text)).text = text
+    for r in results:
+        case = ET.SubElement(suite, "testcase", classname=r.check.role, name=r.check.name, time=f"{r.seconds:.3f}")
+        if r.outcome != PASS:
+            tag = "failure" if r.outcome == FAIL else "error"
+            ET.SubElement(case, tag, message=_first_line(r.message)).text = r.message
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ET.ElementTree(suite).write(path, encoding="unicode", xml_declaration=True)
