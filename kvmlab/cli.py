@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import subprocess
 import sys
+import time
 from pathlib import Path
 
 from kvmlab import accel, golden, images, preflight, render, runs, settings
@@ -94,34 +94,90 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_up(args: argparse.Namespace) -> int:
+def _bring_up(lab_path: str, rebuild: bool, keep_going: bool):
+    """A running session of the lab: restored from its saved verified state when it can be, else built; kept up."""
     from kvmlab.lab import LabSession
 
-    lab = load_lab(args.lab)
-    session = LabSession(lab, _provider())
+    lab = load_lab(lab_path)
+    session = LabSession(lab, _provider(), keep_going=keep_going)
     session.failure_dir = settings.artifacts_dir() / session.run_id / "up"
-    session.use_saved = not args.rebuild
+    session.use_saved = not rebuild
     with _teardown_on_signal():
         session.up()
     session.mark_kept()
-    built_s = sum(session.phase_s.values())
-    fresh = not session.restored
-    rc = 0
-    if args.verify:
-        if fresh:  # the state to keep is the one before the suite ran
-            session.snapshot(BUILT)
-        rc = subprocess.call(
-            [sys.executable, "-m", "pytest", "-m", "lab", "--lab-reuse", "--lab-keep", f"--lab-only={lab.name}", "-q", "tests/lab"]
-        )
-        if rc == 0 and fresh and session.image is not None:
-            golden.save(session, BUILT, session.image, built_s)
+    return session
+
+
+def _print_up(session) -> None:
+    lab = session.lab
     print()
     print(_table(("node", "roles", "address", "state", "ready s"), session.summary_rows()))
     phases = ", ".join(f"{k} {v:.1f} s" for k, v in session.phase_s.items())
     how = "restored from its saved verified state" if session.restored else "built"
     print(f"\nlab {lab.name} is up, {how} (run {session.run_id}, {session.accel.upper()}; {phases}).")
     print(f"  ssh: kvmlab ssh {lab.name} NODE    tear down: kvmlab down {lab.name}")
+
+
+def _verify(session, names: list[str], junit: str | None) -> int:
+    """Run the role checks on SESSION, print the table; save the lab for the next `up` when a fresh build passes."""
+    from kvmlab.verify import PASS, checks_for, run_checks, summary, table, write_junit
+
+    checks = checks_for(session.lab, names)
+    fresh = not session.restored and not session.step_failures and session.image is not None
+    if fresh:  # the state to keep is the one before the checks ran
+        session.snapshot(BUILT)
+    start = time.monotonic()
+    results = run_checks(session, checks, log=session.log)
+    print()
+    for failure in session.step_failures:
+        print(f"bring-up step failed: {failure}")
+    print(table(results))
+    print(f"\nlab {session.lab.name}: {summary(results)} (wall {time.monotonic() - start:.1f} s)")
+    for r in results:
+        if r.outcome != PASS:
+            print(f"\n{r.outcome} {r.check.id}:\n{r.message}")
+    if junit:
+        write_junit(Path(junit), session.lab, results, session.step_failures)
+        print(f"\nJUnit XML: {junit}")
+    ok = all(r.outcome == PASS for r in results) and not session.step_failures
+    if ok and fresh and not names:
+        golden.save(session, BUILT, session.image, sum(session.phase_s.values()))
+    return 0 if ok else 1
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    session = _bring_up(args.lab, args.rebuild, keep_going=False)
+    rc = _verify(session, [], args.junit) if args.verify else 0
+    _print_up(session)
     return rc
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from kvmlab.lab import LabSession
+
+    lab = load_lab(args.lab)
+    running = [r for r in _runs_of(lab.name) if r.owner_alive() and Path(r.lab_file).resolve() == Path(args.lab).resolve()]
+    if running:
+        run = max(running, key=lambda r: r.started)
+        print(f"lab {lab.name} is up (run {run.run_id}): checking it", file=sys.stderr)
+        session = LabSession.attach(lab, _provider(), run)
+    else:
+        # A step that fails does not stop the bring-up: the checks then say what it broke.
+        session = _bring_up(args.lab, args.rebuild, keep_going=True)
+        _print_up(session)
+    return _verify(session, args.check, args.junit)
+
+
+def cmd_roles(args: argparse.Namespace) -> int:
+    from kvmlab.roles import all_checks, packages
+
+    rows = []
+    for package in packages():
+        for role in package.roles:
+            checks = [c.name for c in all_checks() if c.role == role.name]
+            rows.append((role.name, package.settings.key, role.summary, ", ".join(checks) or "-"))
+    print(_table(("role", "settings key", "what it sets up", "checks"), rows))
+    return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -241,9 +297,17 @@ def parser() -> argparse.ArgumentParser:
     r.set_defaults(fn=cmd_render)
     u = sub.add_parser("up", help="bring a lab up and leave it running")
     u.add_argument("lab")
-    u.add_argument("--verify", action="store_true", help="run the lab's test suite; when it passes, save the lab for the next `up`")
+    u.add_argument("--verify", action="store_true", help="run the checks of every role in the lab; if they pass, save it for the next `up`")
     u.add_argument("--rebuild", action="store_true", help="build the lab even if a saved verified state of it exists")
+    u.add_argument("--junit", metavar="FILE", help="with --verify: write the check results as JUnit XML")
     u.set_defaults(fn=cmd_up)
+    v = sub.add_parser("verify", help="run the checks of every role in a lab (bringing it up first unless it is up)")
+    v.add_argument("lab", help="a lab file, anywhere")
+    v.add_argument("--check", action="append", default=[], metavar="NAME", help="only this role's checks (ROLE) or one check (ROLE::CHECK)")
+    v.add_argument("--junit", metavar="FILE", help="write the results as JUnit XML")
+    v.add_argument("--rebuild", action="store_true", help="build the lab even if a saved verified state of it exists")
+    v.set_defaults(fn=cmd_verify)
+    sub.add_parser("roles", help="the roles kvmlab has, their settings key and checks").set_defaults(fn=cmd_roles)
     sub.add_parser("status", help="labs on this host").set_defaults(fn=cmd_status)
     s = sub.add_parser("ssh", help="ssh to a node of a running lab")
     s.add_argument("lab")

@@ -8,6 +8,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from kvmlab.errors import HarnessError, LabFileError
 from kvmlab.model import Lab
@@ -88,9 +89,12 @@ def summary(results: list[CheckResult]) -> str:
     return f"{len(results)} checks: {counts[PASS]} passed, {counts[FAIL]} failed, {counts[ERROR]} errors in {total:.1f} s"
 
 
-def write_junit(path: Path, lab: Lab, results: list[CheckResult], setup_failures: Iterable[str] = ()) -> None:
-    """JUnit XML (one testcase per check, classname = role) for CI systems; built with ElementTree, which escapes."""
-    failures = [str(f) for f in setup_failures]
+def write_junit(path: Path, lab: Lab, results: list[CheckResult], setup_failures: Iterable[Any] = ()) -> None:
+    """JUnit XML (one testcase per check, classname = role) for CI systems; built with ElementTree, which escapes.
+
+    SETUP_FAILURES are the session's StepFailures: each a testcase 'NODE ROLE PHASE' of class bring-up.
+    """
+    failures = list(setup_failures)
     suite = ET.Element(
         "testsuite",
         name=f"kvmlab-verify-{lab.name}",
@@ -99,9 +103,9 @@ def write_junit(path: Path, lab: Lab, results: list[CheckResult], setup_failures
         errors=str(sum(r.outcome == ERROR for r in results) + len(failures)),
         time=f"{sum(r.seconds for r in results):.3f}",
     )
-    for text in failures:  # a role step that failed during the bring-up
-        case = ET.SubElement(suite, "testcase", classname="bring-up", name=text.split(":", 1)[0] + " " + text.split(" ")[1])
-        ET.SubElement(case, "error", message=_first_line(text)).text = text
+    for failure in failures:  # a role step that failed during the bring-up
+        case = ET.SubElement(suite, "testcase", classname="bring-up", name=f"{failure.node} {failure.role} {failure.phase}")
+        ET.SubElement(case, "error", message=_first_line(str(failure))).text = str(failure)
     for r in results:
         case = ET.SubElement(suite, "testcase", classname=r.check.role, name=r.check.name, time=f"{r.seconds:.3f}")
         if r.outcome != PASS:
