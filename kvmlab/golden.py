@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 from kvmlab import render, runs, settings
 from kvmlab.checkpoints import ROOT_SERIAL, Book, overlay_name
 from kvmlab.errors import HarnessError
-from kvmlab.templating import templates_dir
+from kvmlab.templating import search_path
 
 if TYPE_CHECKING:
     from kvmlab.images import Image
@@ -41,12 +41,13 @@ SAVED_PREFIX = "saved-"  # pool volumes of saved labs
 SOURCES = ("roles", "render.py", "model.py", "loader.py", "yamlread.py", "images.py", "seed.py")
 
 
-def lab_key(lab_file: Path, image_digest: str, accel: str) -> str:
+def lab_key(lab_file: Path, image_digest: str, accel: str, templates: str = "") -> str:
     h = hashlib.sha256()
     h.update(lab_file.read_bytes())
     h.update(f"\0{image_digest}\0{accel}\0".encode())
     files = [p for src in SOURCES for p in sorted((PACKAGE / src).rglob("*.py") if (PACKAGE / src).is_dir() else [PACKAGE / src])]
-    files += sorted(p for p in templates_dir().rglob("*") if p.is_file())
+    # Every template the lab renders from: its own folder, KVMLAB_TEMPLATES, kvmlab's.
+    files += sorted(p for folder in search_path(templates or None) for p in folder.rglob("*") if p.is_file())
     for path in files:
         h.update(path.name.encode() + b"\0" + path.read_bytes())
     return h.hexdigest()[:16]
@@ -111,7 +112,7 @@ def save(session: LabSession, checkpoint: str, image: Image, build_s: float) -> 
 
 def _save(session: LabSession, checkpoint: str, image: Image, build_s: float) -> Path:
     lab = session.lab
-    key = lab_key(Path(lab.path), image.digest, session.accel)
+    key = lab_key(Path(lab.path), image.digest, session.accel, lab.templates)
     book = session.checkpoints.book
     ck = book.checkpoints[checkpoint]
     dest = saved_dir(lab.name, key)

@@ -426,7 +426,7 @@ class LabSession:
 
     def _restore_saved(self, image: images.Image) -> bool:
         """Restore the lab's saved verified state, if it was built from exactly what we have now."""
-        saved = golden.SavedLab.find(self.lab.name, golden.lab_key(Path(self.lab.path), image.digest, self.accel))
+        saved = golden.SavedLab.find(self.lab.name, golden.lab_key(Path(self.lab.path), image.digest, self.accel, self.lab.templates))
         if saved is None:
             return False
         self.log(f"found saved lab {saved.path.name} (built in {saved.build_s:.0f} s, saved {saved.created}): restoring it")

@@ -10,7 +10,7 @@ from kvmlab import roles
 from kvmlab.errors import HarnessError
 from kvmlab.model import Lab, Node, Placement
 from kvmlab.roles.iscsi_target.files import initiator_iqn
-from kvmlab.templating import render_template
+from kvmlab.templating import render_template, use_overrides
 
 NAMESPACE = "https://kvmlab.dev/xmlns/run/1"
 CLOUD_INIT_DOCS = ("user-data", "meta-data", "network-config")
@@ -122,6 +122,12 @@ def _node_context(inp: RenderInput, node: Node) -> dict:
 
 
 def render_lab(inp: RenderInput) -> dict[str, str]:
+    # The lab's own templates folder (`templates:` in its file) is layered over kvmlab's.
+    with use_overrides(inp.lab.templates or None):
+        return _render_lab(inp)
+
+
+def _render_lab(inp: RenderInput) -> dict[str, str]:
     lab, pl = inp.lab, inp.placement
     out: dict[str, str] = {}
     for net in lab.networks:

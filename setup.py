@@ -1,0 +1,15 @@
+"""Only the package list lives here; everything else is in pyproject.toml.
+
+pyproject.toml can either list packages or find them, not both: kvmlab's packages are found (a new role
+package under kvmlab/roles/ needs no entry), the two folders renamed in [tool.setuptools.package-dir] are added.
+"""
+
+from setuptools import find_namespace_packages, setup
+
+setup(
+    packages=[
+        *find_namespace_packages(include=["kvmlab", "kvmlab.*"], exclude=["*.__pycache__", "kvmlab.templates", "kvmlab.templates.*"]),
+        "kvmlab_fixtures",
+        "kvmlab.templates",
+    ]
+)
