@@ -53,10 +53,8 @@ def fstab_line(lab: Lab) -> str:
     """The hypervisor's /etc/fstab entry: the first node serves the volfile, the others back it up."""
     s = lab.gluster
     first, *others = (peer_name(n.name, s) for n in lab.by_role("gluster"))
-    options = ["defaults", "_netdev"]
-    if others:
-        options.append("backup-volfile-servers=" + ":".join(others))
-    return f"{first}:/{s.volume} {s.mount} glusterfs {','.join(options)} 0 0"
+    context = {"first": first, "backups": others, "volume": s.volume, "mount": s.mount}
+    return render_template("roles/gluster/fstab.j2", context).rstrip("\n")  # one line, spliced into mount.sh
 
 
 def files(lab: Lab, pl: Placement, node: Node) -> dict[str, str]:

@@ -16,6 +16,14 @@ LOCKSPACE_DIR = "/var/lib/libvirt/lockd/files"  # lockd's file_lockspace_dir whe
 PEER_KEY = "/root/.ssh/id_kvmlab_peers"
 
 
+def lockspace_fstab_line(lab: Lab) -> str:
+    """The /etc/fstab entry that mounts the migration lab's shared lockd lockspace over NFS (it must have one)."""
+    mig = lab.hypervisor.migration
+    assert mig is not None and mig.lockspace is not None, "lockspace_fstab_line needs migration.lockspace"
+    source = f"{mig.lockspace.server}-{mig.lockspace.network}:{mig.lockspace.path}"
+    return render_template("roles/hypervisor/lockspace.fstab.j2", {"source": source, "mount": LOCKSPACE_DIR}).rstrip("\n")
+
+
 def files(lab: Lab, pl: Placement, node: Node) -> dict[str, str]:
     if "hypervisor" not in node.roles:
         return {}

@@ -12,7 +12,7 @@ import shlex
 
 from kvmlab.model import Node
 from kvmlab.roles import RoleContext
-from kvmlab.roles.hypervisor.files import BRIDGE, ISO_LIBRARY, LOCKSPACE_DIR, PEER_KEY, peers
+from kvmlab.roles.hypervisor.files import BRIDGE, ISO_LIBRARY, LOCKSPACE_DIR, PEER_KEY, lockspace_fstab_line, peers
 from kvmlab.roles.pools import define_pool, start_pool
 
 LIBVIRT_UNITS = "virtlogd.socket virtlockd.socket libvirtd.socket libvirtd-ro.socket libvirtd-admin.socket libvirtd.service"
@@ -52,8 +52,7 @@ def join(ctx: RoleContext, node: Node) -> None:
     if mig.peers_ssh:
         _trust_peers(ctx, node)
     if mig.lockspace is not None:
-        source = f"{mig.lockspace.server}-{mig.lockspace.network}:{mig.lockspace.path}"
-        line = f"{source} {LOCKSPACE_DIR} nfs defaults,_netdev 0 0"
+        line = lockspace_fstab_line(ctx.lab)
         remote.check(
             f"install -d -m 0700 {LOCKSPACE_DIR} && (grep -qxF {shlex.quote(line)} /etc/fstab || echo {shlex.quote(line)} >> /etc/fstab)"
             f" && (mountpoint -q {LOCKSPACE_DIR} || mount {LOCKSPACE_DIR})",
