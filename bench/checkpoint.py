@@ -19,10 +19,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from lab_up import print_table, timed
 
-from kvmlab import golden, settings
+from kvmlab import golden
 from kvmlab.lab import LabSession
 from kvmlab.loader import load_lab
-from kvmlab.providers.libvirt import LibvirtProvider
+from kvmlab.providers import connect
 
 
 def main() -> int:
@@ -31,7 +31,7 @@ def main() -> int:
     args = ap.parse_args()
     source = Path(args.lab)
     say = lambda line: sys.stderr.write(line + "\n")  # noqa: E731
-    provider = LibvirtProvider(settings.libvirt_uri())
+    provider = connect()
     rows: list[tuple[str, str]] = []
     with tempfile.TemporaryDirectory() as tmp:
         # A private name, so that the user's own saved lab of this file is neither used nor replaced.

@@ -17,10 +17,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from kvmlab import images, settings
+from kvmlab import images
 from kvmlab.lab import LabSession
 from kvmlab.loader import load_lab
-from kvmlab.providers.libvirt import LibvirtProvider
+from kvmlab.providers import connect
 
 
 def machine() -> str:
@@ -76,7 +76,7 @@ def main() -> int:
     rows.append(("image, cached (hash check)" if was_cached else "image build, cold (first run)", f"{seconds:.2f} s"))
 
     lab = load_lab(args.lab)
-    session = LabSession(lab, LibvirtProvider(settings.libvirt_uri()), progress=lambda line: sys.stderr.write(line + "\n"), use_saved=False)
+    session = LabSession(lab, connect(), progress=lambda line: sys.stderr.write(line + "\n"), use_saved=False)
     total, _ = timed(session.up)
     try:
         ready = {n: st.ready_s or 0.0 for n, st in session.status.items()}

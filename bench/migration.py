@@ -22,11 +22,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.lab.migration_helpers
 
 from bench.lab_up import print_table
-from kvmlab import runs, settings
+from kvmlab import runs
 from kvmlab.inner_guest import downtime
 from kvmlab.lab import LabSession
 from kvmlab.loader import load_lab
-from kvmlab.providers.libvirt import LibvirtProvider
+from kvmlab.providers import connect
 from kvmlab.wait import wait_until
 from tests.lab import migration_helpers as mh
 
@@ -37,7 +37,7 @@ INTERVAL = 0.2
 
 def session_for(reuse: bool, progress) -> tuple[LabSession, float | None]:
     lab = load_lab(LAB)
-    provider = LibvirtProvider(settings.libvirt_uri())
+    provider = connect()
     if reuse:
         mine = [r for r in runs.all_runs().values() if r.lab == lab.name and r.user == runs.me() and r.owner_alive()]
         if not mine:

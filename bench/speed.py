@@ -20,7 +20,7 @@ from lab_up import machine  # bench/ is on sys.path when a script of it runs
 from kvmlab import settings
 from kvmlab.lab import LabSession
 from kvmlab.loader import load_lab
-from kvmlab.providers.libvirt import LibvirtProvider
+from kvmlab.providers import connect
 
 
 def floor_run(lab, provider) -> float:
@@ -64,7 +64,7 @@ def kvmlab_run(lab, provider) -> tuple[float, LabSession]:
 
 def main() -> int:
     lab = load_lab(sys.argv[1] if len(sys.argv) > 1 else "labs/trio.yaml")
-    provider = LibvirtProvider(settings.libvirt_uri())
+    provider = connect()
     floor = floor_run(lab, provider)
     ours, session = kvmlab_run(lab, provider)
     ready = ", ".join(f"{n} {st.ready_s:.1f}" for n, st in session.status.items())

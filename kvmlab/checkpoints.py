@@ -17,21 +17,57 @@ import re
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Protocol
 
 from kvmlab import render, settings
 from kvmlab.errors import HarnessError
 from kvmlab.wait import timeout_for, wait_until
 
 if TYPE_CHECKING:
-    from kvmlab.lab import LabSession
+    from kvmlab.model import Lab, Node
+    from kvmlab.providers.base import Provider
+    from kvmlab.remote import Remote
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,39}$")
 ROOT_SERIAL = "root"
+
+
+# What checkpoints need of a lab session and its node handles (kvmlab.lab's LabSession and NodeHandle
+# provide it): lab.py uses this module, so this module names what it needs instead of importing lab.py.
+class CheckpointNode(Protocol):
+    @property
+    def name(self) -> str: ...
+    @property
+    def domain(self) -> str: ...
+    @property
+    def state(self) -> str: ...
+    @property
+    def model(self) -> Node: ...
+    @property
+    def remote(self) -> Remote: ...
+    def forget_session(self) -> None: ...
+    def console_tail(self, lines: int = 30) -> str: ...
+
+
+class CheckpointSession(Protocol):
+    @property
+    def lab(self) -> Lab: ...
+    @property
+    def provider(self) -> Provider: ...
+    @property
+    def run_id(self) -> str: ...
+    @property
+    def prefix(self) -> str: ...
+    @property
+    def accel(self) -> str: ...
+    @property
+    def nodes(self) -> Sequence[CheckpointNode]: ...
+    def node(self, name: str) -> CheckpointNode: ...
+    def log(self, message: str) -> None: ...
 
 
 def checkpoint_root(prefix: str) -> Path:
@@ -89,7 +125,7 @@ def overlay_name(first: str, counter: int) -> str:
 class Checkpoints:
     """Snapshot and revert for one running lab session."""
 
-    def __init__(self, session: LabSession) -> None:
+    def __init__(self, session: CheckpointSession) -> None:
         self.session = session
         self.root = checkpoint_root(session.prefix)
         self._book_path = self.root / "book.json"
@@ -143,7 +179,7 @@ class Checkpoints:
             self.session.log(f"checkpoint {name}: saved in {elapsed:.1f} s")
             return elapsed
 
-    def _recover_after_failed_save(self, handles: list[Any], book: Book, name: str) -> None:
+    def _recover_after_failed_save(self, handles: Sequence[CheckpointNode], book: Book, name: str) -> None:
         """A save that failed half-way: paused nodes resume, saved ones come back from their files unchanged."""
         for h in handles:
             state_file = self._state_file(name, h.name)
@@ -164,7 +200,7 @@ class Checkpoints:
             start = time.monotonic()
             handles = self.session.nodes
             for h in handles:
-                h._forget_session()
+                h.forget_session()
             self._parallel(handles, lambda h: self.session.provider.destroy_domain(h.domain))
             self._restore_onto_new_tops(handles, book, name)
             book.save(self._book_path)
@@ -173,7 +209,7 @@ class Checkpoints:
             return elapsed
 
     # -- shared steps ---------------------------------------------------------
-    def _restore_onto_new_tops(self, handles: list[Any], book: Book, name: str) -> None:
+    def _restore_onto_new_tops(self, handles: Sequence[CheckpointNode], book: Book, name: str) -> None:
         """Fresh overlays above NAME's layers, every node restored paused, then all resumed at once."""
         provider, ck = self.session.provider, book.checkpoints[name]
         handles = [h for h in handles if h.name in ck.layers]
@@ -200,7 +236,7 @@ class Checkpoints:
         provider = self.session.provider
         handles = [self.session.node(n) for n in state_files]
 
-        def restore(h: Any) -> None:
+        def restore(h: CheckpointNode) -> None:
             disks = {serial: f"{settings.pool_dir()}/{vol}" for serial, vol in book.tops[h.name].items()}
             provider.restore_domain(str(state_files[h.name]), disks, paused=True, owner=owner)
 
@@ -209,11 +245,11 @@ class Checkpoints:
             provider.resume_domain(h.domain)
         self._set_clocks(handles)
 
-    def _set_clocks(self, handles: list[Any]) -> None:
+    def _set_clocks(self, handles: Sequence[CheckpointNode]) -> None:
         """A restored guest's clock stands where it was saved; Ceph and Kerberos-like peers refuse skew."""
 
-        def set_clock(h: Any) -> None:
-            h._forget_session()
+        def set_clock(h: CheckpointNode) -> None:
+            h.forget_session()
             # A just-resumed guest may take a while to answer ARP and SSH when every node catches up at once.
             wait_until(
                 h.remote.answers,
@@ -227,23 +263,23 @@ class Checkpoints:
 
         self._parallel(handles, set_clock)
 
-    def _all_running(self) -> list[Any]:
+    def _all_running(self) -> Sequence[CheckpointNode]:
         handles = self.session.nodes
         off = [f"{h.name} ({h.state})" for h in handles if h.state not in ("running", "paused")]
         if off:
             raise HarnessError(f"cannot checkpoint lab {self.session.lab.name}: nodes not running: {', '.join(off)}")
         return handles
 
-    def _pause_all(self, handles: list[Any]) -> None:
+    def _pause_all(self, handles: Sequence[CheckpointNode]) -> None:
         for h in handles:
             if h.state == "running":
                 self.session.provider.pause_domain(h.domain)
 
     @staticmethod
-    def _parallel(handles: list[Any], fn: Callable[[Any], None]) -> None:
+    def _parallel(handles: Sequence[CheckpointNode], fn: Callable[[CheckpointNode], None]) -> None:
         errors: list[BaseException] = []
 
-        def call(h: Any) -> None:
+        def call(h: CheckpointNode) -> None:
             try:
                 fn(h)
             except BaseException as exc:  # reported below, first one wins

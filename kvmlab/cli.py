@@ -9,19 +9,18 @@ import sys
 import time
 from pathlib import Path
 
-from kvmlab import accel, golden, images, preflight, render, runs, settings
+from kvmlab import accel, golden, images, preflight, providers, render, runs, settings
 from kvmlab.errors import HarnessError
 from kvmlab.keys import new_keypair
 from kvmlab.loader import load_lab
+from kvmlab.providers.base import Provider
 
 EXIT_INTERRUPTED = 130
 BUILT = "built"  # the checkpoint of a freshly built lab, saved for the next `up` once verified
 
 
-def _provider():
-    from kvmlab.providers.libvirt import LibvirtProvider
-
-    return LibvirtProvider(settings.libvirt_uri())
+def _provider() -> Provider:
+    return providers.connect()
 
 
 def _table(headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:

@@ -24,21 +24,39 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from kvmlab import render, runs, settings
-from kvmlab.checkpoints import ROOT_SERIAL, Book, overlay_name
+from kvmlab.checkpoints import ROOT_SERIAL, Book, Checkpoints, CheckpointSession, overlay_name
 from kvmlab.errors import HarnessError
 from kvmlab.templating import search_path
 
 if TYPE_CHECKING:
     from kvmlab.images import Image
-    from kvmlab.lab import LabSession
+    from kvmlab.model import Placement
 
 PACKAGE = Path(__file__).resolve().parent
 SAVED_PREFIX = "saved-"  # pool volumes of saved labs
 # What shapes a guest's state besides the lab file and the image: a change here invalidates saved labs.
 SOURCES = ("roles", "render.py", "model.py", "loader.py", "yamlread.py", "images.py", "seed.py")
+
+
+class GoldenSession(CheckpointSession, Protocol):
+    """What saving and restoring need of a lab session (kvmlab.lab.LabSession provides it; lab.py uses this module)."""
+
+    @property
+    def checkpoints(self) -> Checkpoints: ...
+    @property
+    def run_dir(self) -> Path: ...
+    @property
+    def placement(self) -> Placement: ...
+    def adopt_run(self, run: runs.Run) -> None: ...
+    def load_rendered(self) -> None: ...
+    def ensure_base(self, image: Image) -> None: ...
+    def create_networks_and_seeds(self) -> None: ...
+    def owner_metadata(self) -> dict[str, str]: ...
+    def mark_ready(self) -> None: ...
+    def down(self) -> None: ...
 
 
 def lab_key(lab_file: Path, image_digest: str, accel: str, templates: str = "") -> str:
@@ -104,13 +122,13 @@ def _saving(blocking: bool = True) -> Iterator[bool]:
         yield True
 
 
-def save(session: LabSession, checkpoint: str, image: Image, build_s: float) -> Path:
+def save(session: GoldenSession, checkpoint: str, image: Image, build_s: float) -> Path:
     """Keep CHECKPOINT of SESSION (taken right after it was built, then verified) as the lab's saved state."""
     with _saving():
         return _save(session, checkpoint, image, build_s)
 
 
-def _save(session: LabSession, checkpoint: str, image: Image, build_s: float) -> Path:
+def _save(session: GoldenSession, checkpoint: str, image: Image, build_s: float) -> Path:
     lab = session.lab
     key = lab_key(Path(lab.path), image.digest, session.accel, lab.templates)
     book = session.checkpoints.book
@@ -196,7 +214,7 @@ def _qemu_img(args: list[str]) -> None:
         raise HarnessError(f"qemu-img {' '.join(args)} failed: {res.stderr.strip()}")
 
 
-def restore(session: LabSession, saved: SavedLab, image: Image) -> bool:
+def restore(session: GoldenSession, saved: SavedLab, image: Image) -> bool:
     """Bring SESSION up from SAVED; False (nothing left behind) when its run id or subnets are in use."""
     lab, provider = session.lab, session.provider
     run = runs.register_exact(saved.run_id, lab.name, lab.path, saved.subnets, extra_taken=provider.network_addresses())
@@ -227,8 +245,7 @@ def restore(session: LabSession, saved: SavedLab, image: Image) -> bool:
             book,
             owner,
         )
-        for st in session.status.values():
-            st.state, st.ready_s = "ready", 0.0
+        session.mark_ready()
         session.log(f"lab {lab.name} restored from {saved.path.name} (saved {saved.created}) in {time.monotonic() - start:.1f} s")
         return True
     except BaseException:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import fcntl
-import ipaddress
 import os
 import shutil
 import socket
@@ -113,7 +112,8 @@ class NodeHandle:
     def _log(self, message: str) -> None:
         self.session.log(f"{self.name}: {message}")
 
-    def _forget_session(self) -> None:
+    def forget_session(self) -> None:
+        """Close the SSH session (the node went away or came back from a checkpoint); the next use reconnects."""
         if self._remote is not None:
             self._remote.close()
 
@@ -125,7 +125,7 @@ class NodeHandle:
         """Hard power-off: what the guest had not written to its disks is lost."""
         self._require("running", "paused")
         self._definition = self.session.provider.domain_definition(self.domain)
-        self._forget_session()
+        self.forget_session()
         self.session.provider.destroy_domain(self.domain)
         self._log("powered off (hard)")
 
@@ -141,7 +141,7 @@ class NodeHandle:
             interval=1.0,
             context=self.console_tail,
         )
-        self._forget_session()
+        self.forget_session()
         self._log("shut down")
 
     def start(self) -> None:
@@ -457,7 +457,7 @@ class LabSession:
         """This session is RUN from now on: its names, subnets and teardown."""
         self.run_id = run.run_id
         self._registered = True
-        self.placement = Placement(self.run_id, {k: ipaddress.IPv4Network(v) for k, v in run.subnets.items()})
+        self.placement = run.placement()
         self.log(f"run {self.run_id}: " + ", ".join(f"{k} {v}" for k, v in run.subnets.items()))
 
     def owner_metadata(self) -> dict[str, str]:
@@ -469,6 +469,11 @@ class LabSession:
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
         }
 
+    def mark_ready(self) -> None:
+        """Every node ready at once: a lab restored from memory boots nothing."""
+        for st in self.status.values():
+            st.state, st.ready_s = "ready", 0.0
+
     def load_rendered(self) -> None:
         rendered = self.run_dir / "rendered"
         self.files = {str(p.relative_to(rendered)): p.read_text() for p in rendered.rglob("*") if p.is_file()}
@@ -479,7 +484,7 @@ class LabSession:
         for node in self.lab.nodes:
             prefix = f"seed/{node.name}/"
             seed = build_seed_iso({k[len(prefix) :]: v for k, v in self.files.items() if k.startswith(prefix)})
-            self.provider.upload_volume(POOL, render.volume_name(self.lab.name, self.run_id, node.name, "seed.iso"), seed, "raw")
+            self._upload(render.volume_name(self.lab.name, self.run_id, node.name, "seed.iso"), seed, "raw")
 
     def _prepare(self, image: images.Image) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -516,17 +521,8 @@ class LabSession:
         self.create_networks_and_seeds()
 
     def _write_ssh_files(self, host_keys: dict[str, keys.KeyPair]) -> None:
-        known, config = [], []
-        for node in self.lab.nodes:
-            addresses = [self.placement.address(self.lab, node.name, net) for net in node.networks]
-            public = " ".join(host_keys[node.name].public_openssh.split()[:2])
-            known.append(f"{','.join([node.name, *addresses])} {public}")
-            config.append(
-                f"Host {node.name}\n  HostName {addresses[0]}\n  User root\n  IdentityFile {self.run_dir / 'id_ed25519'}\n"
-                f"  UserKnownHostsFile {self.run_dir / 'known_hosts'}\n  StrictHostKeyChecking yes\n  IdentitiesOnly yes\n"
-            )
-        (self.run_dir / "known_hosts").write_text("\n".join(known) + "\n")
-        (self.run_dir / "ssh_config").write_text("\n".join(config))
+        public = {name: pair.public_openssh for name, pair in host_keys.items()}
+        write_files(self.run_dir, render.render_ssh_files(self.lab, self.placement, self.run_dir, public))
 
     def ensure_base(self, image: images.Image) -> None:
         pool_xml = render.render_pool_xml(POOL, str(settings.pool_dir()))
@@ -544,8 +540,13 @@ class LabSession:
                 name = f"base-{image.digest}.{suffix}"
                 self.provider.delete_volume(POOL, name)
                 self.log(f"uploading {name} into pool {POOL}")
-                self.provider.upload_volume(POOL, name, path, fmt)
-            self.provider.upload_volume(POOL, complete, b"complete\n", "raw")
+                self._upload(name, path, fmt)
+            self._upload(complete, b"complete\n", "raw")
+
+    def _upload(self, name: str, source: Path | bytes, fmt: str) -> None:
+        """A new volume NAME in kvmlab's pool holding SOURCE (a file or bytes) in format FMT."""
+        size = len(source) if isinstance(source, bytes) else source.stat().st_size
+        self.provider.upload_volume(POOL, render.render_upload_volume(name, size, fmt), source)
 
     def _units(self, node: Node, phase: str) -> list[tuple[str, Step]]:
         """(role, step) for NODE in PHASE: its own roles' steps, then what other roles of the lab do on it."""
@@ -647,8 +648,7 @@ class LabSession:
             return
         self._stop.set()
         for handle in self.nodes:
-            if handle._remote is not None:
-                handle._remote.close()
+            handle.forget_session()
         collect(self.provider, only_runs={self.run_id})
         self._registered = False
         self.log(f"lab {self.lab.name} (run {self.run_id}) torn down")
@@ -657,7 +657,7 @@ class LabSession:
     def attach(cls, lab: Lab, provider: Provider, run: runs.Run, progress: Progress = _stderr_progress) -> LabSession:
         """A session for a lab that is already up (kept by `kvmlab up` or --lab-keep)."""
         session = cls(lab, provider, keep=True, progress=progress, run_id=run.run_id)
-        session.placement = Placement(run.run_id, {k: ipaddress.IPv4Network(v) for k, v in run.subnets.items()})
+        session.placement = run.placement()
         session.load_rendered()
         session._registered = True
         # The accelerator the lab was rendered for: its waits are scaled by it.

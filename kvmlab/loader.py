@@ -100,9 +100,7 @@ def _networks(reader: Reader, top: Fields) -> tuple[Network, ...]:
     return tuple(nets)
 
 
-def _nodes(
-    reader: Reader, root: Node, top: Fields, net_names: tuple[str, ...]
-) -> tuple[tuple[LabNode, ...], dict[str, Node]]:
+def _nodes(reader: Reader, root: Node, top: Fields, net_names: tuple[str, ...]) -> tuple[tuple[LabNode, ...], dict[str, Node]]:
     value = reader.required(top, "nodes", root, "the lab")
     fields = reader.named_mapping(value, "nodes")
     if not fields:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 from dataclasses import dataclass
+from pathlib import Path
 
-from kvmlab import roles
+from kvmlab import roles, runs
 from kvmlab.errors import HarnessError
 from kvmlab.model import Lab, Node, Placement
 from kvmlab.roles.iscsi_target.files import initiator_iqn
@@ -147,16 +148,12 @@ def _render_lab(inp: RenderInput) -> dict[str, str]:
         subject = f"node '{node.name}'"
         out[f"domains/{node.name}.xml"] = render_template("libvirt/domain.xml.j2", ctx, subject=subject)
         out.update(_seed_files(node, ctx))
-        out[f"volumes/{node.name}-root.xml"] = render_template(
-            "libvirt/volume.xml.j2",
-            {"name": volume_name(lab.name, pl.run_id, node.name, "root.qcow2"), "capacity_mib": None, "backing": inp.backing.path("qcow2")},
-            subject=subject,
+        out[f"volumes/{node.name}-root.xml"] = render_volume(
+            volume_name(lab.name, pl.run_id, node.name, "root.qcow2"), backing=inp.backing.path("qcow2"), subject=subject
         )
         for disk in node.disks:
-            out[f"volumes/{node.name}-{disk.name}.xml"] = render_template(
-                "libvirt/volume.xml.j2",
-                {"name": volume_name(lab.name, pl.run_id, node.name, disk.name + ".qcow2"), "capacity_mib": disk.size_mib, "backing": None},
-                subject=subject,
+            out[f"volumes/{node.name}-{disk.name}.xml"] = render_volume(
+                volume_name(lab.name, pl.run_id, node.name, disk.name + ".qcow2"), capacity_mib=disk.size_mib, subject=subject
             )
         out.update(_role_files(lab, pl, node))
     return out
@@ -168,7 +165,9 @@ def _seed_files(node: Node, ctx: dict) -> dict[str, str]:
     out = {f"{seed}/{doc}": render_template(f"cloud-init/{doc}.j2", ctx, subject=f"node '{node.name}'") for doc in CLOUD_INIT_DOCS}
     out[f"{seed}/kvmlab-hostname"] = node.name + "\n"
     # Every node its own initiator name: the image's package-made one would be shared by all.
-    out[f"{seed}/kvmlab-initiatorname.iscsi"] = f"InitiatorName={initiator_iqn(ctx['lab'], node.name)}\n"
+    out[f"{seed}/kvmlab-initiatorname.iscsi"] = render_template(
+        "seed/initiatorname.iscsi.j2", {"iqn": initiator_iqn(ctx["lab"], node.name)}
+    )
     out[f"{seed}/kvmlab-hosts"] = render_template("seed/hosts.j2", ctx)
     out[f"{seed}/kvmlab-authorized_keys"] = ctx["ssh_public_key"] + "\n"
     out[f"{seed}/kvmlab-ssh_host_ed25519_key"] = ctx["host_key_private"].rstrip("\n") + "\n"
@@ -186,9 +185,39 @@ def _role_files(lab: Lab, pl: Placement, node: Node) -> dict[str, str]:
     return out
 
 
+def render_volume(
+    name: str,
+    *,
+    capacity_mib: int | None = None,
+    capacity_bytes: int = 0,
+    fmt: str = "qcow2",
+    backing: str | None = None,
+    subject: str = "",
+) -> str:
+    """A libvirt volume: CAPACITY_MIB if given, else CAPACITY_BYTES (0 for an overlay: it takes its backing's size)."""
+    context = {"name": name, "capacity_mib": capacity_mib, "capacity_bytes": capacity_bytes, "format": fmt, "backing": backing}
+    return render_template("libvirt/volume.xml.j2", context, subject=subject)
+
+
 def render_overlay_volume(name: str, backing: str) -> str:
     """A qcow2 volume that writes above BACKING (a frozen checkpoint layer), with its size."""
-    return render_template("libvirt/volume.xml.j2", {"name": name, "capacity_mib": None, "backing": backing})
+    return render_volume(name, backing=backing)
+
+
+def render_upload_volume(name: str, size_bytes: int, fmt: str) -> str:
+    """A volume of exactly SIZE_BYTES that a provider's upload_volume fills (base image parts, seed ISOs)."""
+    return render_volume(name, capacity_bytes=size_bytes, fmt=fmt)
+
+
+def render_ssh_files(lab: Lab, placement: Placement, run_dir: Path, host_public_keys: dict[str, str]) -> dict[str, str]:
+    """The harness's own `ssh_config` and `known_hosts` for a run (file name -> text): each node by name, its host key pinned."""
+    hosts = []
+    for node in lab.nodes:
+        addresses = [placement.address(lab, node.name, net) for net in node.networks]
+        key = " ".join(host_public_keys[node.name].split()[:2])  # type and key: known_hosts has no comment field
+        hosts.append({"name": node.name, "address": addresses[0], "names": [node.name, *addresses], "key": key})
+    context = {"hosts": hosts, "identity_file": str(run_dir / "id_ed25519"), "known_hosts": str(run_dir / "known_hosts")}
+    return {name: render_template(f"ssh/{name}.j2", context) for name in ("ssh_config", "known_hosts")}
 
 
 def render_pool_xml(name: str, target: str, mode: str = "0755") -> str:
@@ -197,12 +226,10 @@ def render_pool_xml(name: str, target: str, mode: str = "0755") -> str:
 
 
 def preview_placement(lab: Lab, run_id: str = "render") -> Placement:
-    """A stand-in placement for `kvmlab render`, which leases nothing: first-fit subnets of any prefix."""
-    used: list[ipaddress.IPv4Network] = []
-    for net in lab.networks:
-        free = (c for c in PREVIEW_SUBNETS.subnets(new_prefix=net.prefix) if not any(c.overlaps(u) for u in used))
-        subnet = next(free, None)
-        if subnet is None:
-            raise HarnessError(f"the lab's networks do not fit together in {PREVIEW_SUBNETS} (network '{net.name}', /{net.prefix})")
-        used.append(subnet)
-    return Placement(run_id, {net.name: subnet for net, subnet in zip(lab.networks, used, strict=True)})
+    """A stand-in placement for `kvmlab render`, which leases nothing: the first-fit subnets of a run with nothing taken."""
+    try:
+        subnets = runs.allocate({net.name: net.prefix for net in lab.networks}, taken=(), pool=PREVIEW_SUBNETS)
+    except runs.NoFreeSubnet as exc:
+        # Nothing was taken, so the lab alone does not fit: gc or another lease would not help.
+        raise HarnessError(f"the lab's networks do not fit together in {exc.pool} (network '{exc.network}', /{exc.prefix})") from None
+    return Placement(run_id, subnets)

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from kvmlab import settings
 from kvmlab.accel import boot_id
 from kvmlab.errors import HarnessError
+from kvmlab.model import Placement
 
 SUBNET_POOL = ipaddress.IPv4Network(os.environ.get("KVMLAB_SUBNETS", "10.213.0.0/16"))
 
@@ -39,6 +40,10 @@ class Run:
     started: float
     subnets: dict[str, str] = field(default_factory=dict)
     kept: bool = False  # left up on purpose (`kvmlab up`, --lab-keep): never collected
+
+    def placement(self) -> Placement:
+        """The run's subnets as the model uses them (the registry keeps them as strings, for JSON)."""
+        return Placement(self.run_id, {name: ipaddress.IPv4Network(subnet) for name, subnet in self.subnets.items()})
 
     def owner_alive(self) -> bool:
         return self.kept or (self.host == socket.gethostname() and self.boot_id == boot_id() and pid_alive(self.pid))
@@ -109,20 +114,29 @@ def host_networks() -> list[ipaddress.IPv4Network]:
     return nets
 
 
-def allocate(prefixes: dict[str, int], taken: Iterable[ipaddress.IPv4Network]) -> dict[str, ipaddress.IPv4Network]:
-    """First-fit subnets from SUBNET_POOL, one per network, overlapping nothing in TAKEN."""
+class NoFreeSubnet(HarnessError):
+    """allocate() found no free /PREFIX in POOL for NETWORK; callers may say it their own way."""
+
+    def __init__(self, network: str, prefix: int, pool: ipaddress.IPv4Network) -> None:
+        self.network, self.prefix, self.pool = network, prefix, pool
+        super().__init__(f"no free /{prefix} subnet left in {pool} for network '{network}'; run `kvmlab gc` or set KVMLAB_SUBNETS")
+
+
+def allocate(
+    prefixes: dict[str, int], taken: Iterable[ipaddress.IPv4Network], pool: ipaddress.IPv4Network | None = None
+) -> dict[str, ipaddress.IPv4Network]:
+    """First-fit subnets from POOL (default SUBNET_POOL), one per network, overlapping nothing in TAKEN."""
+    pool = pool or SUBNET_POOL
     used = list(taken)
     out: dict[str, ipaddress.IPv4Network] = {}
     for name, prefix in prefixes.items():
-        for candidate in SUBNET_POOL.subnets(new_prefix=prefix):
+        for candidate in pool.subnets(new_prefix=prefix):
             if not any(candidate.overlaps(u) for u in used):
                 out[name] = candidate
                 used.append(candidate)
                 break
         else:
-            raise HarnessError(
-                f"no free /{prefix} subnet left in {SUBNET_POOL} for network '{name}'; run `kvmlab gc` or set KVMLAB_SUBNETS"
-            )
+            raise NoFreeSubnet(name, prefix, pool)
     return out
 
 

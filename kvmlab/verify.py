@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kvmlab.errors import HarnessError, LabFileError
+from kvmlab.errors import HarnessError
 from kvmlab.model import Lab
 from kvmlab.roles import Check, all_checks
+from kvmlab.yamlread import suggest
 
 PASS, FAIL, ERROR = "pass", "FAIL", "ERROR"
 
@@ -37,9 +38,7 @@ def checks_for(lab: Lab, names: Iterable[str] = ()) -> list[Check]:
     for name in wanted:
         match = [c for c in chosen if c.id == name or c.role == name]
         if not match:
-            from kvmlab.yamlread import suggest
-
-            raise LabFileError(lab.path, 1, 1, f"no check '{name}' applies to this lab{suggest(name, [*sorted(present), *known])}")
+            raise HarnessError(f"no check '{name}' applies to lab {lab.name} ({lab.path}){suggest(name, [*sorted(present), *known])}")
         picked += [c for c in match if c not in picked]
     return picked
 

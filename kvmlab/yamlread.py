@@ -162,4 +162,3 @@ def boolean(reader: Reader, node: Node, what: str) -> bool:
     if node.tag != "tag:yaml.org,2002:bool":
         raise reader.fail(node, f"{what} must be true or false, got '{reader.scalar_text(node, what)}'")
     return str(node.value).lower() in ("true", "yes", "on")
-

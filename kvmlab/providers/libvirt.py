@@ -56,6 +56,14 @@ def _refresh(pool, timeout_s: float = 300.0) -> None:
             time.sleep(0.5)
 
 
+def _volume_name(xml: str) -> str:
+    """The <name> of a volume's XML, for messages; libvirt itself reports XML it cannot parse."""
+    try:
+        return ET.fromstring(xml).findtext("name") or "(unnamed)"
+    except ET.ParseError:
+        return "(unparsable XML)"
+
+
 class LibvirtProvider:
     def __init__(self, uri: str) -> None:
         self.uri = uri
@@ -106,9 +114,10 @@ class LibvirtProvider:
         _refresh(p)
         return list(p.listVolumes())
 
-    def upload_volume(self, pool: str, name: str, source: Path | bytes, fmt: str) -> None:
+    def upload_volume(self, pool: str, xml: str, source: Path | bytes) -> None:
+        """Create the volume XML describes (its capacity SOURCE's size) and fill it with SOURCE."""
+        name = _volume_name(xml)
         data_len = len(source) if isinstance(source, bytes) else Path(source).stat().st_size
-        xml = f"<volume><name>{name}</name><capacity unit='bytes'>{data_len}</capacity><target><format type='{fmt}'/></target></volume>"
         p = self._pool(pool)
         vol = self._call(f"create volume {name}", p.createXML, xml, 0)
         stream = self._conn.newStream(0)

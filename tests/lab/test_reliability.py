@@ -21,7 +21,8 @@ from kvmlab import render, runs, settings
 from kvmlab.gc import collect
 from kvmlab.lab import LabSession
 from kvmlab.loader import load_lab
-from kvmlab.providers.libvirt import LibvirtProvider
+from kvmlab.providers import connect
+from kvmlab.providers.base import Provider
 
 pytestmark = pytest.mark.lab("tiny")
 
@@ -31,7 +32,7 @@ TINY = ROOT / "labs" / "tiny.yaml"
 
 @pytest.fixture
 def provider():
-    p = LibvirtProvider(settings.libvirt_uri())
+    p = connect()
     yield p
     p.close()
 
@@ -98,7 +99,7 @@ def start_up(provider):
             collect(provider, only_runs=ids)
 
 
-def leftovers(provider: LibvirtProvider, run_id: str) -> list[str]:
+def leftovers(provider: Provider, run_id: str) -> list[str]:
     """Every trace of RUN_ID: libvirt objects, volumes, run files, consoles, registry."""
     found = [d.name for d in provider.list_domains() if run_id in d.name]
     found += [n for n in provider.list_networks() if f"-{run_id}-" in n]
@@ -110,7 +111,7 @@ def leftovers(provider: LibvirtProvider, run_id: str) -> list[str]:
     return found
 
 
-def wait_domain_running(provider: LibvirtProvider, run_id: str, timeout: float = 120) -> None:
+def wait_domain_running(provider: Provider, run_id: str, timeout: float = 120) -> None:
     domain = render.domain_name("tiny", run_id, "n1")
     deadline = time.monotonic() + timeout
     while provider.domain_state(domain) != "running":

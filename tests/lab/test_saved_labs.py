@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from kvmlab import golden, settings
+from kvmlab import golden
 from kvmlab.lab import LabSession
 from kvmlab.loader import load_lab
-from kvmlab.providers.libvirt import LibvirtProvider
+from kvmlab.providers import connect
 
 pytestmark = pytest.mark.lab("tiny")
 
@@ -27,7 +27,7 @@ def probe_lab(tmp_path):
     path = tmp_path / "restore-probe.yaml"
     shutil.copyfile(ROOT / "labs" / "tiny.yaml", path)
     lab = load_lab(path)
-    provider = LibvirtProvider(settings.libvirt_uri())
+    provider = connect()
     yield lab, provider
     golden.forget_lab(lab.name)
     provider.close()

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from kvmlab.providers.libvirt import LibvirtProvider
+from kvmlab.providers import connect
 
 
 @pytest.fixture
 def provider():
     """The libvirt provider on libvirt's in-process test driver, emptied of kvmlab objects afterwards."""
-    p = LibvirtProvider("test:///default")
+    p = connect("test:///default")
     yield p
     for dom in p.list_domains():
         p.destroy_domain(dom.name)

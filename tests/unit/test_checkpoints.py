@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import inspect
 import shutil
 from pathlib import Path
 
 import pytest
 
-from kvmlab import golden, runs
-from kvmlab.checkpoints import Book, Checkpoint, check_name, overlay_name
+from kvmlab import golden, render, runs
+from kvmlab.checkpoints import Book, Checkpoint, CheckpointNode, CheckpointSession, check_name, overlay_name
 from kvmlab.errors import HarnessError
+from kvmlab.lab import LabSession
+from kvmlab.loader import load_lab
 from tests.unit.test_render import render_smoke
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,3 +75,27 @@ def test_pause_resume_and_save_restore_on_the_test_driver(provider, tmp_path):
     assert provider.domain_state(name) == "absent"
     provider.restore_domain(str(state))
     assert provider.domain_state(name) == "running"
+
+
+def _members(protocol: type) -> set[str]:
+    return {name for cls in protocol.__mro__ if cls.__module__.startswith("kvmlab.") for name in vars(cls) if not name.startswith("_")}
+
+
+@pytest.mark.parametrize("protocol", [CheckpointSession, golden.GoldenSession])
+def test_lab_session_offers_what_checkpoints_and_saved_labs_use(protocol):
+    """checkpoints.py and golden.py do not import lab.py; their protocols say what they use, and LabSession must have it."""
+    lab = load_lab(ROOT / "labs" / "smoke.yaml")
+    session = LabSession(lab, provider=None)  # type: ignore[arg-type]  # nothing is started
+    session.placement = render.preview_placement(lab)
+    assert _members(protocol), protocol
+    assert [m for m in sorted(_members(protocol)) if not _has(session, m)] == []
+    handle = session.node("nfs1")
+    assert [m for m in sorted(_members(CheckpointNode)) if not _has(handle, m)] == []
+
+
+def _has(obj: object, name: str) -> bool:
+    try:
+        inspect.getattr_static(obj, name)  # without calling properties (a node's state asks the provider)
+    except AttributeError:
+        return False
+    return True

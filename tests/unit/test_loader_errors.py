@@ -63,7 +63,11 @@ EXPECTED = {
         13,
         "unknown role 'nfs-sever' in roles of node 'a' (known: nfs-server, hypervisor, iscsi-target, gluster, ceph-mon, ceph-osd, ceph-admin, local-raid); did you mean 'nfs-server'?",
     ),
-    "unknown_top_key.yaml": (3, 1, "unknown key 'network' in the lab (known: name, networks, nodes, roles, templates); did you mean 'networks'?"),
+    "unknown_top_key.yaml": (
+        3,
+        1,
+        "unknown key 'network' in the lab (known: name, networks, nodes, roles, templates); did you mean 'networks'?",
+    ),
     "vcpus_not_int.yaml": (3, 12, "vcpus of node 'a' must be a whole number between 1 and 64, got 'two'"),
     "vcpus_zero.yaml": (3, 12, "vcpus of node 'a' 0 is out of range: use 1 to 64"),
     "gluster_client_off_network.yaml": (

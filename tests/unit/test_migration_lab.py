@@ -96,6 +96,11 @@ def test_role_files_of_the_migration_lab():
     assert options == ["vers=3", "local_lock=all"]
 
 
+def test_lockspace_fstab_line_mounts_the_nfs_export_over_the_storage_network():
+    lab = load_lab("labs/migration.yaml")
+    assert hypervisor.lockspace_fstab_line(lab) == "nfs1-storage:/srv/nfs/lockd /var/lib/libvirt/lockd/files nfs defaults,_netdev 0 0"
+
+
 def test_inner_build_script_is_valid_shell_with_its_modules():
     script = hypervisor.inner_build_script()
     assert subprocess.run(["sh", "-n"], input=script, text=True).returncode == 0

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 import libvirt
 import pytest
 
-from kvmlab import render
+from kvmlab import providers, render
 from kvmlab.errors import HarnessError
 from kvmlab.providers import libvirt as libvirt_provider
 from kvmlab.providers.libvirt import LibvirtProvider
@@ -44,6 +46,31 @@ def test_pool_and_volumes(provider, tmp_path):
     assert provider.has_volume("kvmlab-unit", "kvmlab-smoke-0a1b2c-nfs1-root.qcow2")
     provider.delete_volume("kvmlab-unit", "kvmlab-smoke-0a1b2c-nfs1-root.qcow2")
     assert not provider.has_volume("kvmlab-unit", "kvmlab-smoke-0a1b2c-nfs1-root.qcow2")
+
+
+def test_upload_volume_takes_the_volume_xml_rendered_by_the_caller(provider, tmp_path):
+    provider.ensure_pool("kvmlab-upload", render.render_pool_xml("kvmlab-upload", str(tmp_path / "pool")))
+    xml = render.render_upload_volume("kvmlab-unit-up.raw", 9, "raw")
+    provider.create_volume("kvmlab-upload", xml)  # libvirt accepts the XML as it is
+    assert provider.has_volume("kvmlab-upload", "kvmlab-unit-up.raw")
+    provider.delete_volume("kvmlab-upload", "kvmlab-unit-up.raw")
+    # The test driver cannot stream uploads: the failure names the volume from the XML and leaves nothing behind.
+    with pytest.raises(HarnessError, match=r"upload of volume kvmlab-unit-up\.raw failed"):
+        provider.upload_volume("kvmlab-upload", xml, b"complete\n")
+    assert not provider.has_volume("kvmlab-upload", "kvmlab-unit-up.raw")
+
+
+def test_connect_chooses_the_provider_from_the_uri(monkeypatch):
+    p = providers.connect("test:///default")
+    assert isinstance(p, LibvirtProvider) and p.uri == "test:///default"
+    p.close()
+    monkeypatch.setenv("KVMLAB_URI", "test:///default")  # the default: settings.libvirt_uri()
+    p = providers.connect()
+    assert p.uri == "test:///default"
+    p.close()
+    for uri in ("vbox:///session", "/var/run/libvirt", "qemu+carrierpigeon:///system"):
+        with pytest.raises(HarnessError, match=rf"no provider for URI '{re.escape(uri)}'.*qemu\+ssh://HOST/system"):
+            providers.connect(uri)
 
 
 def test_libvirt_errors_become_harness_errors(provider):

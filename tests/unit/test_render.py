@@ -130,3 +130,32 @@ def test_pool_xml_passes_virt_xml_validate(tmp_path):
         (tmp_path / name).write_text(text)
         proc = subprocess.run([tool, str(tmp_path / name), "storagepool"], capture_output=True, text=True)
         assert proc.returncode == 0, f"{name}: {proc.stderr}"
+
+
+def test_volumes_rendered_for_uploads_and_overlays_pass_virt_xml_validate(tmp_path):
+    tool = _validator()
+    volumes = {
+        "upload.xml": render.render_upload_volume("base-0123.vmlinuz", 8123456, "raw"),
+        "overlay.xml": render.render_overlay_volume("kvmlab-smoke-0a1b2c-hv1-root.c1.qcow2", "/var/lib/kvmlab/pool/layer.qcow2"),
+    }
+    assert "<capacity unit='bytes'>8123456</capacity>" in volumes["upload.xml"] and "<format type='raw'/>" in volumes["upload.xml"]
+    for name, text in volumes.items():
+        (tmp_path / name).write_text(text)
+        proc = subprocess.run([tool, str(tmp_path / name), "storagevol"], capture_output=True, text=True)
+        assert proc.returncode == 0, f"{name}: {proc.stderr}"
+
+
+def test_ssh_files_name_every_node_and_pin_its_host_key():
+    lab = load_lab(ROOT / "labs" / "smoke.yaml")
+    placement = Placement("0a1b2c", {"mgmt": ipaddress.IPv4Network("10.213.4.0/24"), "storage": ipaddress.IPv4Network("10.213.5.0/24")})
+    keys = {n.name: f"ssh-ed25519 AAAA{n.name} {n.name}@kvmlab-smoke-0a1b2c" for n in lab.nodes}
+    files = render.render_ssh_files(lab, placement, Path("/run/kvmlab/r"), keys)
+    assert files["known_hosts"] == (
+        "nfs1,10.213.4.10,10.213.5.10 ssh-ed25519 AAAAnfs1\n"  # the key's comment is not part of the pin
+        "hv1,10.213.4.11,10.213.5.11 ssh-ed25519 AAAAhv1\n"
+    )
+    block = (
+        "Host {name}\n  HostName {address}\n  User root\n  IdentityFile /run/kvmlab/r/id_ed25519\n"
+        "  UserKnownHostsFile /run/kvmlab/r/known_hosts\n  StrictHostKeyChecking yes\n  IdentitiesOnly yes\n"
+    )
+    assert files["ssh_config"] == block.format(name="nfs1", address="10.213.4.10") + "\n" + block.format(name="hv1", address="10.213.4.11")

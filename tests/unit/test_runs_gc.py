@@ -39,6 +39,22 @@ def test_allocate_skips_taken_and_sizes_by_prefix():
     }
 
 
+def test_allocate_from_another_pool_names_what_did_not_fit():
+    pool = ipaddress.IPv4Network("10.99.0.0/23")
+    assert runs.allocate({"a": 24}, [], pool=pool) == {"a": ipaddress.IPv4Network("10.99.0.0/24")}
+    with pytest.raises(runs.NoFreeSubnet, match=r"no free /24 subnet left in 10\.99\.0\.0/23 for network 'c'") as info:
+        runs.allocate({"a": 24, "b": 24, "c": 24}, [], pool=pool)
+    assert (info.value.network, info.value.prefix, info.value.pool) == ("c", 24, pool)
+
+
+def test_a_run_gives_its_subnets_back_as_a_placement():
+    run = runs.register("cccccc", "smoke", "labs/smoke.yaml", {"mgmt": 24, "storage": 26})
+    placement = run.placement()
+    assert placement.run_id == "cccccc"
+    assert placement.subnets == {k: ipaddress.IPv4Network(v) for k, v in run.subnets.items()}
+    assert placement.subnets["storage"].prefixlen == 26
+
+
 def test_two_runs_of_the_same_lab_get_distinct_subnets():
     first = runs.register("aaaaaa", "smoke", "labs/smoke.yaml", {"mgmt": 24, "storage": 24})
     second = runs.register("bbbbbb", "smoke", "labs/smoke.yaml", {"mgmt": 24, "storage": 24})

@@ -8,6 +8,7 @@ from kvmlab.roles.reader import SettingsReader
 
 KEY = "ceph"
 
+
 @dataclass(frozen=True)
 class CephSettings:
     pool: str = "KVMpool"
@@ -51,4 +52,3 @@ def parse(sr: SettingsReader) -> CephSettings:
         network=network,
         libvirt_pool=r.optional(opts, "libvirt_pool", lambda n: r.name(n, "libvirt_pool"), d.libvirt_pool),
     )
-

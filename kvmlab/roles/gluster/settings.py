@@ -9,6 +9,7 @@ from kvmlab.yamlread import abs_path
 
 KEY = "gluster"
 
+
 @dataclass(frozen=True)
 class GlusterSettings:
     volume: str = "kvmgluster"
@@ -30,9 +31,7 @@ def parse(sr: SettingsReader) -> GlusterSettings:
     allowed = ("volume", "brick_disk", "brick_dir", "network", "ping_timeout", "owner_uid", "owner_gid", "pool", "mount")
     opts, _where = sr.opts("gluster", allowed)
     if len(nodes) < 2:
-        raise r.fail(
-            sr.node_keys[nodes[0]], f"a replicated Gluster volume needs at least 2 nodes with role gluster (found 1: {nodes[0]})"
-        )
+        raise r.fail(sr.node_keys[nodes[0]], f"a replicated Gluster volume needs at least 2 nodes with role gluster (found 1: {nodes[0]})")
     d = GlusterSettings()
     brick_disk = r.optional(opts, "brick_disk", lambda n: r.name(n, "brick_disk"), d.brick_disk)
     for node in nodes:
@@ -50,4 +49,3 @@ def parse(sr: SettingsReader) -> GlusterSettings:
         pool=r.optional(opts, "pool", lambda n: r.name(n, "pool name"), d.pool),
         mount=r.optional(opts, "mount", lambda n: abs_path(r, n, "mount"), d.mount),
     )
-

@@ -14,6 +14,7 @@ from kvmlab.yamlread import Reader, abs_path, as_seq, boolean
 KEY = "hypervisor"
 MOUNT_OPTION_RE = re.compile(r"^[a-z][a-z0-9_]*(=[A-Za-z0-9_.:-]+)?$")
 
+
 @dataclass(frozen=True)
 class NetfsPool:
     name: str
@@ -148,4 +149,3 @@ def _nfs_mount(reader: Reader, node: Node, lab: Lab, what: str) -> NfsMount:
         opts, "network", lambda n: reader.names_list(as_seq(n), f"{what} network", nets, "network of the server")[0], nets[0]
     )
     return NfsMount(server, path, network)
-

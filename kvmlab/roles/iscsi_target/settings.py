@@ -11,6 +11,7 @@ from kvmlab.yamlread import DISK_RANGE_MIB, suggest
 KEY = "iscsi-target"
 IQN_RE = re.compile(r"^iqn\.\d{4}-\d{2}\.[a-z0-9][a-z0-9.-]*(:[A-Za-z0-9._:-]+)?$")
 
+
 @dataclass(frozen=True)
 class IscsiLun:
     name: str
@@ -115,4 +116,3 @@ def _iscsi_networks(sr: SettingsReader, opts: Fields, target: str) -> tuple[str,
     if len(names) != 2 or len(set(names)) != 2:
         raise r.fail(value, f"'networks' takes two distinct networks, one per path (got {len(names)}: {', '.join(names)})")
     return names
-

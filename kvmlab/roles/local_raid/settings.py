@@ -9,6 +9,7 @@ from kvmlab.yamlread import abs_path
 
 KEY = "local-raid"
 
+
 @dataclass(frozen=True)
 class LocalRaidSettings:
     members: tuple[str, ...] = ()  # four extra disks
@@ -42,4 +43,3 @@ def parse(sr: SettingsReader) -> LocalRaidSettings:
         mount=r.optional(opts, "mount", lambda n: abs_path(r, n, "mount"), d.mount),
         pool=r.optional(opts, "pool", lambda n: r.name(n, "pool name"), d.pool),
     )
-

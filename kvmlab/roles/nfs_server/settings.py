@@ -10,6 +10,7 @@ from kvmlab.yamlread import abs_path
 
 KEY = "nfs-server"
 
+
 @dataclass(frozen=True)
 class NfsExport:
     path: str
@@ -70,4 +71,3 @@ def parse(sr: SettingsReader) -> NfsServerSettings:
         )
         exports.append(NfsExport(path, clients, options))
     return NfsServerSettings(tuple(exports))
-
