@@ -21,6 +21,7 @@ from kvmlab import images
 from kvmlab.lab import LabSession
 from kvmlab.loader import load_lab
 from kvmlab.providers import connect
+from kvmlab.verify import PASS, checks_for, run_checks, summary
 
 
 def machine() -> str:
@@ -90,27 +91,12 @@ def main() -> int:
             rows.append((f"role phase '{phase}' done (since first boot)", f"{end:.1f} s"))
         rows.append(("lab up, total (`LabSession.up`)", f"{total:.1f} s"))
         if not args.no_verify:
-            session.mark_kept()  # the verification run attaches to it with --lab-reuse
-            cmd = [
-                sys.executable,
-                "-m",
-                "pytest",
-                "-q",
-                "-m",
-                "lab",
-                "--lab-reuse",
-                f"--lab-only={lab.name}",
-                "-p",
-                "no:cacheprovider",
-                "tests/lab",
-            ]
             start = time.monotonic()
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            seconds = time.monotonic() - start
-            summary = (proc.stdout.strip().splitlines() or ["no output"])[-1]
-            rows.append(("verification suite", f"{seconds:.1f} s ({summary})"))
-            if proc.returncode != 0:
-                print(proc.stdout[-5000:], file=sys.stderr)
+            results = run_checks(session, checks_for(lab))
+            rows.append(("role checks (`kvmlab verify`)", f"{time.monotonic() - start:.1f} s ({summary(results)})"))
+            for r in results:
+                if r.outcome != PASS:
+                    print(f"{r.outcome} {r.check.id}: {r.message}", file=sys.stderr)
         peaks = {n.name: qemu_peak_rss_mib(n.domain) for n in session.nodes}
         rows.append(
             ("peak host RSS per VM (VmHWM)", ", ".join(f"{n} {p} MiB / {lab.node(n).memory_mib} MiB guest" for n, p in peaks.items()))
