@@ -11,5 +11,7 @@ import pytest
 pytestmark = pytest.mark.lab("ceph")
 
 
+# The hypervisor's own checks run on the smoke and storage labs; this lab proves its storage role.
+@pytest.mark.role_checks("ceph-mon", "ceph-osd", "ceph-admin")
 def test_role_checks(lab, role_check):
     role_check.run(lab)

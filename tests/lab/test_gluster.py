@@ -11,5 +11,7 @@ import pytest
 pytestmark = pytest.mark.lab("gluster")
 
 
+# The hypervisor's own checks run on the smoke and storage labs; this lab proves its storage role.
+@pytest.mark.role_checks("gluster")
 def test_role_checks(lab, role_check):
     role_check.run(lab)

@@ -19,6 +19,8 @@ pytestmark = pytest.mark.lab("iscsi")
 REBOOT_S = 300.0  # a reboot under TCG takes ~40 s; the initiator retries its login every few seconds
 
 
+# The hypervisor's own checks run on the smoke and storage labs; this lab proves its storage role.
+@pytest.mark.role_checks("iscsi-target")
 def test_role_checks(lab, role_check):
     role_check.run(lab)
 
