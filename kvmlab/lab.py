@@ -624,6 +624,10 @@ class LabSession:
         fn()
         self.log(f"{node.name}: {role} {phase} done in {time.monotonic() - start:.1f} s")
 
+    def _boot_contention(self) -> float:
+        """Nodes boot together and share the host's cores: allow for more than two per core (CPU-bound under TCG)."""
+        return max(1.0, len(self.lab.nodes) / (2 * (os.cpu_count() or 1)))
+
     def _wait_ready(self, node: Node) -> None:
         handle = self.node(node.name)
 
@@ -635,7 +639,7 @@ class LabSession:
 
         wait_until(
             lambda: handle.remote.answers() and handle.run("systemctl is-active --quiet kvmlab-firstboot.service").rc == 0,
-            timeout_for("boot", self.accel),
+            timeout_for("boot", self.accel) * self._boot_contention(),
             f"node {node.name} to answer SSH and finish first boot",
             interval=2.0,
             failed=failed,
