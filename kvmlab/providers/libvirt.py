@@ -301,7 +301,12 @@ class LibvirtProvider:
                 meta = ET.fromstring(raw).attrib
             except libvirt.libvirtError:
                 pass
-            state, _ = dom.state(0)
+            try:
+                state, _ = dom.state(0)
+            except libvirt.libvirtError as exc:
+                # A transient domain torn down between the listing and this call is simply gone.
+                _unless_gone(exc, libvirt.VIR_ERR_NO_DOMAIN, f"read the state of domain {name}")
+                continue
             pid = meta.get("pid")
             out.append(
                 DomainInfo(
