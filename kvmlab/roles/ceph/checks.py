@@ -11,10 +11,10 @@ import json
 import uuid
 from typing import Any
 
-from kvmlab.model import Lab
 from kvmlab.roles import Check
 from kvmlab.roles.ceph.files import fsid, pool_size, secret_uuid
 from kvmlab.roles.ceph.steps import CEPH, EXPECTED_WARNINGS
+from kvmlab.roles.hypervisor.checks import has_hypervisor
 
 MON, OSD, ADMIN = "ceph-mon", "ceph-osd", "ceph-admin"
 EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb924"  # the start of sha256(""): a secret without a value
@@ -32,10 +32,6 @@ def _mon(lab: Any) -> Any:
 
 def _json(node: Any, command: str, what: str = "") -> Any:
     return json.loads(node.run_expect(f"{command} --format json", what))
-
-
-def _has_hypervisor(lab: Lab) -> bool:
-    return bool(lab.by_role("hypervisor"))
 
 
 def _client_keyring(mon: Any, client: str) -> str:
@@ -206,7 +202,7 @@ CHECKS = (
     Check(MON, "client-key-own-pool", client_key_reads_and_writes_its_pool),
     Check(MON, "client-key-refused-elsewhere", client_key_is_refused_on_another_pool),
     Check(ADMIN, "admin-cli", admin_nodes_reach_the_cluster),
-    Check(MON, "hypervisor-rbd-pool", rbd_pool_is_running_on_each_hypervisor, applies=_has_hypervisor),
-    Check(MON, "hypervisor-rbd-volumes", rbd_volumes_are_images_of_the_pool, applies=_has_hypervisor),
-    Check(MON, "hypervisor-secret", secret_holds_the_client_key, applies=_has_hypervisor),
+    Check(MON, "hypervisor-rbd-pool", rbd_pool_is_running_on_each_hypervisor, applies=has_hypervisor),
+    Check(MON, "hypervisor-rbd-volumes", rbd_volumes_are_images_of_the_pool, applies=has_hypervisor),
+    Check(MON, "hypervisor-secret", secret_holds_the_client_key, applies=has_hypervisor),
 )

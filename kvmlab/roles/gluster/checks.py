@@ -11,10 +11,9 @@ import uuid
 import xml.etree.ElementTree as ET
 from typing import Any
 
-from kvmlab.model import Lab
 from kvmlab.roles import Check
 from kvmlab.roles.gluster.files import brick_path, fstab_line, peer_name, volume_options
-from kvmlab.roles.hypervisor.checks import info_field
+from kvmlab.roles.hypervisor.checks import assert_pool_running, has_hypervisor
 
 ROLE = "gluster"
 
@@ -133,12 +132,7 @@ def hypervisor_pool_is_on_the_fuse_mount(lab: Any) -> None:
     first = peer_name(lab.by_role(ROLE)[0].name, s)
     want_fstab = fstab_line(lab.lab).split()
     for hv in lab.by_role("hypervisor"):
-        res = hv.run(f"virsh pool-info {s.pool}")
-        assert res.rc == 0, f"{hv.name}: pool {s.pool} is not defined: {res.output}"
-        state = info_field(res.stdout, "State")
-        assert state == "running", f"{hv.name}: pool {s.pool} is {state}, not running"
-        autostart = info_field(res.stdout, "Autostart")
-        assert autostart == "yes", f"{hv.name}: pool {s.pool} has autostart {autostart}"
+        assert_pool_running(hv, s.pool)
         xml = hv.run_expect(f"virsh pool-dumpxml {s.pool}")
         assert f"<path>{s.mount}</path>" in xml, f"{hv.name}: pool {s.pool} does not have target {s.mount}:\n{xml}"
         mount = hv.host.mount_point(s.mount)
@@ -179,10 +173,6 @@ def data_written_through_the_pool_is_on_every_brick(lab: Any) -> None:
                 )
 
 
-def _has_hypervisor(lab: Lab) -> bool:
-    return bool(lab.by_role("hypervisor"))
-
-
 CHECKS = (
     Check(ROLE, "peers-connected", peers_are_connected_by_their_gluster_names),
     Check(ROLE, "bricks-on-xfs", bricks_are_directories_on_their_own_xfs_disk),
@@ -190,6 +180,6 @@ CHECKS = (
     Check(ROLE, "bricks-online", every_brick_is_online),
     Check(ROLE, "volume-options", volume_options_read_back_as_set),
     Check(ROLE, "brick-owner", brick_roots_belong_to_the_volume_owner),
-    Check(ROLE, "hypervisor-pool-on-fuse-mount", hypervisor_pool_is_on_the_fuse_mount, applies=_has_hypervisor),
-    Check(ROLE, "pool-data-on-every-brick", data_written_through_the_pool_is_on_every_brick, applies=_has_hypervisor),
+    Check(ROLE, "hypervisor-pool-on-fuse-mount", hypervisor_pool_is_on_the_fuse_mount, applies=has_hypervisor),
+    Check(ROLE, "pool-data-on-every-brick", data_written_through_the_pool_is_on_every_brick, applies=has_hypervisor),
 )

@@ -113,15 +113,24 @@ def _each(fn):
     return run
 
 
+def assert_pool_running(node: Any, pool: str) -> None:
+    """POOL is defined on NODE, running and autostarted; a failure names the node and what virsh said."""
+    res = node.run(f"virsh pool-info {pool}")
+    assert res.rc == 0, f"{node.name}: pool {pool} is not defined: {res.output}"
+    state, autostart = info_field(res.stdout, "State"), info_field(res.stdout, "Autostart")
+    assert state == "running", f"{node.name}: pool {pool} is {state}, not running"
+    assert autostart == "yes", f"{node.name}: pool {pool} has autostart {autostart}"
+
+
+def has_hypervisor(lab: Lab) -> bool:
+    return bool(lab.by_role(ROLE))
+
+
 def netfs_pools_are_active_and_mounted(lab: Any) -> None:
     """Each netfs pool of the lab file is running, autostarted and mounted from its server's export."""
     for hv in lab.by_role(ROLE):
         for pool in lab.lab.hypervisor.netfs_pools:
-            res = hv.run(f"virsh pool-info {pool.name}")
-            assert res.rc == 0, f"{hv.name}: pool {pool.name} is not defined: {res.output}"
-            state = info_field(res.stdout, "State")
-            assert state == "running", f"{hv.name}: pool {pool.name} is {state}, not running"
-            assert info_field(res.stdout, "Autostart") == "yes", f"{hv.name}: pool {pool.name} is not autostarted"
+            assert_pool_running(hv, pool.name)
             mount = hv.host.mount_point(pool.target)
             source = f"{pool.server}-{pool.network}:{pool.path}"
             assert mount.exists, f"{hv.name}: nothing is mounted at {pool.target}"

@@ -18,7 +18,7 @@ from typing import Any
 from kvmlab import storage_waits as waits
 from kvmlab.model import Lab
 from kvmlab.roles import Check
-from kvmlab.roles.hypervisor.checks import info_field
+from kvmlab.roles.hypervisor.checks import assert_pool_running, info_field
 from kvmlab.roles.iscsi_target.files import PORT, Backstore, backstores, initiator_iqn, multipath, portals
 from kvmlab.roles.iscsi_target.settings import IscsiAcl
 
@@ -190,10 +190,7 @@ def iscsi_pool_lists_the_mapped_luns(lab: Any) -> None:
     prefix = "/dev/disk/by-path/" + by_path_prefix(lab.lab, portals(lab.lab, lab.placement)[0])
     for acl in hypervisor_acls(lab.lab):
         hv = lab.node(acl.initiator)
-        res = hv.run(f"virsh pool-info {settings.pool}")
-        assert res.rc == 0, f"{hv.name}: pool {settings.pool} is not defined: {res.output}"
-        state, autostart = info_field(res.stdout, "State"), info_field(res.stdout, "Autostart")
-        assert (state, autostart) == ("running", "yes"), f"{hv.name}: pool {settings.pool} is {state}, autostart {autostart}"
+        assert_pool_running(hv, settings.pool)
         volumes = {}
         for line in hv.run_expect(f"virsh -q vol-list {settings.pool}").splitlines():
             if not line.strip():
@@ -298,10 +295,7 @@ def mpath_pool_lists_the_multipath_devices(lab: Any) -> None:
     pool = lab.lab.iscsi_target.pool
     for acl in hypervisor_acls(lab.lab):
         hv = lab.node(acl.initiator)
-        res = hv.run(f"virsh pool-info {pool}")
-        assert res.rc == 0, f"{hv.name}: pool {pool} is not defined: {res.output}"
-        state, autostart = info_field(res.stdout, "State"), info_field(res.stdout, "Autostart")
-        assert (state, autostart) == ("running", "yes"), f"{hv.name}: pool {pool} is {state}, autostart {autostart}"
+        assert_pool_running(hv, pool)
         xml = hv.run_expect(f"virsh pool-dumpxml {pool}")
         assert "<pool type='mpath'>" in xml, f"{hv.name}: pool {pool} is not an mpath pool: {xml.splitlines()[0] if xml else 'no XML'}"
         want = sorted(f"/dev/mapper/{m.name}" for m in _maps(hv))

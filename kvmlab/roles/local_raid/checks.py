@@ -12,7 +12,7 @@ import uuid
 from typing import Any
 
 from kvmlab.roles import Check
-from kvmlab.roles.hypervisor.checks import info_field
+from kvmlab.roles.hypervisor.checks import assert_pool_running
 
 ROLE = "local-raid"
 
@@ -62,12 +62,7 @@ def pool_on_the_array_is_usable(lab: Any) -> None:
         assert mount.exists, f"{node.name}: nothing is mounted at {s.mount}"
         assert mount.filesystem == "xfs", f"{node.name}: {s.mount} is {mount.filesystem}, not xfs"
         assert mount.device.endswith(f"{s.vg}-images"), f"{node.name}: {s.mount} is mounted from {mount.device}, not LV {s.vg}/images"
-        res = node.run(f"virsh pool-info {s.pool}")
-        assert res.rc == 0, f"{node.name}: pool {s.pool} is not defined: {res.output}"
-        state = info_field(res.stdout, "State")
-        assert state == "running", f"{node.name}: pool {s.pool} is {state}, not running"
-        autostart = info_field(res.stdout, "Autostart")
-        assert autostart == "yes", f"{node.name}: pool {s.pool} has autostart {autostart}"
+        assert_pool_running(node, s.pool)
         name = f"probe-{uuid.uuid4().hex[:8]}.qcow2"
         node.run_expect(f"virsh vol-create-as {s.pool} {name} 32M --format qcow2", f"create a volume in pool {s.pool}")
         try:
