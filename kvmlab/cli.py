@@ -93,12 +93,12 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bring_up(lab_path: str, rebuild: bool, keep_going: bool):
+def _bring_up(lab_path: str, rebuild: bool, keep_going: bool, cold_boot: bool = False):
     """A running session of the lab: restored from its saved verified state when it can be, else built; kept up."""
     from kvmlab.lab import LabSession
 
     lab = load_lab(lab_path)
-    session = LabSession(lab, _provider(), keep_going=keep_going)
+    session = LabSession(lab, _provider(), keep_going=keep_going, cold_boot=cold_boot)
     session.failure_dir = settings.artifacts_dir() / session.run_id / "up"
     session.use_saved = not rebuild
     with _teardown_on_signal():
@@ -145,7 +145,7 @@ def _verify(session, names: list[str], junit: str | None) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    session = _bring_up(args.lab, args.rebuild, keep_going=False)
+    session = _bring_up(args.lab, args.rebuild, keep_going=False, cold_boot=args.cold_boot)
     rc = _verify(session, [], args.junit) if args.verify else 0
     _print_up(session)
     return rc
@@ -162,7 +162,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         session = LabSession.attach(lab, _provider(), run)
     else:
         # A step that fails does not stop the bring-up: the checks then say what it broke.
-        session = _bring_up(args.lab, args.rebuild, keep_going=True)
+        session = _bring_up(args.lab, args.rebuild, keep_going=True, cold_boot=args.cold_boot)
         _print_up(session)
     return _verify(session, args.check, args.junit)
 
@@ -299,12 +299,14 @@ def parser() -> argparse.ArgumentParser:
     u.add_argument("--verify", action="store_true", help="run the checks of every role in the lab; if they pass, save it for the next `up`")
     u.add_argument("--rebuild", action="store_true", help="build the lab even if a saved verified state of it exists")
     u.add_argument("--junit", metavar="FILE", help="with --verify: write the check results as JUnit XML")
+    u.add_argument("--cold-boot", action="store_true", help="boot every node's kernel instead of cloning a saved generic node of its shape")
     u.set_defaults(fn=cmd_up)
     v = sub.add_parser("verify", help="run the checks of every role in a lab (bringing it up first unless it is up)")
     v.add_argument("lab", help="a lab file, anywhere")
     v.add_argument("--check", action="append", default=[], metavar="NAME", help="only this role's checks (ROLE) or one check (ROLE::CHECK)")
     v.add_argument("--junit", metavar="FILE", help="write the results as JUnit XML")
     v.add_argument("--rebuild", action="store_true", help="build the lab even if a saved verified state of it exists")
+    v.add_argument("--cold-boot", action="store_true", help="boot every node's kernel instead of cloning a saved generic node of its shape")
     v.set_defaults(fn=cmd_verify)
     sub.add_parser("roles", help="the roles kvmlab has, their settings key and checks").set_defaults(fn=cmd_roles)
     sub.add_parser("status", help="labs on this host").set_defaults(fn=cmd_status)

@@ -21,7 +21,7 @@ from kvmlab.templating import render_template
 SUITE = "bookworm"
 ROOT_LABEL = "kvmlab-root"
 ROOT_SIZE_GIB = 8
-RECIPE_VERSION = 5
+RECIPE_VERSION = 6
 
 # The base of every node; each role package adds what it needs (guests have no internet at run time).
 BASE_PACKAGES = (
@@ -137,6 +137,7 @@ def customize_script() -> str:
             "cloud_cfg": render_template("image/cloud.cfg.j2", {}).rstrip("\n"),
             "firstboot_script": render_template("image/kvmlab-firstboot.sh.j2", {}).rstrip("\n"),
             "firstboot_unit": render_template("image/kvmlab-firstboot.service.j2", {}).rstrip("\n"),
+            "seed_wait_unit": render_template("image/kvmlab-seed-wait.service.j2", {}).rstrip("\n"),
             "disabled_units": DISABLED_UNITS,
             "masked_units": MASKED_UNITS,
         },

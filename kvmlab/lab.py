@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from kvmlab import accel as accel_mod
-from kvmlab import golden, images, keys, render, runs, settings
+from kvmlab import clones, golden, images, keys, render, runs, settings
 from kvmlab.checkpoints import Checkpoints
 from kvmlab.errors import HarnessError
 from kvmlab.gc import collect
@@ -72,6 +72,7 @@ class NodeHandle:
         self._host: Any = None
         self._definition: str | None = None  # the live XML before a power-off, to start the node again
         self._detached: dict[str, str] = {}  # extra disk -> its XML while unplugged
+        self.cloned = False  # started from a generic node's saved state (its clock stood still meanwhile)
 
     @property
     def name(self) -> str:
@@ -201,7 +202,7 @@ class NodeHandle:
         xml = self._detached.pop(self._disk_name(disk), None)
         if xml is None:
             raise HarnessError(f"disk {disk} of node {self.name} is not detached")
-        self.session.provider.attach_disk(self.domain, xml)
+        self.session.provider.attach_device(self.domain, xml)
         self._log(f"disk {disk} plugged back")
 
     # Each fault as a context manager: the node is restored on exit, even when the body fails.
@@ -325,6 +326,9 @@ class LabSession:
     # else still comes up, so that `kvmlab verify` can say which checks that one mistake breaks.
     keep_going: bool = False
     step_failures: list[StepFailure] = field(default_factory=list)
+    # True: every node boots its kernel (the way generic nodes are made, and a fallback).
+    # False: nodes start as clones of a saved generic node of their shape (kvmlab.clones).
+    cold_boot: bool = False
 
     def __post_init__(self) -> None:
         self._nodes = {n.name: NodeHandle(self, n) for n in self.lab.nodes}
@@ -569,14 +573,19 @@ class LabSession:
         errors: dict[str, BaseException] = {}
         done = {phase: {n.name: threading.Event() for n in self.lab.nodes} for phase in PHASES}
         started = time.monotonic()
+        generics = None
+        if not self.cold_boot and self.image is not None:
+            generics = clones.Generics(self.provider, self.image.digest, self.accel, self.log, self._boot_contention())
 
         def boot_and_configure(node: Node) -> None:
             st = self.status[node.name]
             broken: set[str] = set()  # roles that failed a step on this node (keep_going)
             try:
                 st.state, st.started = "booting", time.monotonic()
-                self.provider.create_domain(self.files[f"domains/{node.name}.xml"])
+                self._start_node(node, generics)
                 self._wait_ready(node)
+                if self.node(node.name).cloned:
+                    self.node(node.name).remote.check(f"date -u -s @{time.time():.3f} >/dev/null", "set the clock of a clone")
                 st.ready_s = time.monotonic() - st.started
                 st.state = "setup"
                 self.log(f"{node.name}: ready after {st.ready_s:.1f} s")
@@ -616,6 +625,30 @@ class LabSession:
         if errors:
             raise next(iter(errors.values()))
 
+    def _start_node(self, node: Node, generics: clones.Generics | None) -> None:
+        """Clone the node from its generic node; boot it when cloning is off or fails."""
+        xml = self.files[f"domains/{node.name}.xml"]
+        root_xml = self.files[f"volumes/{node.name}-root.xml"]
+        if generics is not None:
+            root = render.volume_name(self.lab.name, self.run_id, node.name, "root.qcow2")
+            try:
+                generic = generics.for_node(xml, self._stop)
+                start = time.monotonic()
+                self.provider.delete_volume(POOL, root)
+                self.provider.create_volume(POOL, render.render_overlay_volume(root, generic.volume_path))
+                clones.restore_clone(self.provider, generic, xml)
+                self.node(node.name).cloned = True
+                self.log(f"{node.name}: cloned from generic node {generic.key} in {time.monotonic() - start:.1f} s")
+                return
+            except HarnessError as exc:
+                if self._stop.is_set():
+                    raise
+                self.log(f"{node.name}: cloning failed ({str(exc).splitlines()[0]}); booting it instead")
+                self.provider.destroy_domain(self.node(node.name).domain)
+                self.provider.delete_volume(POOL, root)
+                self.provider.create_volume(POOL, root_xml)
+        self.provider.create_domain(xml)
+
     def _step(self, node: Node, role: str, phase: str, fn: Callable[[], None]) -> None:
         if self._stop.is_set():
             raise HarnessError(f"{node.name}: {role} {phase} skipped: another node failed")
@@ -638,7 +671,7 @@ class LabSession:
             return None if state == "running" else f"domain {handle.domain} is {state}"
 
         wait_until(
-            lambda: handle.remote.answers() and handle.run("systemctl is-active --quiet kvmlab-firstboot.service").rc == 0,
+            lambda: handle.remote.answers() and handle.run("test -e /run/kvmlab-identity").rc == 0,
             timeout_for("boot", self.accel) * self._boot_contention(),
             f"node {node.name} to answer SSH and finish first boot",
             interval=2.0,

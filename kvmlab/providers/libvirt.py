@@ -249,8 +249,8 @@ class LibvirtProvider:
     def has_disk(self, name: str, serial: str) -> bool:
         return any(d.findtext("serial") == serial for d in ET.fromstring(self.domain_xml(name)).findall("./devices/disk"))
 
-    def attach_disk(self, name: str, xml: str) -> None:
-        self._call(f"attach disk to {name}", lambda: self._domain(name).attachDeviceFlags(xml, libvirt.VIR_DOMAIN_AFFECT_LIVE))
+    def attach_device(self, name: str, xml: str) -> None:
+        self._call(f"attach a device to {name}", lambda: self._domain(name).attachDeviceFlags(xml, libvirt.VIR_DOMAIN_AFFECT_LIVE))
 
     def save_domain(self, name: str, path: str) -> None:
         """Write the domain's memory and device state to PATH; the domain stops."""

@@ -29,6 +29,12 @@ def setup(ctx: RoleContext, node: Node) -> None:
     # Debian's libvirtd exits after 120 s idle; a restarted one finds rbd and gluster pools
     # inactive (libvirt cannot check their state) and autostart runs only at boot.
     remote.check("echo 'LIBVIRTD_ARGS=\"\"' > /etc/default/libvirtd", "keep libvirtd running when idle")
+    # Nodes cloned from one saved generic node share its SMBIOS UUID, libvirt's default host UUID:
+    # migration between two hypervisors with one host UUID is refused as a migration to itself.
+    remote.check(
+        "grep -q '^host_uuid_source' /etc/libvirt/libvirtd.conf || echo 'host_uuid_source = \"machine-id\"' >> /etc/libvirt/libvirtd.conf",
+        "take libvirt's host UUID from the node's own machine-id",
+    )
     remote.check(f"systemctl enable --now {LIBVIRT_UNITS}", "start libvirtd")
     remote.check(
         "virsh -q pool-info default >/dev/null 2>&1 || virsh -q pool-define-as default dir --target /var/lib/libvirt/images",
