@@ -5,6 +5,7 @@ The only module of kvmlab that imports paramiko or testinfra.
 
 from __future__ import annotations
 
+import logging
 import shlex
 import threading
 from dataclasses import dataclass
@@ -19,6 +20,10 @@ from kvmlab.errors import HarnessError, RoleError
 
 CONNECT_TIMEOUT_S = 10
 TEST_COMMAND_TIMEOUT_S = 900  # a test's command that hangs fails instead of stalling the whole run
+
+# paramiko logs every failed handshake with its traceback (Python's last-resort handler prints it):
+# while a node boots, the readiness poll expects those failures and reports its own error at its deadline.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 
 @dataclass(frozen=True)

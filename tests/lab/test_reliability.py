@@ -248,6 +248,11 @@ def test_two_copies_of_a_lab_side_by_side_never_collide_nor_reach_each_other(pro
         assert render.bridge_name("tiny", a.run_id, "mgmt") != render.bridge_name("tiny", b.run_id, "mgmt")
         assert a.placement.mac(lab, "n1", "mgmt") != b.placement.mac(lab, "n1", "mgmt")
 
+        # Both nodes are clones of one saved generic node: each must have its own identity and random state.
+        assert a_node.cloned and b_node.cloned
+        mine, theirs = _identity(a_node), _identity(b_node)
+        assert all(mine[k] != theirs[k] for k in mine), (mine, theirs)
+
         host = a_node.host
         # Reachable: its own lab's host address. Not reachable: the other lab, by any address.
         host.run_expect([0], f"ping -c1 -W5 {a.placement.host_address('mgmt')}")
@@ -263,6 +268,15 @@ def test_two_copies_of_a_lab_side_by_side_never_collide_nor_reach_each_other(pro
             s.down()
     for s in sessions:
         assert leftovers(provider, s.run_id) == []
+
+
+def _identity(node) -> dict[str, str]:
+    return {
+        "machine-id": node.run_expect("cat /etc/machine-id").strip(),
+        "random bytes": node.run_expect("head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n'").strip(),
+        "uuid": node.run_expect("cat /proc/sys/kernel/random/uuid").strip(),
+        "host key": node.run_expect("cat /etc/ssh/ssh_host_ed25519_key.pub").split()[1],
+    }
 
 
 def test_lab_networks_have_no_forwarding_on_the_host(provider):
