@@ -259,7 +259,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
         print(
             f"removed runs {', '.join(out.runs) or '-'}: {len(out.domains)} domains, {len(out.networks)} networks, "
             f"{len(out.volumes)} volumes, {len(out.builds)} unfinished image builds, "
-            f"{len(out.saved)} leftovers of unfinished lab saves"
+            f"{len(out.saved)} leftovers of unfinished lab saves, {len(out.generics)} generic nodes of older images"
         )
     return 0
 

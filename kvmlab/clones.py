@@ -206,10 +206,6 @@ class Generic:
         return f"{settings.pool_dir()}/{self.volume}"
 
 
-def generics_dir() -> Path:
-    return settings.cache_dir() / "generics"
-
-
 class Generics:
     """The generic nodes a session's nodes start from: each made once (per host, across runs) and shared."""
 
@@ -230,7 +226,7 @@ class Generics:
             return self._ensure(key, node_xml, stop)
 
     def _ensure(self, key: str, node_xml: str, stop: threading.Event | None) -> Generic:
-        directory = generics_dir()
+        directory = settings.generics_dir()
         directory.mkdir(parents=True, exist_ok=True)
         generic = Generic(key, directory / f"{key}.save", f"generic-{key}.qcow2")
         meta = directory / f"{key}.json"
@@ -238,8 +234,7 @@ class Generics:
             fcntl.flock(lock, fcntl.LOCK_EX)  # another process making the same one: wait for it
             if meta.exists() and generic.state.exists() and self.provider.has_volume(settings.POOL, generic.volume):
                 return generic
-            self._remove(generic, meta)  # half-made by a killed run, or its volume was removed
-            self._remove_other_images()
+            _remove(self.provider, generic, meta)  # half-made by a killed run, or its volume was removed
             start = time.monotonic()
             self._make(generic, node_xml, stop)
             took = time.monotonic() - start
@@ -306,22 +301,28 @@ class Generics:
             provider.delete_volume(settings.POOL, generic.volume)
             raise
 
-    def _remove(self, generic: Generic, meta: Path) -> None:
-        meta.unlink(missing_ok=True)
-        generic.state.unlink(missing_ok=True)
-        generic.state.with_suffix(".partial").unlink(missing_ok=True)
-        self.provider.delete_volume(settings.POOL, generic.volume)
 
-    def _remove_other_images(self) -> None:
-        """Generic nodes of another image can never be used again: an image changes only by its recipe."""
-        for meta in generics_dir().glob("*.json"):
-            try:
-                image = json.loads(meta.read_text()).get("image")
-            except (OSError, ValueError):
-                image = None
-            if image != self.image_digest:
-                key = meta.stem
-                self._remove(Generic(key, meta.with_suffix(".save"), f"generic-{key}.qcow2"), meta)
+def _remove(provider: Provider, generic: Generic, meta: Path) -> None:
+    meta.unlink(missing_ok=True)
+    generic.state.unlink(missing_ok=True)
+    generic.state.with_suffix(".partial").unlink(missing_ok=True)
+    provider.delete_volume(settings.POOL, generic.volume)
+
+
+def remove_stale(provider: Provider, image_digest: str) -> list[str]:
+    """Remove the generic nodes of images other than IMAGE_DIGEST (an image changes only with its recipe).
+    Call it only when no lab runs: a running clone's disk chain and its checkpoints go through its generic's disk."""
+    removed = []
+    for meta in sorted(settings.generics_dir().glob("*.json")):
+        try:
+            image = json.loads(meta.read_text()).get("image")
+        except (OSError, ValueError):
+            image = None
+        if image != image_digest:
+            key = meta.stem
+            _remove(provider, Generic(key, meta.with_suffix(".save"), f"generic-{key}.qcow2"), meta)
+            removed.append(key)
+    return removed
 
 
 def _tail(path: Path, lines: int = 30) -> str:

@@ -6,10 +6,10 @@ import re
 import shutil
 from dataclasses import dataclass, field
 
-from kvmlab import golden, runs, settings
+from kvmlab import clones, golden, runs, settings
 from kvmlab.accel import boot_id
 from kvmlab.errors import HarnessError
-from kvmlab.images import remove_stale_builds
+from kvmlab.images import cached_image, remove_stale_builds
 from kvmlab.providers.base import DomainInfo, Provider
 
 POOL = settings.POOL
@@ -24,10 +24,11 @@ class Collected:
     runs: list[str] = field(default_factory=list)
     builds: list[str] = field(default_factory=list)  # image build directories of killed builds
     saved: list[str] = field(default_factory=list)  # unfinished saves and unnamed volumes of saved labs
+    generics: list[str] = field(default_factory=list)  # generic nodes of images no longer built
 
     @property
     def empty(self) -> bool:
-        return not (self.domains or self.networks or self.volumes or self.runs or self.builds or self.saved)
+        return not (self.domains or self.networks or self.volumes or self.runs or self.builds or self.saved or self.generics)
 
 
 def run_of(name: str) -> str | None:
@@ -103,4 +104,6 @@ def collect(provider: Provider, only_runs: set[str] | None = None) -> Collected:
             shutil.rmtree(path, ignore_errors=True)
         runs.release(run_id)
         out.runs.append(run_id)
+    if only_runs is None and not runs.all_runs():
+        out.generics = clones.remove_stale(provider, cached_image().digest)
     return out

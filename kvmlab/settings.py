@@ -52,3 +52,8 @@ def console_dir() -> Path:
 def checkpoint_dir() -> Path:
     """Saved memory of lab checkpoints (large: about each node's RAM), on the libvirt host."""
     return Path(os.environ.get("KVMLAB_CHECKPOINT_DIR", "/var/lib/kvmlab/checkpoints"))
+
+
+def generics_dir() -> Path:
+    """Saved generic nodes that lab nodes are cloned from, shared by every user (on the libvirt host)."""
+    return Path(os.environ.get("KVMLAB_GENERICS_DIR", "/var/lib/kvmlab/generics"))

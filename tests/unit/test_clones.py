@@ -123,3 +123,25 @@ def test_a_file_that_is_no_save_image_is_refused(tmp_path):
     bad.write_bytes(b"not a save image at all" * 10)
     with pytest.raises(HarnessError, match="not a libvirt QEMU save image"):
         clones.read_save_header(bad)
+
+
+class _Volumes:
+    def __init__(self) -> None:
+        self.deleted: list[str] = []
+
+    def delete_volume(self, pool: str, name: str) -> None:
+        self.deleted.append(name)
+
+
+def test_stale_generic_nodes_are_those_of_other_images(tmp_path, monkeypatch):
+    monkeypatch.setenv("KVMLAB_GENERICS_DIR", str(tmp_path))
+    for key, image in (("k-old", "img-1"), ("k-new", "img-2"), ("k-broken", None)):
+        (tmp_path / f"{key}.json").write_text("{not json" if image is None else f'{{"image": "{image}"}}')
+        (tmp_path / f"{key}.save").write_bytes(b"state")
+    provider = _Volumes()
+
+    removed = clones.remove_stale(provider, "img-2")
+
+    assert removed == ["k-broken", "k-old"]
+    assert sorted(provider.deleted) == ["generic-k-broken.qcow2", "generic-k-old.qcow2"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["k-new.json", "k-new.save"]
