@@ -217,6 +217,16 @@ class Generics:
         self.contention = contention
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
+        self._making: dict[str, Generic] = {}  # domain name -> the generic node it is becoming
+
+    def abort(self) -> None:
+        """Stop every generic node still being made (an interrupted bring-up): nothing half-made stays."""
+        with self._guard:
+            making = dict(self._making)
+        for name, generic in making.items():
+            self.provider.destroy_domain(name)
+            generic.state.with_suffix(".partial").unlink(missing_ok=True)
+            self.provider.delete_volume(settings.POOL, generic.volume)
 
     def for_node(self, node_xml: str, stop: threading.Event | None = None) -> Generic:
         key = generic_key(self.image_digest, self.accel, node_xml)
@@ -268,6 +278,8 @@ class Generics:
         partial = generic.state.with_suffix(".partial")
         self.log(f"generic node {generic.key}: booting it once for this image and node shape")
         provider.create_volume(settings.POOL, render.render_overlay_volume(generic.volume, base))
+        with self._guard:
+            self._making[name] = generic
         try:
             provider.create_domain(xml)
 
@@ -300,6 +312,9 @@ class Generics:
             partial.unlink(missing_ok=True)
             provider.delete_volume(settings.POOL, generic.volume)
             raise
+        finally:
+            with self._guard:
+                self._making.pop(name, None)
 
 
 def _remove(provider: Provider, generic: Generic, meta: Path) -> None:

@@ -336,6 +336,7 @@ class LabSession:
         self._t0 = time.monotonic()
         self._registered = False
         self._stop = threading.Event()
+        self._generics: clones.Generics | None = None
 
     # -- access -------------------------------------------------------------
     @property
@@ -576,6 +577,7 @@ class LabSession:
         generics = None
         if not self.cold_boot and self.image is not None:
             generics = clones.Generics(self.provider, self.image.digest, self.accel, self.log, self._boot_contention())
+        self._generics = generics
 
         def boot_and_configure(node: Node) -> None:
             st = self.status[node.name]
@@ -684,6 +686,8 @@ class LabSession:
         if not self._registered:
             return
         self._stop.set()
+        if self._generics is not None:
+            self._generics.abort()
         for handle in self.nodes:
             handle.forget_session()
         collect(self.provider, only_runs={self.run_id})
