@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 KVMLAB := $(VENV)/bin/kvmlab
 PYTEST_ARGS ?=
 
-.PHONY: deps host venv image lab down test unit lint bench clean
+.PHONY: deps host venv image lab down test test-slow unit lint bench clean
 
 deps: host venv
 
@@ -31,6 +31,9 @@ down: venv
 
 test: image
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-slow: image
+	$(PY) -m pytest -m slow $(PYTEST_ARGS)
 
 unit: venv
 	$(PY) -m pytest -m "not lab" $(PYTEST_ARGS)

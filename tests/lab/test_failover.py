@@ -37,6 +37,7 @@ def test_nfs_server_restart_under_a_hard_mount_loses_nothing(disposable_lab, rec
     _report(record_property, checks.check_nfs_hard_mount_rides_out_a_server_restart(disposable_lab))
 
 
+@pytest.mark.slow
 @pytest.mark.lab("gluster")
 def test_gluster_mounted_server_powered_off_io_continues_heal_matches_bricks(disposable_lab, record_property):
     _report(record_property, checks.check_gluster_power_off_of_the_mounted_server(disposable_lab))
@@ -53,6 +54,7 @@ def test_gluster_brick_changed_behind_glusters_back_is_reported(disposable_lab):
     print(evidence)
 
 
+@pytest.mark.slow
 @pytest.mark.lab("ceph")
 def test_ceph_osd_node_down_io_continues_cluster_recovers(disposable_lab, record_property):
     _report(record_property, checks.check_ceph_io_goes_on_with_one_osd_node_down(disposable_lab))

@@ -20,7 +20,7 @@ from kvmlab.roles.hypervisor.files import INNER_INITRD, INNER_KERNEL
 from kvmlab.wait import timeout_for, wait_until
 from tests.lab import migration_helpers as mh
 
-pytestmark = pytest.mark.lab("migration")
+pytestmark = [pytest.mark.lab("migration"), pytest.mark.slow]
 
 MIGRATE = "virsh migrate --live --persistent --verbose"
 PING_INTERVAL = 0.2
