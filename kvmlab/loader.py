@@ -13,16 +13,37 @@ import yaml
 from yaml.nodes import Node
 
 from kvmlab import roles as role_registry
+from kvmlab import yaml_errors
 from kvmlab.errors import LabFileError
-from kvmlab.model import Disk, Lab, Network
+from kvmlab.model import FIRST_NODE_OFFSET, Disk, Lab, Network
 from kvmlab.model import Node as LabNode
 from kvmlab.roles.reader import SettingsReader
-from kvmlab.yamlread import DISK_RANGE_MIB, LAB_NAME_HINT, LAB_NAME_RE, Fields, Reader, is_null
+from kvmlab.yamlread import DISK_RANGE_MIB, EXTENSION_KEYS, LAB_NAME_HINT, LAB_NAME_RE, Fields, Reader, is_null
 
 DEFAULT_MEMORY_MIB, DEFAULT_VCPUS = 640, 1
 MEMORY_RANGE_MIB = (256, 65536)
 VCPU_RANGE = (1, 64)
 PREFIX_RANGE = (16, 28)
+
+
+def decode_lab_text(data: bytes, path: str) -> str:
+    """The file's text; a file in another encoding, or not text at all, is named at the first byte that is not UTF-8."""
+    if b"\0" in data[:8192]:
+        at = data.index(b"\0")
+        line, col = _line_col(data, at)
+        raise LabFileError(path, line, col, "this is a binary file (it holds NUL bytes), not a YAML lab file")
+    try:
+        return data.decode("utf-8-sig")  # a UTF-8 byte-order mark is harmless
+    except UnicodeDecodeError as exc:
+        line, col = _line_col(data, exc.start)
+        raise LabFileError(
+            path, line, col, f"the file is not UTF-8 text: byte 0x{data[exc.start]:02X} here; save it as UTF-8 (iconv -f latin1 -t utf-8)"
+        ) from None
+
+
+def _line_col(data: bytes, offset: int) -> tuple[int, int]:
+    start = data.rfind(b"\n", 0, offset) + 1
+    return data.count(b"\n", 0, offset) + 1, len(data[start:offset].decode("utf-8", "replace")) + 1
 
 
 def _display_path(path: Path) -> str:
@@ -36,25 +57,38 @@ def load_lab(path: str | os.PathLike[str]) -> Lab:
     file = Path(path)
     shown = _display_path(file)
     try:
-        text = file.read_text()
+        data = file.read_bytes()
     except OSError as exc:
         raise LabFileError(shown, 1, 1, f"cannot read lab file: {exc.strerror}") from exc
-    return parse_lab(text, shown, default_name=file.stem)
+    return parse_lab(decode_lab_text(data, shown), shown, default_name=file.stem)
 
 
 def parse_lab(text: str, path: str, default_name: str) -> Lab:
+    try:
+        return _parse_lab(text, path, default_name)
+    except LabFileError as exc:
+        lines = text.splitlines() or [""]
+        if exc.line <= len(lines):
+            raise
+        # YAML places some errors just past a final newline: point at the end of the last line instead.
+        raise LabFileError(path, len(lines), len(lines[-1]) + 1, exc.message) from None
+    except RecursionError:
+        line, col = yaml_errors.too_deep_at(text)
+        raise LabFileError(
+            path, line, col, f"values are nested more than {yaml_errors.MAX_DEPTH} levels deep here: a lab file never needs that"
+        ) from None
+
+
+def _parse_lab(text: str, path: str, default_name: str) -> Lab:
     reader = Reader(path)
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        raise LabFileError(path, line, col, f"YAML syntax error: {exc.problem or exc.context}") from exc
     except yaml.YAMLError as exc:
-        raise LabFileError(path, 1, 1, f"YAML error: {exc}") from exc
+        line, col, message = yaml_errors.explain(exc, text)
+        raise LabFileError(path, line, col, message) from None
     if root is None:
         raise LabFileError(path, 1, 1, "lab file is empty: it needs at least a 'nodes:' mapping")
-    top = reader.mapping(root, "the lab", ("name", "networks", "nodes", "roles", "templates"))
+    top = reader.mapping(root, "the lab", ("name", "networks", "nodes", "roles", "templates", EXTENSION_KEYS))
 
     name = reader.optional(top, "name", lambda n: reader.lab_name(n), default_name.lower().replace("_", "-"))
     if not LAB_NAME_RE.match(name):
@@ -62,9 +96,10 @@ def parse_lab(text: str, path: str, default_name: str) -> Lab:
             path, 1, 1, f"lab name '{name}' (from the file name) is not valid: add 'name: <lowercase name>' ({LAB_NAME_HINT})"
         )
 
-    networks = _networks(reader, top)
+    networks, prefix_nodes = _networks(reader, top)
     net_names = tuple(n.name for n in networks)
     nodes, node_keys = _nodes(reader, root, top, net_names)
+    _check_subnets_fit(reader, networks, nodes, prefix_nodes, node_keys)
     settings_keys = role_registry.settings_keys()
     roles_fields = reader.mapping(top["roles"][1], "roles", tuple(settings_keys)) if "roles" in top else {}
     used_roles = {r for n in nodes for r in n.roles}
@@ -84,20 +119,52 @@ def parse_lab(text: str, path: str, default_name: str) -> Lab:
     return lab
 
 
-def _networks(reader: Reader, top: Fields) -> tuple[Network, ...]:
+def _networks(reader: Reader, top: Fields) -> tuple[tuple[Network, ...], dict[str, Node]]:
+    """The networks, and the `prefix:` value of each network that sets one (errors about its size point there)."""
     if "networks" not in top:
-        return (Network("mgmt"),)
+        return (Network("mgmt"),), {}
     value = top["networks"][1]
     fields = reader.named_mapping(value, "networks")
     if not fields:
         raise reader.fail(value, "networks is empty: name at least one network, e.g. 'mgmt: {}'")
-    nets = []
+    nets, prefix_nodes = [], {}
     for net_name, (name_node, spec) in fields.items():
         reader.name(name_node, "network name")
         opts = {} if is_null(spec) else reader.mapping(spec, f"network '{net_name}'", ("prefix",))
         prefix = reader.optional(opts, "prefix", lambda n: reader.integer(n, "network prefix", PREFIX_RANGE), 24)
         nets.append(Network(net_name, prefix))
-    return tuple(nets)
+        if "prefix" in opts:
+            prefix_nodes[net_name] = opts["prefix"][1]
+    return tuple(nets), prefix_nodes
+
+
+def _check_subnets_fit(
+    reader: Reader, networks: tuple[Network, ...], nodes: tuple[LabNode, ...], prefix_nodes: dict[str, Node], node_keys: dict[str, Node]
+) -> None:
+    """Every node's address must lie inside its subnet, short of the broadcast address (see Placement.address)."""
+    for net in networks:
+        on_net = [(i, n) for i, n in enumerate(nodes) if net.name in n.networks]
+        if not on_net:
+            continue
+        usable = 2 ** (32 - net.prefix) - 2  # the last usable offset: the broadcast address is one above
+        outside = [(i, n) for i, n in on_net if FIRST_NODE_OFFSET + i > usable]
+        if not outside:
+            continue
+        index, first = outside[0]
+        highest = FIRST_NODE_OFFSET + on_net[-1][0]
+        needed = 32 - (highest + 1).bit_length()  # the longest prefix whose last usable offset reaches HIGHEST
+        fix = (
+            f"use 'prefix: {needed}' or lower"
+            if needed >= PREFIX_RANGE[0]
+            else f"a lab has room for at most {2 ** (32 - PREFIX_RANGE[0]) - 2 - FIRST_NODE_OFFSET + 1} nodes"
+        )
+        where = prefix_nodes.get(net.name) or node_keys[first.name]
+        raise reader.fail(
+            where,
+            f"network '{net.name}' (/{net.prefix}) is too small: node '{first.name}' would get address .{FIRST_NODE_OFFSET + index} of it "
+            f"(nodes take addresses {FIRST_NODE_OFFSET}, {FIRST_NODE_OFFSET + 1}, … in file order) "
+            f"but a /{net.prefix} ends at .{usable}; {fix}",
+        )
 
 
 def _nodes(reader: Reader, root: Node, top: Fields, net_names: tuple[str, ...]) -> tuple[tuple[LabNode, ...], dict[str, Node]]:

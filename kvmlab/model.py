@@ -73,6 +73,9 @@ class Lab:
         return sum(d.size_mib for n in self.nodes for d in n.disks)
 
 
+FIRST_NODE_OFFSET = 10  # the lab's Nth node (from 0) gets address subnet + 10 + N on each of its networks
+
+
 @dataclass(frozen=True)
 class Placement:
     """Where a lab lands on the host for one run: run id and one subnet per network."""
@@ -85,7 +88,7 @@ class Placement:
 
     def address(self, lab: Lab, node: str, network: str) -> str:
         index = [n.name for n in lab.nodes].index(node)
-        return str(self.subnets[network].network_address + 10 + index)
+        return str(self.subnets[network].network_address + FIRST_NODE_OFFSET + index)
 
     def mac(self, lab: Lab, node: str, network: str) -> str:
         # Derived from the address, which is unique on the host while its subnet is leased.

@@ -128,8 +128,32 @@ def render_lab(inp: RenderInput) -> dict[str, str]:
         return _render_lab(inp)
 
 
+def address_problems(lab: Lab, placement: Placement) -> list[str]:
+    """What is wrong with the lab's addresses in PLACEMENT: the loader refuses such labs, so this is a last guard."""
+    problems = []
+    for net in lab.networks:
+        subnet = placement.subnets[net.name]
+        reserved = {subnet.network_address, subnet.broadcast_address, ipaddress.IPv4Address(placement.host_address(net.name))}
+        seen: dict[str, str] = {}
+        for node in lab.nodes:
+            if net.name not in node.networks:
+                continue
+            address = ipaddress.IPv4Address(placement.address(lab, node.name, net.name))
+            mac = placement.mac(lab, node.name, net.name)
+            if address not in subnet or address in reserved:
+                problems.append(f"node '{node.name}' gets {address}, not a free address of {subnet} (network '{net.name}')")
+            for key in (str(address), mac):
+                if key in seen:
+                    problems.append(f"nodes '{seen[key]}' and '{node.name}' share {key} on network '{net.name}'")
+                seen[key] = node.name
+    return problems
+
+
 def _render_lab(inp: RenderInput) -> dict[str, str]:
     lab, pl = inp.lab, inp.placement
+    problems = address_problems(lab, pl)
+    if problems:
+        raise HarnessError(f"lab {lab.name} cannot be placed: " + "; ".join(problems[:3]))
     out: dict[str, str] = {}
     for net in lab.networks:
         subnet = pl.subnets[net.name]

@@ -9,8 +9,10 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Callable
+from decimal import Decimal
 from typing import TypeVar
 
+from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from kvmlab.errors import LabFileError
@@ -18,9 +20,15 @@ from kvmlab.errors import LabFileError
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,14}$")  # node, network, disk: fits a hostname and a disk serial
 LAB_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
 SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
-UNIT_MIB = {"": 1 / (1024 * 1024), "B": 1 / (1024 * 1024), "K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}
+# Exact arithmetic: a size of a few hundred digits is out of range, not a float overflow.
+MIB = Decimal(2**20)
+UNIT_MIB = {"": 1 / MIB, "B": 1 / MIB, "K": 1 / Decimal(1024), "M": Decimal(1), "G": Decimal(1024), "T": MIB}
+MAX_DIGITS = 30  # longer numbers are out of every range; int() of thousands of digits is refused or slow
+MERGE_TAG = "tag:yaml.org,2002:merge"
+EXTENSION_KEYS = "x-*"  # in a mapping's allowed keys: any 'x-…' key is accepted and left unread (a home for anchors)
 DISK_RANGE_MIB = (16, 2 * 1024 * 1024)
 
+NAME_HINT = "use 1-15 lowercase letters, digits or '-', starting with a letter"
 LAB_NAME_HINT = "use 1-32 lowercase letters, digits or '-', starting with a letter"
 
 T = TypeVar("T")
@@ -42,14 +50,28 @@ class Reader:
         if not isinstance(node, MappingNode):
             raise self.fail(node, f"{what} must be a mapping (key: value lines), got {kind(node)}")
         out: dict[str, tuple[Node, Node]] = {}
+        merged: dict[str, tuple[Node, Node]] = {}
         for key, value in node.value:
+            if key.tag == MERGE_TAG:
+                # `<<: *anchor` (YAML's merge key): the anchored mapping's keys, unless this mapping sets them itself.
+                for source in self._merge_sources(value, what):
+                    for name, pair in self.mapping(source, what, allowed).items():
+                        merged.setdefault(name, pair)
+                continue
             name = self.scalar_text(key, f"a key of {what}")
             if name in out:
-                raise self.fail(key, f"duplicate key '{name}' in {what} (first at line {out[name][0].start_mark.line + 1})")
-            if allowed and name not in allowed:
-                raise self.fail(key, f"unknown key '{name}' in {what}{suggest(name, allowed)}")
+                raise self.fail(key, f"duplicate key '{quote(name)}' in {what} (first at line {out[name][0].start_mark.line + 1})")
+            if allowed and name not in allowed and not (EXTENSION_KEYS in allowed and name.startswith("x-")):
+                raise self.fail(key, f"unknown key '{quote(name)}' in {what}{suggest(name, allowed)}")
             out[name] = (key, value)
-        return out
+        return {**{k: v for k, v in merged.items() if k not in out}, **out}
+
+    def _merge_sources(self, value: Node, what: str) -> list[Node]:
+        sources = value.value if isinstance(value, SequenceNode) else [value]
+        for source in sources:
+            if not isinstance(source, MappingNode):
+                raise self.fail(source, f"a merge key '<<' in {what} takes a mapping or a list of them (<<: *common), got {kind(source)}")
+        return list(sources)
 
     def named_mapping(self, node: Node, what: str) -> dict[str, tuple[Node, Node]]:
         """A mapping whose keys are user-chosen names (nodes, networks)."""
@@ -68,26 +90,29 @@ class Reader:
     def string(self, node: Node, what: str) -> str:
         text = self.scalar_text(node, what)
         if node.tag != "tag:yaml.org,2002:str" or text == "":
-            raise self.fail(node, f"{what} must be a non-empty string, got '{text}'")
+            raise self.fail(node, f"{what} must be a non-empty string, got '{quote(text)}'")
         return text
 
     def name(self, node: Node, what: str) -> str:
         text = self.scalar_text(node, what)
         if not NAME_RE.match(text):
-            raise self.fail(node, f"{what} '{text}' is not a valid name: use 1-15 lowercase letters, digits or '-', starting with a letter")
+            raise self.fail(node, f"{what} '{quote(text)}' is not a valid name: {NAME_HINT}")
         return text
 
     def lab_name(self, node: Node) -> str:
         text = self.scalar_text(node, "lab name")
         if not LAB_NAME_RE.match(text):
-            raise self.fail(node, f"lab name '{text}' is not valid: {LAB_NAME_HINT}")
+            raise self.fail(node, f"lab name '{quote(text)}' is not valid: {LAB_NAME_HINT}")
         return text
 
     def integer(self, node: Node, what: str, bounds: tuple[int, int]) -> int:
         text = self.scalar_text(node, what)
         if node.tag != "tag:yaml.org,2002:int":
-            raise self.fail(node, f"{what} must be a whole number between {bounds[0]} and {bounds[1]}, got '{text}'")
-        value = int(text, 0)
+            raise self.fail(node, f"{what} must be a whole number between {bounds[0]} and {bounds[1]}, got '{quote(text)}'")
+        if len(text) > MAX_DIGITS:
+            raise self.fail(node, f"{what} {quote(text)} is out of range: use {bounds[0]} to {bounds[1]}")
+        # YAML's own reading of the number: 0x1f, 0o17, 017, 1_000 and 1:30 (base 60) are all ints to YAML.
+        value = int(SafeConstructor().construct_yaml_int(node))
         if not bounds[0] <= value <= bounds[1]:
             raise self.fail(node, f"{what} {value} is out of range: use {bounds[0]} to {bounds[1]}")
         return value
@@ -96,13 +121,16 @@ class Reader:
         text = self.scalar_text(node, what)
         match = SIZE_RE.match(text)
         if not match or node.tag not in ("tag:yaml.org,2002:str", "tag:yaml.org,2002:int"):
-            raise self.fail(node, f"{what} '{text}' is not a size: write e.g. 512M, 2G or 1.5GiB")
+            raise self.fail(node, f"{what} '{quote(text)}' is not a size: write e.g. 512M, 2G or 1.5GiB")
         unit = (match.group(2) or "").upper()[:1]
         if node.tag == "tag:yaml.org,2002:int" and not match.group(2):
             unit = "M"  # a bare number is MiB, like virsh's default
-        mib = int(float(match.group(1)) * UNIT_MIB[unit])
+        impossible = f"{what} {quote(text.strip())} is impossible: it must be between {fmt_mib(bounds[0])} and {fmt_mib(bounds[1])}"
+        if len(match.group(1)) > MAX_DIGITS:
+            raise self.fail(node, impossible)
+        mib = int(Decimal(match.group(1)) * UNIT_MIB[unit])
         if not bounds[0] <= mib <= bounds[1]:
-            raise self.fail(node, f"{what} {text} is impossible: it must be between {fmt_mib(bounds[0])} and {fmt_mib(bounds[1])}")
+            raise self.fail(node, impossible)
         return mib
 
     def names_list(self, node: Node, what: str, known: tuple[str, ...], kind: str) -> tuple[str, ...]:
@@ -110,11 +138,20 @@ class Reader:
         for item in self.sequence(node, what):
             text = self.scalar_text(item, f"an entry of {what}")
             if text not in known:
-                raise self.fail(item, f"unknown {kind} '{text}' in {what}{suggest(text, known)}")
+                raise self.fail(item, f"unknown {kind} '{quote(text)}' in {what}{suggest(text, known)}")
             if text in items:
-                raise self.fail(item, f"{kind} '{text}' is listed twice in {what}")
+                raise self.fail(item, f"{kind} '{quote(text)}' is listed twice in {what}")
             items.append(text)
         return tuple(items)
+
+    def one_of(self, node: Node, what: str, known: tuple[str, ...], among: str) -> str:
+        """A single name that must be one of KNOWN, e.g. a pool's network among its server's networks."""
+        text = self.scalar_text(node, what)
+        if text not in known:
+            close = difflib.get_close_matches(text, list(known), n=1) if len(text) < 100 else []
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise self.fail(node, f"{what} '{quote(text)}' is not {among} ({', '.join(known) or 'none'}){hint}")
+        return text
 
     def optional(self, fields: dict[str, tuple[Node, Node]], key: str, parse: Callable[[Node], T], default: T) -> T:
         return parse(fields[key][1]) if key in fields else default
@@ -130,11 +167,19 @@ def kind(node: Node) -> str:
         return "a mapping"
     if isinstance(node, SequenceNode):
         return "a list"
-    return f"'{node.value}'" if node.value != "" else "nothing"
+    return f"'{quote(node.value)}'" if node.value != "" else "nothing"
+
+
+def quote(text: str, limit: int = 60) -> str:
+    """TEXT as an error message quotes it: a megabyte-long name is not echoed whole."""
+    text = str(text)
+    if len(text) <= limit:
+        return text
+    return f"{text[: limit - 20]}…{text[-8:]} ({len(text)} characters)"
 
 
 def suggest(word: str, known: tuple[str, ...] | list[str]) -> str:
-    close = difflib.get_close_matches(word, list(known), n=1)
+    close = difflib.get_close_matches(word, list(known), n=1) if len(word) < 100 else []
     hint = f"; did you mean '{close[0]}'?" if close else ""
     return f" (known: {', '.join(known) or 'none'}){hint}"
 
@@ -150,7 +195,7 @@ def as_seq(node: Node) -> SequenceNode:
 def abs_path(reader: Reader, node: Node, what: str) -> str:
     text = reader.string(node, what)
     if not text.startswith("/") or "//" in text or any(c in text for c in " \t'\"\\"):
-        raise reader.fail(node, f"{what} '{text}' must be an absolute path without spaces or quotes, e.g. /srv/nfs/vms")
+        raise reader.fail(node, f"{what} '{quote(text)}' must be an absolute path without spaces or quotes, e.g. /srv/nfs/vms")
     return text.rstrip("/") or "/"
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+
 from yaml.nodes import Node
 
 from kvmlab.model import Lab
@@ -30,12 +32,14 @@ class SettingsReader:
 
     def need_disk(self, opts: Fields, key: str, node: str, disk: str, role: str) -> None:
         have = tuple(d.name for d in self.lab.node(node).disks)
-        if disk not in have:
-            raise self.reader.fail(
-                self.where(opts, key, node),
-                f"node '{node}' (role {role}) needs an extra disk '{disk}' (its disks: {', '.join(have) or 'none'}); "
-                f"add e.g. 'disks: {{{disk}: 4G}}'",
-            )
+        if disk in have:
+            return
+        close = difflib.get_close_matches(disk, list(have), n=1)
+        fix = f"did you mean '{disk}' (rename disk '{close[0]}')?" if close else f"add e.g. 'disks: {{{disk}: 4G}}'"
+        raise self.reader.fail(
+            self.where(opts, key, node),
+            f"node '{node}' (role {role}) needs a disk named '{disk}' (its disks: {', '.join(have) or 'none'}); {fix}",
+        )
 
     def network(self, opts: Fields, nodes: tuple[str, ...], role: str) -> str:
         common = [n for n in self.lab.node(nodes[0]).networks if all(n in self.lab.node(x).networks for x in nodes)]

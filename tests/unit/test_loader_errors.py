@@ -66,7 +66,7 @@ EXPECTED = {
     "unknown_top_key.yaml": (
         3,
         1,
-        "unknown key 'network' in the lab (known: name, networks, nodes, roles, templates); did you mean 'networks'?",
+        "unknown key 'network' in the lab (known: name, networks, nodes, roles, templates, x-*); did you mean 'networks'?",
     ),
     "vcpus_not_int.yaml": (3, 12, "vcpus of node 'a' must be a whole number between 1 and 64, got 'two'"),
     "vcpus_zero.yaml": (3, 12, "vcpus of node 'a' 0 is out of range: use 1 to 64"),
@@ -79,9 +79,38 @@ EXPECTED = {
     "ceph_osd_disk_missing.yaml": (
         3,
         3,
-        "node 'o1' (role ceph-osd) needs an extra disk 'osd' (its disks: data); add e.g. 'disks: {osd: 4G}'",
+        "node 'o1' (role ceph-osd) needs a disk named 'osd' (its disks: data); add e.g. 'disks: {osd: 4G}'",
     ),
-    "yaml_syntax.yaml": (3, 3, "YAML syntax error: expected ',' or '}', but got '<scalar>'"),
+    "yaml_syntax.yaml": (
+        2,
+        6,
+        "the mapping opened with '{' here is never closed (still open at line 3, column 3): close it, or quote a value that contains brackets or quotes",
+    ),
+    "pool_network_typo.yaml": (13, 53, "pool network 'storag' is not a network of its server 'a' (mgmt, storage); did you mean 'storage'?"),
+    "disk_name_typo.yaml": (
+        9,
+        45,
+        "node 't' (role iscsi-target) needs a disk named 'fileio' (its disks: filio); did you mean 'fileio' (rename disk 'filio')?",
+    ),
+    "second_document.yaml": (
+        3,
+        1,
+        "a lab file holds one YAML document, but a second one starts here: remove this '---' line (and what follows it)",
+    ),
+    "unclosed_bracket.yaml": (
+        3,
+        12,
+        "the list opened with '[' here is never closed (still open at line 4, column 11): close it, or quote a value that contains brackets or quotes",
+    ),
+    "subnet_too_small.yaml": (
+        3,
+        18,
+        "network 'mgmt' (/28) is too small: node 'n6' would get address .15 of it (nodes take addresses 10, 11, … in file order) but a /28 ends at .14; use 'prefix: 27' or lower",
+    ),
+    "merge_not_mapping.yaml": (1, 18, "a merge key '<<' in node 'a' takes a mapping or a list of them (<<: *common), got '512M'"),
+    "tab_indent.yaml": (3, 1, "a tab character here: YAML indents with spaces only"),
+    "latin1_comment.yaml": (1, 4, "the file is not UTF-8 text: byte 0xE9 here; save it as UTF-8 (iconv -f latin1 -t utf-8)"),
+    "control_character.yaml": (4, 6, "character U+0007 is not allowed in a YAML file (control characters are not): remove it"),
 }
 
 
@@ -114,3 +143,80 @@ def test_cli_prints_one_line_and_no_traceback(name, tmp_path):
     assert "Traceback" not in proc.stderr
     line, col, message = EXPECTED[name]
     assert proc.stderr.strip().endswith(f"{name}:{line}:{col}: {message}")
+
+
+def _nodes(count: int, prefix: int | None = None) -> bytes:
+    networks = f"networks:\n  mgmt: {{prefix: {prefix}}}\n" if prefix else ""
+    return (networks + "nodes:\n" + "".join(f"  n{i}: {{}}\n" for i in range(count))).encode()
+
+
+# Inputs too big or too odd to keep as files: content -> (line, column, message).
+GENERATED = {
+    "binary": (b"\x7fELF\x02\x01\x01\x00\x00", 1, 8, "this is a binary file (it holds NUL bytes), not a YAML lab file"),
+    "memory_of_400_digits": (
+        b"nodes:\n  a: {memory: " + b"9" * 400 + b"G}\n",
+        2,
+        15,
+        "memory of node 'a' 9999999999999999999999999999999999999999…9999999G (401 characters) is impossible: it must be between 256 MiB and 64 GiB",
+    ),
+    "vcpus_of_5000_digits": (
+        b"nodes:\n  a: {vcpus: " + b"9" * 5000 + b"}\n",
+        2,
+        14,
+        "vcpus of node 'a' 9999999999999999999999999999999999999999…99999999 (5000 characters) is out of range: use 1 to 64",
+    ),
+    "nested_3000_deep": (
+        b"nodes:\n  a: " + b"[" * 3000 + b"]" * 3000 + b"\n",
+        2,
+        104,
+        "values are nested more than 100 levels deep here: a lab file never needs that",
+    ),
+    "role_name_of_a_megabyte": (
+        b"nodes:\n  a: {roles: [" + b"x" * 2**20 + b"]}\n",
+        2,
+        15,
+        "unknown role 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx…xxxxxxxx (1048576 characters)' in roles of node 'a' (known: nfs-server, hypervisor, iscsi-target, gluster, ceph-mon, ceph-osd, ceph-admin, local-raid)",
+    ),
+    "key_of_1100_characters": (
+        b"nodes:\n  " + b"k" * 1100 + b": {}\n",
+        2,
+        1,
+        "a key longer than 1024 characters ends here: YAML does not allow it; shorten the key",
+    ),
+    "300_nodes_on_a_24": (
+        _nodes(300),
+        247,
+        3,
+        "network 'mgmt' (/24) is too small: node 'n245' would get address .255 of it (nodes take addresses 10, 11, … in file order) but a /24 ends at .254; use 'prefix: 23' or lower",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GENERATED))
+def test_generated_bad_input_points_at_the_line(name, tmp_path):
+    content, line, col, message = GENERATED[name]
+    path = tmp_path / "lab.yaml"
+    path.write_bytes(content)
+    with pytest.raises(LabFileError) as info:
+        load_lab(path)
+    assert (info.value.line, info.value.col, info.value.message) == (line, col, message)
+
+
+def test_the_largest_subnet_fill_loads(tmp_path):
+    # 5 nodes take .10-.14 of a /28, whose broadcast is .15: exactly full.
+    path = tmp_path / "lab.yaml"
+    path.write_bytes(_nodes(5, prefix=28))
+    assert len(load_lab(path).nodes) == 5
+
+
+def test_a_utf8_byte_order_mark_is_harmless(tmp_path):
+    path = tmp_path / "lab.yaml"
+    path.write_bytes("\ufeff# café\nnodes:\n  a: {}\n".encode())
+    assert [n.name for n in load_lab(path).nodes] == ["a"]
+
+
+def test_merge_keys_share_settings_and_own_keys_win(tmp_path):
+    path = tmp_path / "lab.yaml"
+    path.write_text("x-node: &node {memory: 512M, vcpus: 2}\nnodes:\n  a: {<<: *node}\n  b: {<<: *node, vcpus: 1}\n")
+    lab = load_lab(path)
+    assert [(n.memory_mib, n.vcpus) for n in lab.nodes] == [(512, 2), (512, 1)]

@@ -13,7 +13,7 @@ import pytest
 from kvmlab import render
 from kvmlab.errors import HarnessError
 from kvmlab.loader import load_lab
-from kvmlab.model import Placement
+from kvmlab.model import Lab, Network, Node, Placement
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).parent / "golden" / "smoke"
@@ -159,3 +159,16 @@ def test_ssh_files_name_every_node_and_pin_its_host_key():
         "  UserKnownHostsFile /run/kvmlab/r/known_hosts\n  StrictHostKeyChecking yes\n  IdentitiesOnly yes\n"
     )
     assert files["ssh_config"] == block.format(name="nfs1", address="10.213.4.10") + "\n" + block.format(name="hv1", address="10.213.4.11")
+
+
+def test_address_problems_names_nodes_outside_their_subnet():
+    lab = Lab(
+        name="crowded",
+        path="crowded.yaml",
+        networks=(Network("mgmt", 28),),
+        nodes=tuple(Node(f"n{i}", (), 512, 1, (), ("mgmt",)) for i in range(6)),
+    )
+    placement = Placement("r1", {"mgmt": ipaddress.IPv4Network("10.1.0.0/28")})
+    assert render.address_problems(lab, placement) == ["node 'n5' gets 10.1.0.15, not a free address of 10.1.0.0/28 (network 'mgmt')"]
+    fits = Lab(name="fits", path="fits.yaml", networks=lab.networks, nodes=lab.nodes[:5])
+    assert render.address_problems(fits, placement) == []

@@ -80,7 +80,7 @@ def parse(sr: SettingsReader) -> HypervisorSettings:
         network = reader.optional(
             opts,
             "network",
-            lambda n: reader.names_list(as_seq(n), "pool network", server_nets, "network of the server")[0],
+            lambda n: reader.one_of(n, "pool network", server_nets, f"a network of its server '{server}'"),
             server_nets[0],
         )
         target = reader.optional(opts, "target", lambda n: abs_path(reader, n, "pool target"), f"/var/lib/libvirt/images/{name}")
@@ -90,7 +90,7 @@ def parse(sr: SettingsReader) -> HypervisorSettings:
     bridge = reader.optional(
         fields,
         "guest_bridge",
-        lambda n: reader.names_list(as_seq(n), "guest_bridge", tuple(sorted(hv_nets)), "network of every hypervisor")[0],
+        lambda n: reader.one_of(n, "guest_bridge", tuple(sorted(hv_nets)), "a network that every hypervisor is on"),
         "",
     )
     inner = reader.optional(fields, "inner_guests", lambda n: boolean(reader, n, "inner_guests"), False)
@@ -146,6 +146,6 @@ def _nfs_mount(reader: Reader, node: Node, lab: Lab, what: str) -> NfsMount:
         )
     nets = lab.node(server).networks
     network = reader.optional(
-        opts, "network", lambda n: reader.names_list(as_seq(n), f"{what} network", nets, "network of the server")[0], nets[0]
+        opts, "network", lambda n: reader.one_of(n, f"{what} network", nets, f"a network of its server '{server}'"), nets[0]
     )
     return NfsMount(server, path, network)
