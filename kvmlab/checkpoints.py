@@ -8,16 +8,25 @@ files again. Nothing is copied, so a checkpoint costs the memory file plus what 
 
 Checkpoints form a tree: reverting to one keeps every other. Layers are files in the kvmlab pool
 named after the run, so `kvmlab down` and `kvmlab gc` remove them with the run.
+
+A kill at any moment never leaves a half-written checkpoint to revert to: memory goes to a directory
+of its own and new overlays get the next counter, and nothing names them until book.json is replaced
+(fsynced, renamed: the commit point). Whatever a killed snapshot or revert left (memory directories and
+overlays no book names, overlays the book gave up) is removed by the next snapshot or revert of the run,
+or by `kvmlab gc`; a per-run file lock keeps both away from an operation still running.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
 import re
 import shutil
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +34,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from kvmlab import render, settings
 from kvmlab.errors import HarnessError
+from kvmlab.stops import stop_point
 from kvmlab.wait import timeout_for, wait_until
 
 if TYPE_CHECKING:
@@ -34,6 +44,8 @@ if TYPE_CHECKING:
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,39}$")
 ROOT_SERIAL = "root"
+OVERLAY_RE = re.compile(r"\.c(\d+)\.qcow2$")  # overlay_name()'s counter
+BOOK = "book.json"
 
 
 # What checkpoints need of a lab session and its node handles (kvmlab.lab's LabSession and NodeHandle
@@ -80,6 +92,7 @@ class Checkpoint:
     created: str
     layers: dict[str, dict[str, str]]  # node -> disk serial -> frozen volume
     save_s: float = 0.0
+    memory: str = ""  # directory of the memory files under the run's root ("": NAME, as older books had it)
 
 
 @dataclass
@@ -89,23 +102,108 @@ class Book:
     counter: int = 0
     tops: dict[str, dict[str, str]] = field(default_factory=dict)  # node -> disk serial -> volume written now
     checkpoints: dict[str, Checkpoint] = field(default_factory=dict)
+    garbage: list[str] = field(default_factory=list)  # volumes given up at the last commit, not yet deleted
 
     @classmethod
     def load(cls, path: Path) -> Book:
         if not path.exists():
             return cls()
         raw = json.loads(path.read_text())
-        return cls(raw["counter"], raw["tops"], {k: Checkpoint(**v) for k, v in raw["checkpoints"].items()})
+        checkpoints = {k: Checkpoint(**v) for k, v in raw["checkpoints"].items()}
+        return cls(raw["counter"], raw["tops"], checkpoints, raw.get("garbage", []))
 
     def save(self, path: Path) -> None:
+        """Replace the book at PATH atomically and durably: a reader sees the old book or the new one, never a mix."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        data = {"counter": self.counter, "tops": self.tops, "checkpoints": {k: vars(v) for k, v in self.checkpoints.items()}}
+        data = {
+            "counter": self.counter,
+            "tops": self.tops,
+            "checkpoints": {k: vars(v) for k, v in self.checkpoints.items()},
+            "garbage": self.garbage,
+        }
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=1))
+        with open(tmp, "w") as f:
+            f.write(json.dumps(data, indent=1))
+            f.flush()
+            os.fsync(f.fileno())
         tmp.replace(path)
+        fsync_dir(path.parent)
 
     def frozen(self) -> set[str]:
         return {vol for ck in self.checkpoints.values() for disks in ck.layers.values() for vol in disks.values()}
+
+    def memory_dirs(self) -> set[str]:
+        return {ck.memory or ck.name for ck in self.checkpoints.values()}
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or new file in PATH durable (a file's own fsync does not cover its directory entry)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(path: Path) -> None:
+    """fsync every file under PATH, then PATH: files libvirt or qemu-img wrote may still sit in the page cache."""
+    for p in sorted(path.rglob("*")):
+        if p.is_file() and not p.is_symlink():
+            with open(p, "rb") as f:
+                os.fsync(f.fileno())
+        elif p.is_dir():
+            fsync_dir(p)
+    fsync_dir(path)
+
+
+@contextlib.contextmanager
+def run_lock(root: Path, blocking: bool = True) -> Iterator[bool]:
+    """The run's checkpoint lock (one snapshot or revert at a time, across processes); yields False if busy and not BLOCKING.
+
+    A flock: the kernel drops it when its holder dies, so a killed process never leaves it held."""
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+
+
+def remove_leftovers(root: Path, prefix: str, volumes: Iterable[str], delete_volume: Callable[[str], None]) -> list[str]:
+    """Remove what killed snapshots and reverts of run PREFIX left; the caller holds run_lock(ROOT). Returns what went.
+
+    Left over are: memory directories that no checkpoint of the book names, overlays numbered past the book's
+    counter (made for a commit that never came), and the overlays the last commit gave up (book.garbage).
+    Frozen layers of replaced checkpoints are never touched: newer overlays are built on them."""
+    path = root / BOOK
+    book = Book.load(path)
+    removed: list[str] = []
+    if root.is_dir():
+        named = book.memory_dirs()
+        for d in sorted(root.iterdir()):
+            if d.is_dir() and d.name not in named:
+                shutil.rmtree(d, ignore_errors=True)
+                removed.append(d.name)
+    for vol in sorted(set(volumes) | set(book.garbage)):
+        m = OVERLAY_RE.search(vol)
+        if vol in book.garbage or (vol.startswith(prefix + "-") and m and int(m.group(1)) > book.counter):
+            delete_volume(vol)
+            removed.append(vol)
+    if book.garbage:
+        book.garbage = []
+        book.save(path)
+    return removed
+
+
+def remove_leftovers_if_idle(prefix: str, volumes: Iterable[str], delete_volume: Callable[[str], None]) -> list[str]:
+    """remove_leftovers() for `kvmlab gc`: nothing, while a snapshot or revert of the run is running."""
+    root = checkpoint_root(prefix)
+    if not root.is_dir():
+        return []
+    with run_lock(root, blocking=False) as held:
+        return remove_leftovers(root, prefix, volumes, delete_volume) if held else []
 
 
 def check_name(name: str) -> str:
@@ -148,30 +246,53 @@ class Checkpoints:
         vols.update({d.name: render.volume_name(lab.name, run, node, d.name + ".qcow2") for d in model.disks})
         return vols
 
-    def _state_file(self, name: str, node: str) -> Path:
-        return self.root / name / f"{node}.save"
+    def memory_dir(self, ck: Checkpoint) -> Path:
+        return self.root / (ck.memory or ck.name)
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Held while this run's checkpoints or overlays change: another process waits, gc keeps off."""
+        with run_lock(self.root, blocking=False) as held:
+            if held:
+                yield
+                return
+        self.session.log(f"lab {self.session.lab.name}: waiting for another process's snapshot or revert of it to end")
+        with run_lock(self.root):
+            yield
+
+    def _tidy(self, quiet: bool = False) -> Book:
+        """Remove what a killed snapshot or revert of this run left (the lock is held); the book as committed."""
+        provider = self.session.provider
+        volumes = provider.list_volumes(settings.POOL)
+        removed = remove_leftovers(self.root, self.session.prefix, volumes, lambda v: provider.delete_volume(settings.POOL, v))
+        if removed and not quiet:
+            self.session.log(f"removed what an interrupted snapshot or revert left: {', '.join(removed)}")
+        return self.book
 
     # -- snapshot -------------------------------------------------------------
     def snapshot(self, name: str) -> float:
         """Save every node under NAME (replacing a checkpoint of that name); the lab keeps running. Returns seconds taken."""
         check_name(name)
-        with self._lock:
-            book = self.book
-            # Saving under a name in use replaces that checkpoint; its layers stay until the run ends.
-            book.checkpoints.pop(name, None)
+        with self._lock, self.locked():
+            book = self._tidy()
             handles = self._all_running()
             start = time.monotonic()
-            (self.root / name).mkdir(parents=True, exist_ok=True)
+            # Memory goes to a directory no book names yet: a checkpoint of the same name stays whole until the commit.
+            memory = self.root / f"{name}@{book.counter + 1}"
+            memory.mkdir(parents=True, exist_ok=True)
             self.session.log(f"checkpoint {name}: pausing {len(handles)} nodes")
             self._pause_all(handles)
             try:
-                self._parallel(handles, lambda h: self.session.provider.save_domain(h.domain, str(self._state_file(name, h.name))))
+                self._parallel(handles, lambda h: self.session.provider.save_domain(h.domain, str(memory / f"{h.name}.save")))
+                fsync_tree(memory)
             except BaseException:
-                self._recover_after_failed_save(handles, book, name)
-                shutil.rmtree(self.root / name, ignore_errors=True)
+                self._recover_after_failed_save(handles, book, memory)
+                shutil.rmtree(memory, ignore_errors=True)
                 raise
+            stop_point("checkpoint-saved", self.session.log)
             layers = {h.name: dict(book.tops[h.name]) for h in handles}
-            book.checkpoints[name] = Checkpoint(name, datetime.now(UTC).isoformat(timespec="seconds"), layers)
+            # Replaces a checkpoint of that name: its layers stay until the run ends (newer overlays may sit on them).
+            book.checkpoints[name] = Checkpoint(name, datetime.now(UTC).isoformat(timespec="seconds"), layers, memory=memory.name)
             self._restore_onto_new_tops(handles, book, name)
             book.checkpoints[name].save_s = round(time.monotonic() - start, 1)
             book.save(self._book_path)
@@ -179,10 +300,10 @@ class Checkpoints:
             self.session.log(f"checkpoint {name}: saved in {elapsed:.1f} s")
             return elapsed
 
-    def _recover_after_failed_save(self, handles: Sequence[CheckpointNode], book: Book, name: str) -> None:
+    def _recover_after_failed_save(self, handles: Sequence[CheckpointNode], book: Book, memory: Path) -> None:
         """A save that failed half-way: paused nodes resume, saved ones come back from their files unchanged."""
         for h in handles:
-            state_file = self._state_file(name, h.name)
+            state_file = memory / f"{h.name}.save"
             if h.state == "shutoff" and state_file.exists():
                 disks = {serial: f"{settings.pool_dir()}/{vol}" for serial, vol in book.tops[h.name].items()}
                 self.session.provider.restore_domain(str(state_file), disks)
@@ -192,11 +313,18 @@ class Checkpoints:
     # -- revert ---------------------------------------------------------------
     def revert(self, name: str) -> float:
         """Put every node back to checkpoint NAME (memory, disks); returns the seconds it took."""
-        with self._lock:
-            book = self.book
+        with self._lock, self.locked():
+            lab = self.session.lab.name
+            unfinished = name not in self.book.checkpoints and any(self.root.glob(f"{name}@*"))
+            book = self._tidy(quiet=unfinished)  # the error below says it
+            if unfinished:
+                raise HarnessError(
+                    f"checkpoint {name} of lab {lab} was not completed (the process taking it stopped before the end; "
+                    f"what it left is removed): take it again with `kvmlab snapshot {lab} {name}`"
+                )
             if name not in book.checkpoints:
                 known = ", ".join(sorted(book.checkpoints)) or "none"
-                raise HarnessError(f"lab {self.session.lab.name} has no checkpoint '{name}' (checkpoints: {known})")
+                raise HarnessError(f"lab {lab} has no checkpoint '{name}' (checkpoints: {known})")
             start = time.monotonic()
             handles = self.session.nodes
             for h in handles:
@@ -223,13 +351,16 @@ class Checkpoints:
                 new = overlay_name(first, book.counter)
                 provider.create_volume(settings.POOL, render.render_overlay_volume(new, f"{settings.pool_dir()}/{layer}"))
                 new_tops[serial] = new
-            for vol in old_tops.values():
-                if vol not in frozen and vol not in new_tops.values():
-                    provider.delete_volume(settings.POOL, vol)
+            # Deleted only after the commit: until then the book on disk still writes to them.
+            book.garbage += [vol for vol in old_tops.values() if vol not in frozen and vol not in new_tops.values()]
             book.tops[h.name] = new_tops
-        book.save(self._book_path)
+        stop_point("checkpoint-overlays", self.session.log)
+        book.save(self._book_path)  # the commit point
+        stop_point("checkpoint-committed", self.session.log)
+        remove_leftovers(self.root, self.session.prefix, [], lambda v: provider.delete_volume(settings.POOL, v))
+        book.garbage = []
 
-        self.restore_all({h.name: self._state_file(name, h.name) for h in handles}, book)
+        self.restore_all({h.name: self.memory_dir(ck) / f"{h.name}.save" for h in handles}, book)
 
     def restore_all(self, state_files: dict[str, Path], book: Book, owner: dict[str, str] | None = None) -> None:
         """Start every node from its state file onto the disks BOOK says it writes to now, all resumed at once."""

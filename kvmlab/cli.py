@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 from kvmlab import accel, golden, images, preflight, providers, render, runs, settings
@@ -179,19 +180,61 @@ def cmd_roles(args: argparse.Namespace) -> int:
     return 0
 
 
+def _owner(run: runs.Run) -> str:
+    if run.kept:
+        return "kept"
+    return f"pid {run.pid}" if run.owner_alive() else f"dead pid {run.pid}"
+
+
 def cmd_status(args: argparse.Namespace) -> int:
+    if args.lab is not None:
+        return _status_of(args.lab)
     provider = _provider()
     states = {d.name: d.state for d in provider.list_domains()}
     rows = []
     for run in sorted(runs.all_runs().values(), key=lambda r: r.started):
         lab_nodes = [n for n in states if n.startswith(render.prefix(run.lab, run.run_id) + "-")]
-        owner = "kept" if run.kept else (f"pid {run.pid}" if run.owner_alive() else f"dead pid {run.pid}")
         node_states = ", ".join(f"{n.rsplit('-', 1)[-1]}={states[n]}" for n in lab_nodes) or "-"
-        rows.append((run.lab, run.run_id, run.user, owner, " ".join(run.subnets.values()), node_states))
+        rows.append((run.lab, run.run_id, run.user, _owner(run), " ".join(run.subnets.values()), node_states))
     if not rows:
         print("no labs")
         return 0
     print(_table(("lab", "run", "user", "owner", "subnets", "nodes"), rows))
+    return 0
+
+
+def _status_of(lab_name: str) -> int:
+    """Every run of LAB_NAME: who owns it, and each node's state, addresses and roles."""
+    registry = sorted(runs.all_runs().values(), key=lambda r: r.started)
+    mine = [r for r in registry if r.lab == lab_name]
+    if not mine:
+        up = sorted({r.lab for r in registry})
+        raise HarnessError(f"no lab '{lab_name}' is up (labs up: {', '.join(up) or 'none'})")
+    provider = _provider()
+    states = {d.name: d.state for d in provider.list_domains()}
+    for i, run in enumerate(mine):
+        started = datetime.fromtimestamp(run.started).astimezone().isoformat(timespec="seconds")
+        subnets = ", ".join(f"{k} {v}" for k, v in run.subnets.items())
+        print(("\n" if i else "") + f"lab {run.lab} run {run.run_id}: {_owner(run)}, user {run.user}, started {started}, {subnets}")
+        print(f"  lab file: {run.lab_file}")
+        try:
+            lab = load_lab(run.lab_file)
+        except (HarnessError, OSError) as exc:  # moved or edited since: say so, and show the domains alone
+            print(f"  (cannot read the lab file: {exc})")
+            prefix = render.prefix(run.lab, run.run_id) + "-"
+            rows = [(n.removeprefix(prefix), st, "-", "-") for n, st in states.items() if n.startswith(prefix)]
+        else:
+            placement = run.placement()
+            rows = [
+                (
+                    node.name,
+                    states.get(render.domain_name(run.lab, run.run_id, node.name), "absent"),
+                    " ".join(f"{net}={placement.address(lab, node.name, net)}" for net in node.networks if net in placement.subnets),
+                    ",".join(node.roles) or "-",
+                )
+                for node in lab.nodes
+            ]
+        print(_table(("node", "state", "addresses", "roles"), rows))
     return 0
 
 
@@ -212,10 +255,15 @@ def cmd_console(args: argparse.Namespace) -> int:
 def cmd_down(args: argparse.Namespace) -> int:
     from kvmlab.gc import collect
 
-    found = {r.run_id for r in _runs_of(args.lab)}
-    if not found:
+    mine = _runs_of(args.lab)
+    if not mine:
         print(f"no lab '{args.lab}' is up")
         return 0
+    # A process still running the lab (an `up` not finished, a pytest session) would fail in odd ways.
+    refusals = [] if args.force else [why for r in mine if (why := runs.down_refusal(r))]
+    if refusals:
+        raise HarnessError("\n".join(refusals))
+    found = {r.run_id for r in mine}
     out = collect(_provider(), only_runs=found)
     print(f"lab {args.lab}: removed {len(out.domains)} domains, {len(out.networks)} networks, {len(out.volumes)} volumes")
     return 0
@@ -259,7 +307,8 @@ def cmd_gc(args: argparse.Namespace) -> int:
         print(
             f"removed runs {', '.join(out.runs) or '-'}: {len(out.domains)} domains, {len(out.networks)} networks, "
             f"{len(out.volumes)} volumes, {len(out.builds)} unfinished image builds, "
-            f"{len(out.saved)} leftovers of unfinished lab saves, {len(out.generics)} generic nodes of older images"
+            f"{len(out.saved)} leftovers of unfinished lab saves, {len(out.checkpoints)} leftovers of unfinished checkpoints, "
+            f"{len(out.generics)} generic nodes of older images"
         )
     return 0
 
@@ -309,7 +358,9 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--cold-boot", action="store_true", help="boot every node's kernel instead of cloning a saved generic node of its shape")
     v.set_defaults(fn=cmd_verify)
     sub.add_parser("roles", help="the roles kvmlab has, their settings key and checks").set_defaults(fn=cmd_roles)
-    sub.add_parser("status", help="labs on this host").set_defaults(fn=cmd_status)
+    st = sub.add_parser("status", help="labs on this host; with LAB, that lab's runs and nodes")
+    st.add_argument("lab", nargs="?", help="lab name: its runs, and each node's state, addresses and roles")
+    st.set_defaults(fn=cmd_status)
     s = sub.add_parser("ssh", help="ssh to a node of a running lab")
     s.add_argument("lab")
     s.add_argument("node")
@@ -321,6 +372,7 @@ def parser() -> argparse.ArgumentParser:
     c.set_defaults(fn=cmd_console)
     dn = sub.add_parser("down", help="tear a lab down")
     dn.add_argument("lab", help="lab name (e.g. smoke)")
+    dn.add_argument("--force", action="store_true", help="even while the process that brought it up still runs")
     dn.set_defaults(fn=cmd_down)
     sn = sub.add_parser("snapshot", help="save a running lab (every node's memory and disks) as a checkpoint")
     sn.add_argument("lab")

@@ -6,13 +6,12 @@ import re
 import shutil
 from dataclasses import dataclass, field
 
-from kvmlab import clones, golden, runs, settings
+from kvmlab import checkpoints, clones, golden, runs, settings
 from kvmlab.accel import boot_id
 from kvmlab.errors import HarnessError
 from kvmlab.images import cached_image, remove_stale_builds
 from kvmlab.providers.base import DomainInfo, Provider
 
-POOL = settings.POOL
 NAME_RE = re.compile(r"^kvmlab-(?P<lab>[a-z][a-z0-9-]*?)-(?P<run>[0-9a-f]{6})-")
 
 
@@ -25,10 +24,13 @@ class Collected:
     builds: list[str] = field(default_factory=list)  # image build directories of killed builds
     saved: list[str] = field(default_factory=list)  # unfinished saves and unnamed volumes of saved labs
     generics: list[str] = field(default_factory=list)  # generic nodes of images no longer built
+    checkpoints: list[str] = field(default_factory=list)  # what killed snapshots and reverts of live runs left
 
     @property
     def empty(self) -> bool:
-        return not (self.domains or self.networks or self.volumes or self.runs or self.builds or self.saved or self.generics)
+        return not (
+            self.domains or self.networks or self.volumes or self.runs or self.builds or self.saved or self.generics or self.checkpoints
+        )
 
 
 def run_of(name: str) -> str | None:
@@ -83,19 +85,27 @@ def collect(provider: Provider, only_runs: set[str] | None = None) -> Collected:
             provider.destroy_network(net)
             out.networks.append(net)
     try:
-        volumes = provider.list_volumes(POOL)
+        volumes = provider.list_volumes(settings.POOL)
     except HarnessError:
         volumes = []  # no pool yet: nothing was ever created
     for vol in volumes:
         run_id = run_of(vol)
         if run_id and dead(run_id):
-            provider.delete_volume(POOL, vol)
+            provider.delete_volume(settings.POOL, vol)
             out.volumes.append(vol)
     images_dir = settings.cache_dir() / "images"
     if images_dir.is_dir():
         out.builds = [p.name for p in remove_stale_builds(images_dir)]
     if only_runs is None:
-        out.saved = golden.remove_orphans(volumes, lambda vol: provider.delete_volume(POOL, vol))
+        out.saved = golden.remove_orphans(volumes, lambda vol: provider.delete_volume(settings.POOL, vol))
+        # Runs that stay up: only what their killed snapshots and reverts left (never during one).
+        for root in sorted(settings.checkpoint_dir().glob("kvmlab-*")):
+            rec = registry.get(run_of(root.name + "-") or "")
+            if rec is not None and rec.user == user and not dead(rec.run_id):
+                mine = [v for v in volumes if v.startswith(root.name + "-")]
+                out.checkpoints += checkpoints.remove_leftovers_if_idle(
+                    root.name, mine, lambda vol: provider.delete_volume(settings.POOL, vol)
+                )
     touched = {run_of(n) for n in out.domains + out.networks + out.volumes} | {r for r in registry if dead(r)}
     for run_id in sorted(r for r in touched if r):
         for path in settings.console_dir().glob(f"kvmlab-*-{run_id}-*.log"):

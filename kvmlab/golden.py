@@ -8,6 +8,9 @@ the guests' own configuration stays true — in seconds, with the guests' clocks
 
 Only one restored copy of a saved lab can run at a time (it owns its run id and subnets); a
 second one, or any change of input, builds the lab as usual.
+
+A save is written under `NAME.partial`, fsynced, and renamed to NAME last: `SavedLab.find` reads only
+NAME/manifest.json, so a killed save is never restored; `kvmlab gc` removes what it left.
 """
 
 from __future__ import annotations
@@ -27,8 +30,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from kvmlab import render, runs, settings
-from kvmlab.checkpoints import ROOT_SERIAL, Book, Checkpoints, CheckpointSession, overlay_name
+from kvmlab.checkpoints import ROOT_SERIAL, Book, Checkpoints, CheckpointSession, fsync_dir, fsync_tree, overlay_name
 from kvmlab.errors import HarnessError
+from kvmlab.stops import stop_point
 from kvmlab.templating import search_path
 
 if TYPE_CHECKING:
@@ -136,19 +140,25 @@ def _save(session: GoldenSession, checkpoint: str, image: Image, build_s: float)
     dest = saved_dir(lab.name, key)
     forget_lab(lab.name)  # one saved state per lab: an older one was built from something else
     tmp = dest.with_name(dest.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)  # a killed save's: the lock is ours, so nobody writes it any more
     tmp.mkdir(parents=True)
     start = time.monotonic()
+    session.log(f"saving lab {lab.name} as {dest.name}")
     pool = settings.pool_dir()
     volumes: dict[str, dict[str, str]] = {}
     for node, disks in ck.layers.items():
-        _link_or_copy(session.checkpoints.root / checkpoint / f"{node}.save", tmp / f"{node}.save")
+        _link_or_copy(session.checkpoints.memory_dir(ck) / f"{node}.save", tmp / f"{node}.save")
         volumes[node] = {}
         for serial, layer in disks.items():
             out = _golden_volume(lab.name, key, node, serial)
             # One self-contained overlay per disk: the checkpoint's chain, flattened down to the base image.
             base = ["-B", f"{pool}/base-{image.digest}.qcow2", "-F", "qcow2"] if serial == ROOT_SERIAL else []
             _qemu_img(["convert", "-O", "qcow2", *base, str(pool / layer), str(pool / out)])
+            with open(pool / out, "rb") as f:
+                os.fsync(f.fileno())
             volumes[node][serial] = out
+    fsync_dir(pool)
+    stop_point("golden-volumes", session.log)
     shutil.copytree(session.run_dir, tmp / "run")
     manifest = {
         "lab": lab.name,
@@ -160,7 +170,9 @@ def _save(session: GoldenSession, checkpoint: str, image: Image, build_s: float)
         "build_s": round(build_s, 1),
     }
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
-    tmp.rename(dest)
+    fsync_tree(tmp)
+    tmp.rename(dest)  # the commit point
+    fsync_dir(dest.parent)
     session.log(f"saved lab {lab.name} as {dest.name} in {time.monotonic() - start:.1f} s; the next `up` restores it")
     return dest
 
@@ -231,14 +243,16 @@ def restore(session: GoldenSession, saved: SavedLab, image: Image) -> bool:
         session.ensure_base(image)
         session.create_networks_and_seeds()
         book = Book(counter=1)
-        for node in lab.nodes:
-            book.tops[node.name] = {}
-            for serial, golden in saved.volumes[node.name].items():
-                first = f"{render.volume_name(lab.name, run.run_id, node.name, serial)}.qcow2"
-                top = overlay_name(first, book.counter)
-                provider.create_volume(settings.POOL, render.render_overlay_volume(top, f"{settings.pool_dir()}/{golden}"))
-                book.tops[node.name][serial] = top
-        book.save(session.checkpoints.root / "book.json")
+        # Locked: gc would otherwise take the overlays made here, before the book names them, for leftovers.
+        with session.checkpoints.locked():
+            for node in lab.nodes:
+                book.tops[node.name] = {}
+                for serial, golden in saved.volumes[node.name].items():
+                    first = f"{render.volume_name(lab.name, run.run_id, node.name, serial)}.qcow2"
+                    top = overlay_name(first, book.counter)
+                    provider.create_volume(settings.POOL, render.render_overlay_volume(top, f"{settings.pool_dir()}/{golden}"))
+                    book.tops[node.name][serial] = top
+            book.save(session.checkpoints.root / "book.json")
         owner = session.owner_metadata()
         session.checkpoints.restore_all(
             {n.name: saved.path / f"{n.name}.save" for n in lab.nodes},

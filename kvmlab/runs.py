@@ -12,6 +12,7 @@ import getpass
 import ipaddress
 import json
 import os
+import pwd
 import secrets
 import socket
 import subprocess
@@ -19,6 +20,8 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
 
 from kvmlab import settings
 from kvmlab.accel import boot_id
@@ -59,6 +62,60 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+@dataclass(frozen=True)
+class Holder:
+    """The live process that owns a run."""
+
+    pid: int
+    command: str
+    user: str
+    started: float  # epoch seconds
+
+
+def process_info(pid: int, proc: Path = Path("/proc")) -> Holder | None:
+    """PID's command line, user and start time from /proc, or None if it has gone."""
+    try:
+        # One line whatever the arguments hold (a `python -c` script has newlines), and not a page long.
+        command = " ".join((proc / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").split())[:300]
+        # Field 22 of stat is the start in clock ticks after boot; the command name before it may hold spaces.
+        ticks = int((proc / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[19])
+        btime = next(int(line.split()[1]) for line in (proc / "stat").read_text().splitlines() if line.startswith("btime "))
+        uid = (proc / str(pid)).stat().st_uid
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+    try:
+        user = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        user = str(uid)
+    return Holder(pid, command or "?", user, btime + ticks / os.sysconf("SC_CLK_TCK"))
+
+
+def holder(run: Run) -> Holder | None:
+    """The process that owns RUN if it is still running here, else None.
+
+    Unlike Run.owner_alive(), a kept run is not held by anyone once the `kvmlab up` that kept it has
+    exited. A pid that now belongs to a process started after the run was registered was reused:
+    not the owner."""
+    if run.host != socket.gethostname() or run.boot_id != boot_id() or not pid_alive(run.pid):
+        return None
+    info = process_info(run.pid)
+    if info is None or info.started > run.started + 2:  # /proc's start time is rounded to clock ticks
+        return None
+    return info
+
+
+def down_refusal(run: Run) -> str | None:
+    """Why `kvmlab down` (without --force) must leave RUN alone: another live process owns it; None if it may go."""
+    h = holder(run)
+    if h is None or h.pid == os.getpid():
+        return None
+    started = datetime.fromtimestamp(h.started).astimezone().isoformat(timespec="seconds")
+    return (
+        f"lab {run.lab} (run {run.run_id}) is owned by pid {h.pid} (command line {h.command}, user {h.user}, started {started}): "
+        "it is still running; stop it first, or pass --force"
+    )
 
 
 def new_run_id() -> str:

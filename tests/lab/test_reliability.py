@@ -17,17 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from kvmlab import render, runs, settings
+from kvmlab import render, settings
 from kvmlab.gc import collect
 from kvmlab.lab import LabSession
 from kvmlab.loader import load_lab
 from kvmlab.providers import connect
-from kvmlab.providers.base import Provider
+from tests.lab.helpers import ROOT, TINY, UpProcess, leftovers, wait_domain_running
 
 pytestmark = pytest.mark.lab("tiny")
-
-ROOT = Path(__file__).resolve().parents[2]
-TINY = ROOT / "labs" / "tiny.yaml"
 
 
 @pytest.fixture
@@ -35,49 +32,6 @@ def provider():
     p = connect()
     yield p
     p.close()
-
-
-class UpProcess:
-    """`kvmlab up labs/tiny.yaml` in its own process group, its stderr read line by line."""
-
-    def __init__(self, env: dict[str, str] | None = None) -> None:
-        self.lines: list[str] = []
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "kvmlab.cli", "up", "--rebuild", str(TINY)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            cwd=ROOT,
-            env={**os.environ, **(env or {})},
-            start_new_session=True,
-        )
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip())
-
-    def wait_for(self, pattern: str, timeout: float = 300) -> re.Match[str]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for line in self.lines:
-                if m := re.search(pattern, line):
-                    return m
-            if self.proc.poll() is not None and not self._reader.is_alive():
-                break
-            time.sleep(0.2)
-        raise AssertionError(f"'{pattern}' never appeared; output:\n" + "\n".join(self.lines[-40:]))
-
-    @property
-    def run_id(self) -> str:
-        return self.wait_for(r"run ([0-9a-f]{6}):").group(1)
-
-    def finish(self, timeout: float = 120) -> int:
-        rc = self.proc.wait(timeout)
-        self._reader.join(10)
-        return rc
 
 
 @pytest.fixture
@@ -97,26 +51,6 @@ def start_up(provider):
         ids = {m.group(1) for line in up.lines if (m := re.search(r"run ([0-9a-f]{6}):", line))}
         if ids:
             collect(provider, only_runs=ids)
-
-
-def leftovers(provider: Provider, run_id: str) -> list[str]:
-    """Every trace of RUN_ID: libvirt objects, volumes, run files, consoles, registry."""
-    found = [d.name for d in provider.list_domains() if run_id in d.name]
-    found += [n for n in provider.list_networks() if f"-{run_id}-" in n]
-    found += [v for v in provider.list_volumes("kvmlab") if f"-{run_id}-" in v]
-    found += [str(p) for p in (settings.state_dir() / "runs").glob(f"*-{run_id}")]
-    found += [str(p) for p in settings.console_dir().glob(f"*-{run_id}-*")]
-    if run_id in runs.all_runs():
-        found.append(f"registry entry {run_id}")
-    return found
-
-
-def wait_domain_running(provider: Provider, run_id: str, timeout: float = 120) -> None:
-    domain = render.domain_name("tiny", run_id, "n1")
-    deadline = time.monotonic() + timeout
-    while provider.domain_state(domain) != "running":
-        assert time.monotonic() < deadline, f"{domain} never started"
-        time.sleep(0.2)
 
 
 @pytest.mark.parametrize("moment", ["prepare", "boot", "role-setup"])

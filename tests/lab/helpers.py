@@ -1,0 +1,81 @@
+"""Helpers shared by the lab tests that drive the real `kvmlab` command: a running `kvmlab up`,
+and every trace a run may leave behind."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from kvmlab import render, runs, settings
+from kvmlab.providers.base import Provider
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = ROOT / "labs" / "tiny.yaml"
+
+
+class UpProcess:
+    """`kvmlab up LAB` in its own process group, its stderr read line by line."""
+
+    def __init__(self, env: dict[str, str] | None = None, lab: Path = TINY, args: tuple[str, ...] = ("--rebuild",)) -> None:
+        self.lines: list[str] = []
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "kvmlab.cli", "up", *args, str(lab)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=ROOT,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip())
+
+    def wait_for(self, pattern: str, timeout: float = 300) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in self.lines:
+                if m := re.search(pattern, line):
+                    return m
+            if self.proc.poll() is not None and not self._reader.is_alive():
+                break
+            time.sleep(0.2)
+        raise AssertionError(f"'{pattern}' never appeared; output:\n" + "\n".join(self.lines[-40:]))
+
+    @property
+    def run_id(self) -> str:
+        return self.wait_for(r"run ([0-9a-f]{6}):").group(1)
+
+    def finish(self, timeout: float = 120) -> int:
+        rc = self.proc.wait(timeout)
+        self._reader.join(10)
+        return rc
+
+
+def leftovers(provider: Provider, run_id: str) -> list[str]:
+    """Every trace of RUN_ID: libvirt objects, volumes (in the pool of settings.POOL), run files, consoles, registry."""
+    found = [d.name for d in provider.list_domains() if run_id in d.name]
+    found += [n for n in provider.list_networks() if f"-{run_id}-" in n]
+    found += [v for v in provider.list_volumes(settings.POOL) if f"-{run_id}-" in v]
+    found += [str(p) for p in (settings.state_dir() / "runs").glob(f"*-{run_id}")]
+    found += [str(p) for p in settings.console_dir().glob(f"*-{run_id}-*")]
+    if run_id in runs.all_runs():
+        found.append(f"registry entry {run_id}")
+    return found
+
+
+def wait_domain_running(provider: Provider, run_id: str, timeout: float = 120, lab: str = "tiny", node: str = "n1") -> None:
+    domain = render.domain_name(lab, run_id, node)
+    deadline = time.monotonic() + timeout
+    while provider.domain_state(domain) != "running":
+        assert time.monotonic() < deadline, f"{domain} never started"
+        time.sleep(0.2)
