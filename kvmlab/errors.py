@@ -6,6 +6,8 @@ import re
 
 from kvmlab.redact import redact
 
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+LONG_QUOTED = re.compile(r"(?<!\w)'([^']{81,})'(?!\w)")  # a value quoted whole by a role's message
 LONG_WORD = re.compile(r"\S{121,}")
 MAX_MESSAGE = 800
 
@@ -19,6 +21,8 @@ class LabFileError(HarnessError):
 
     def __init__(self, path: str, line: int, col: int, message: str) -> None:
         # A safety net under the quoting of each message: no value of the file is echoed at length.
+        message = CONTROL.sub(lambda m: repr(m.group())[1:-1], message)  # one line, whatever the file held
+        message = LONG_QUOTED.sub(lambda m: f"'{m.group(1)[:40]}…{m.group(1)[-8:]} ({len(m.group(1))} characters)'", message)
         message = LONG_WORD.sub(lambda m: f"{m.group()[:80]}… ({len(m.group())} characters)", message)
         if len(message) > MAX_MESSAGE:
             message = message[: MAX_MESSAGE - 30] + f"… ({len(message)} characters)"

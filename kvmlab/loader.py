@@ -18,7 +18,7 @@ from kvmlab.errors import LabFileError
 from kvmlab.model import FIRST_NODE_OFFSET, Disk, Lab, Network
 from kvmlab.model import Node as LabNode
 from kvmlab.roles.reader import SettingsReader
-from kvmlab.yamlread import DISK_RANGE_MIB, EXTENSION_KEYS, LAB_NAME_HINT, LAB_NAME_RE, Fields, Reader, is_null
+from kvmlab.yamlread import DISK_RANGE_MIB, EXTENSION_KEYS, LAB_NAME_HINT, LAB_NAME_RE, Fields, Reader, is_null, quote
 
 DEFAULT_MEMORY_MIB, DEFAULT_VCPUS = 640, 1
 MEMORY_RANGE_MIB = (256, 65536)
@@ -202,8 +202,13 @@ def _templates_dir(reader: Reader, node: Node, lab_path: str) -> str:
     from kvmlab.templating import check_overrides
 
     text = reader.string(node, "templates")
-    folder = (Path(lab_path).parent / text).resolve()
-    problems = check_overrides(folder)
+    if "\0" in text or len(text) > 4096:
+        raise reader.fail(node, f"templates '{quote(text)}' is not a folder path: write e.g. templates: my-templates")
+    try:
+        folder = (Path(lab_path).parent / text).resolve()
+        problems = check_overrides(folder)
+    except OSError as exc:
+        raise reader.fail(node, f"templates folder '{quote(text)}' cannot be read: {exc.strerror}") from None
     if problems:
         raise reader.fail(node, f"templates folder '{text}' ({folder}): " + "; ".join(problems))
     return str(folder)

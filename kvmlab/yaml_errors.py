@@ -29,6 +29,8 @@ def explain(exc: yaml.YAMLError, text: str) -> tuple[int, int, str]:
         return 1, 1, f"YAML error: {exc}"
     context, problem = exc.context or "", exc.problem or ""
     at, where = _mark(exc.problem_mark or exc.context_mark)
+    if "but got ':'" in problem and at[1] > LONGEST_KEY:  # a quoted key in {…} past YAML's limit
+        return (*where, f"a key longer than {LONGEST_KEY} characters ends here: YAML does not allow it; shorten the key")
     if context in _OPENERS and exc.context_mark is not None:
         opened, _ = _mark(exc.context_mark)
         found = "the end of the file" if "end of stream" in problem or "<stream end>" in problem else f"line {at[0]}, column {at[1]}"

@@ -17,6 +17,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from kvmlab.errors import LabFileError
 
+PATH_RE = re.compile(r"^/[A-Za-z0-9._@%+=:,/-]*$")  # paths go into config files and shell commands: no spaces, quotes or controls
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,14}$")  # node, network, disk: fits a hostname and a disk serial
 LAB_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
 SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
@@ -41,6 +42,8 @@ class Reader:
 
     def __init__(self, path: str) -> None:
         self.path = path
+        self._merging: set[int] = set()  # mappings whose merge keys are being read: a loop through anchors ends here
+        self._merge_cache: dict[tuple[int, tuple[str, ...]], Fields] = {}
 
     def fail(self, node: Node, message: str) -> LabFileError:
         mark = node.start_mark
@@ -55,7 +58,7 @@ class Reader:
             if key.tag == MERGE_TAG:
                 # `<<: *anchor` (YAML's merge key): the anchored mapping's keys, unless this mapping sets them itself.
                 for source in self._merge_sources(value, what):
-                    for name, pair in self.mapping(source, what, allowed).items():
+                    for name, pair in self._merged(node, source, what, allowed).items():
                         merged.setdefault(name, pair)
                 continue
             name = self.scalar_text(key, f"a key of {what}")
@@ -65,6 +68,19 @@ class Reader:
                 raise self.fail(key, f"unknown key '{quote(name)}' in {what}{suggest(name, allowed)}")
             out[name] = (key, value)
         return {**{k: v for k, v in merged.items() if k not in out}, **out}
+
+    def _merged(self, into: Node, source: Node, what: str, allowed: tuple[str, ...]) -> Fields:
+        """SOURCE's keys, read once however often anchors repeat it (nested merges would otherwise grow exponentially)."""
+        if id(source) in self._merging:
+            raise self.fail(source, f"a merge key '<<' in {what} merges a mapping into itself (through its anchor): remove it")
+        cache_key = (id(source), allowed)
+        if cache_key not in self._merge_cache:
+            self._merging.add(id(into))
+            try:
+                self._merge_cache[cache_key] = self.mapping(source, what, allowed)
+            finally:
+                self._merging.discard(id(into))
+        return self._merge_cache[cache_key]
 
     def _merge_sources(self, value: Node, what: str) -> list[Node]:
         sources = value.value if isinstance(value, SequenceNode) else [value]
@@ -99,6 +115,13 @@ class Reader:
             raise self.fail(node, f"{what} '{quote(text)}' is not a valid name: {NAME_HINT}")
         return text
 
+    def identifier(self, node: Node, what: str, pattern: re.Pattern[str], example: str) -> str:
+        """A name that goes into a service's config and commands (a Ceph pool, an IQN): PATTERN's characters only."""
+        text = self.string(node, what)
+        if not pattern.match(text):
+            raise self.fail(node, f"{what} '{quote(text)}' is not valid: write e.g. {example}")
+        return text
+
     def lab_name(self, node: Node) -> str:
         text = self.scalar_text(node, "lab name")
         if not LAB_NAME_RE.match(text):
@@ -112,7 +135,10 @@ class Reader:
         if len(text) > MAX_DIGITS:
             raise self.fail(node, f"{what} {quote(text)} is out of range: use {bounds[0]} to {bounds[1]}")
         # YAML's own reading of the number: 0x1f, 0o17, 017, 1_000 and 1:30 (base 60) are all ints to YAML.
-        value = int(SafeConstructor().construct_yaml_int(node))
+        try:
+            value = int(SafeConstructor().construct_yaml_int(node))
+        except (ValueError, IndexError):  # an explicit `!!int two`
+            raise self.fail(node, f"{what} must be a whole number between {bounds[0]} and {bounds[1]}, got '{quote(text)}'") from None
         if not bounds[0] <= value <= bounds[1]:
             raise self.fail(node, f"{what} {value} is out of range: use {bounds[0]} to {bounds[1]}")
         return value
@@ -194,7 +220,7 @@ def as_seq(node: Node) -> SequenceNode:
 
 def abs_path(reader: Reader, node: Node, what: str) -> str:
     text = reader.string(node, what)
-    if not text.startswith("/") or "//" in text or any(c in text for c in " \t'\"\\"):
+    if not PATH_RE.match(text) or "//" in text:
         raise reader.fail(node, f"{what} '{quote(text)}' must be an absolute path without spaces or quotes, e.g. /srv/nfs/vms")
     return text.rstrip("/") or "/"
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from kvmlab.roles.reader import SettingsReader
 
 KEY = "ceph"
+CEPH_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")  # pool and client names: ceph's own commands and keyrings
 
 
 @dataclass(frozen=True)
@@ -45,9 +47,9 @@ def parse(sr: SettingsReader) -> CephSettings:
     network = sr.network(opts, mons + osds + admins, "ceph")
     sr.clients_reach(network, tuple(n.name for n in sr.lab.by_role("hypervisor")), "ceph")
     return CephSettings(
-        pool=r.optional(opts, "pool", lambda n: r.string(n, "pool"), d.pool),
+        pool=r.optional(opts, "pool", lambda n: r.identifier(n, "pool", CEPH_NAME_RE, "KVMpool (letters, digits, . _ -)"), d.pool),
         pg_num=pg_num,
-        client=r.optional(opts, "client", lambda n: r.string(n, "client"), d.client),
+        client=r.optional(opts, "client", lambda n: r.identifier(n, "client", CEPH_NAME_RE, "KVMpool (letters, digits, . _ -)"), d.client),
         osd_disk=osd_disk,
         network=network,
         libvirt_pool=r.optional(opts, "libvirt_pool", lambda n: r.name(n, "libvirt_pool"), d.libvirt_pool),

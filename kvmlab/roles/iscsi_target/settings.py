@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 
 from kvmlab.roles.reader import Fields, SettingsReader
-from kvmlab.yamlread import DISK_RANGE_MIB, suggest
+from kvmlab.yamlread import DISK_RANGE_MIB, quote, suggest
 
 KEY = "iscsi-target"
 IQN_RE = re.compile(r"^iqn\.\d{4}-\d{2}\.[a-z0-9][a-z0-9.-]*(:[A-Za-z0-9._:-]+)?$")
@@ -50,7 +50,7 @@ def parse(sr: SettingsReader) -> IscsiTargetSettings:
     target = targets[0]
     iqn = r.optional(opts, "iqn", lambda n: r.string(n, "iqn"), f"iqn.2026-11.dev.kvmlab:{sr.lab.name}")
     if not IQN_RE.match(iqn):
-        raise r.fail(opts["iqn"][1], f"'{iqn}' is not an iSCSI qualified name: write e.g. iqn.2026-11.lab.example:storage")
+        raise r.fail(opts["iqn"][1], f"'{quote(iqn)}' is not an iSCSI qualified name: write e.g. iqn.2026-11.lab.example:storage")
     luns: list[IscsiLun] = []
     disk_backend: dict[str, str] = {}
     for item in r.sequence(r.required(opts, "luns", where, "role settings 'iscsi-target'"), "luns"):
