@@ -260,13 +260,26 @@ def cmd_down(args: argparse.Namespace) -> int:
         print(f"no lab '{args.lab}' is up")
         return 0
     # A process still running the lab (an `up` not finished, a pytest session) would fail in odd ways.
-    refusals = [] if args.force else [why for r in mine if (why := runs.down_refusal(r))]
+    refusals = [] if args.force else [why for r in mine if (why := runs.down_refusal(r) or _checkpoint_busy(r))]
     if refusals:
         raise HarnessError("\n".join(refusals))
     found = {r.run_id for r in mine}
     out = collect(_provider(), only_runs=found)
     print(f"lab {args.lab}: removed {len(out.domains)} domains, {len(out.networks)} networks, {len(out.volumes)} volumes")
     return 0
+
+
+def _checkpoint_busy(run: runs.Run) -> str | None:
+    """A `kvmlab snapshot` or `revert` still working on RUN (its owner may be a kept lab's finished `up`)."""
+    from kvmlab.checkpoints import checkpoint_root, run_lock
+
+    root = checkpoint_root(render.prefix(run.lab, run.run_id))
+    if not root.is_dir():
+        return None
+    with run_lock(root, blocking=False) as free:
+        if free:
+            return None
+    return f"lab {run.lab} (run {run.run_id}): a snapshot or revert is running on it; wait for it to end, or pass --force"
 
 
 def _attach(lab_name: str):

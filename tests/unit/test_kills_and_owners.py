@@ -202,3 +202,30 @@ def test_status_without_a_lab_keeps_the_table(provider, monkeypatch, capsys):
     _run(os.getpid())
     assert cli.main(["status"]) == 0
     assert capsys.readouterr().out.splitlines()[0].split() == ["lab", "run", "user", "owner", "subnets", "nodes"]
+
+
+def test_down_is_refused_while_a_snapshot_or_revert_holds_the_lab(tmp_path, monkeypatch):
+    monkeypatch.setenv("KVMLAB_CHECKPOINT_DIR", str(tmp_path))
+    run = _run(dead_pid(), kept=True)  # a kept lab: its `up` has exited, so only the checkpoint lock tells
+    root = tmp_path / "kvmlab-smoke-0c0c0c"
+    assert cli._checkpoint_busy(run) is None  # no checkpoint ever taken
+    root.mkdir()
+    holder = subprocess.Popen(
+        [
+            "python3",
+            "-c",
+            "import fcntl, sys, time; f = open(sys.argv[1], 'a'); fcntl.flock(f, fcntl.LOCK_EX); print(1, flush=True); time.sleep(60)",
+            str(root / ".lock"),
+        ],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline()
+        assert (
+            cli._checkpoint_busy(run)
+            == "lab smoke (run 0c0c0c): a snapshot or revert is running on it; wait for it to end, or pass --force"
+        )
+    finally:
+        holder.kill()
+        holder.wait()
+    assert cli._checkpoint_busy(run) is None
