@@ -19,7 +19,7 @@ from typing import Any
 from kvmlab import accel as accel_mod
 from kvmlab import clones, golden, images, keys, render, runs, settings
 from kvmlab.checkpoints import Checkpoints
-from kvmlab.errors import HarnessError
+from kvmlab.errors import HarnessError, LibvirtGone, NodeStopped, PoolFull
 from kvmlab.gc import collect
 from kvmlab.model import Lab, Node, Placement
 from kvmlab.preflight import check_fits, require_host
@@ -29,8 +29,6 @@ from kvmlab.remote import Remote, Result, SshTarget
 from kvmlab.roles import PHASES, RoleContext, Step, registry
 from kvmlab.seed import build_seed_iso
 from kvmlab.wait import timeout_for, wait_until
-
-POOL = settings.POOL
 
 Progress = Callable[[str], None]
 
@@ -93,8 +91,37 @@ class NodeHandle:
     @property
     def remote(self) -> Remote:
         if self._remote is None:
-            self._remote = Remote(self.session.ssh_target(self.name))
+            self._remote = Remote(self.session.ssh_target(self.name), watch=self.stopped)
         return self._remote
+
+    def stopped(self) -> NodeStopped | None:
+        """Why this node can no longer answer (its QEMU ended, QEMU paused it on an I/O error, its
+        network is gone), or None while it can. A node paused on purpose (pause()) is not stopped."""
+        provider, lab = self.session.provider, self.session.lab.name
+        try:
+            st = provider.domain_status(self.domain)
+            active = provider.active_networks() if st.state == "running" else []
+        except LibvirtGone:
+            raise
+        except HarnessError:
+            return None  # libvirt could not say: that is no proof the node is gone
+        if st.state in ("absent", "shutoff", "crashed"):
+            cause = f"its QEMU process ended: {st.detail or f'domain {self.domain} is {st.state}'}"
+            fix = f"find what ended it (the host's dmesg, libvirt's log of {self.domain}), then bring the lab up again"
+            return NodeStopped(self.name, cause, fix)
+        if st.state == "paused" and st.reason == "ioerror":
+            cause = f"QEMU paused it on a disk I/O error: {st.detail or 'unknown disk'}"
+            if "no space" in st.detail:
+                cause += f"; the pool filesystem {settings.pool_dir()} is full"
+            fix = f"free space there (or set KVMLAB_POOL_DIR), then `virsh resume {self.domain}`; or `kvmlab down {lab}`"
+            return NodeStopped(self.name, cause, fix)
+        for net in self.model.networks if st.state == "running" else ():
+            name = render.network_name(lab, self.session.run_id, net)
+            if name not in active:
+                cause = f"its network {net} is gone: libvirt network {name} was removed behind kvmlab's back"
+                fix = f"run `kvmlab down {lab}` (if the lab is still up) and bring it up again"
+                return NodeStopped(self.name, cause, fix, verb="is cut off")
+        return None
 
     @property
     def host(self) -> Any:
@@ -272,6 +299,8 @@ class NodeHandle:
                 interval=interval,
                 failed=lambda: None if self.state == "running" else f"node {self.name} is {self.state}",
             )
+        except NodeStopped:
+            raise
         except HarnessError as exc:
             seen = f"; last exit {last[0].rc}: {_clip(last[0].output)}" if last else ""
             raise AssertionError(f"{exc}{seen}") from exc
@@ -289,7 +318,13 @@ class NodeHandle:
                 raise AssertionError(f"{self.name}: unit {unit} has failed:\n{_clip(status, 1500)}")
             return now if now == "active" else None
 
-        wait_until(state, timeout or timeout_for("service", self.session.accel), f"{self.name}: unit {unit} to be active", interval=1.0)
+        wait_until(
+            state,
+            timeout or timeout_for("service", self.session.accel),
+            f"{self.name}: unit {unit} to be active",
+            interval=1.0,
+            failed=lambda: str(stop) if (stop := self.stopped()) else None,
+        )
         self._log(f"unit {unit} active after {time.monotonic() - start:.1f} s")
 
     def console_tail(self, lines: int = 30) -> str:
@@ -520,9 +555,9 @@ class LabSession:
         settings.console_dir().mkdir(parents=True, exist_ok=True)
         self.ensure_base(image)
         for node in self.lab.nodes:
-            self.provider.create_volume(POOL, self.files[f"volumes/{node.name}-root.xml"])
+            self.provider.create_volume(settings.POOL, self.files[f"volumes/{node.name}-root.xml"])
             for disk in node.disks:
-                self.provider.create_volume(POOL, self.files[f"volumes/{node.name}-{disk.name}.xml"])
+                self.provider.create_volume(settings.POOL, self.files[f"volumes/{node.name}-{disk.name}.xml"])
         self.create_networks_and_seeds()
 
     def _write_ssh_files(self, host_keys: dict[str, keys.KeyPair]) -> None:
@@ -530,28 +565,33 @@ class LabSession:
         write_files(self.run_dir, render.render_ssh_files(self.lab, self.placement, self.run_dir, public))
 
     def ensure_base(self, image: images.Image) -> None:
-        pool_xml = render.render_pool_xml(POOL, str(settings.pool_dir()))
+        pool_xml = render.render_pool_xml(settings.POOL, str(settings.pool_dir()))
         parts = (("qcow2", image.root, "qcow2"), ("vmlinuz", image.kernel, "raw"), ("initrd", image.initrd, "raw"))
         complete = f"base-{image.digest}.complete"
         # Two runs starting together, of any user, must not both upload the same base image.
         settings.lease_dir().mkdir(parents=True, exist_ok=True)
         with open(settings.lease_dir() / "pool.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            self.provider.ensure_pool(POOL, pool_xml)
-            if self.provider.has_volume(POOL, complete):
+            self.provider.ensure_pool(settings.POOL, pool_xml)
+            if self.provider.has_volume(settings.POOL, complete):
                 return
             # No marker: nothing was uploaded, or an upload was killed half-way. Start over.
             for suffix, path, fmt in parts:
                 name = f"base-{image.digest}.{suffix}"
-                self.provider.delete_volume(POOL, name)
-                self.log(f"uploading {name} into pool {POOL}")
+                self.provider.delete_volume(settings.POOL, name)
+                self.log(f"uploading {name} into pool {settings.POOL}")
                 self._upload(name, path, fmt)
             self._upload(complete, b"complete\n", "raw")
 
     def _upload(self, name: str, source: Path | bytes, fmt: str) -> None:
         """A new volume NAME in kvmlab's pool holding SOURCE (a file or bytes) in format FMT."""
         size = len(source) if isinstance(source, bytes) else source.stat().st_size
-        self.provider.upload_volume(POOL, render.render_upload_volume(name, size, fmt), source)
+        # Checked first, to say which filesystem lacks how much before anything is written (an ENOSPC
+        # from libvirt itself, when another writer takes the space meanwhile, becomes the same error).
+        directory, free = self.provider.pool_space(settings.POOL)
+        if size > free:
+            raise PoolFull(directory, -(-size // 2**20), free // 2**20)
+        self.provider.upload_volume(settings.POOL, render.render_upload_volume(name, size, fmt), source)
 
     def _units(self, node: Node, phase: str) -> list[tuple[str, Step]]:
         """(role, step) for NODE in PHASE: its own roles' steps, then what other roles of the lab do on it."""
@@ -636,8 +676,8 @@ class LabSession:
             try:
                 generic = generics.for_node(xml, self._stop)
                 start = time.monotonic()
-                self.provider.delete_volume(POOL, root)
-                self.provider.create_volume(POOL, render.render_overlay_volume(root, generic.volume_path))
+                self.provider.delete_volume(settings.POOL, root)
+                self.provider.create_volume(settings.POOL, render.render_overlay_volume(root, generic.volume_path))
                 clones.restore_clone(self.provider, generic, xml)
                 self.node(node.name).cloned = True
                 self.log(f"{node.name}: cloned from generic node {generic.key} in {time.monotonic() - start:.1f} s")
@@ -647,8 +687,8 @@ class LabSession:
                     raise
                 self.log(f"{node.name}: cloning failed ({str(exc).splitlines()[0]}); booting it instead")
                 self.provider.destroy_domain(self.node(node.name).domain)
-                self.provider.delete_volume(POOL, root)
-                self.provider.create_volume(POOL, root_xml)
+                self.provider.delete_volume(settings.POOL, root)
+                self.provider.create_volume(settings.POOL, root_xml)
         self.provider.create_domain(xml)
 
     def _step(self, node: Node, role: str, phase: str, fn: Callable[[], None]) -> None:
@@ -656,7 +696,10 @@ class LabSession:
             raise HarnessError(f"{node.name}: {role} {phase} skipped: another node failed")
         start = time.monotonic()
         self.log(f"{node.name}: {role} {phase} ...")
-        fn()
+        try:
+            fn()
+        except NodeStopped as exc:
+            raise exc.at(f"during step {role} {phase}") from None
         self.log(f"{node.name}: {role} {phase} done in {time.monotonic() - start:.1f} s")
 
     def _boot_contention(self) -> float:
@@ -669,6 +712,8 @@ class LabSession:
         def failed() -> str | None:
             if self._stop.is_set():
                 return "another node failed"
+            if stop := handle.stopped():
+                raise stop.at("while booting")
             state = handle.state
             return None if state == "running" else f"domain {handle.domain} is {state}"
 
@@ -690,7 +735,12 @@ class LabSession:
             self._generics.abort()
         for handle in self.nodes:
             handle.forget_session()
-        collect(self.provider, only_runs={self.run_id})
+        try:
+            collect(self.provider, only_runs={self.run_id})
+        except LibvirtGone as exc:
+            # Nothing can be removed without libvirtd; the run stays registered, so `kvmlab gc` finds it later.
+            self.log(f"could not tear lab {self.lab.name} down: {exc}")
+            return
         self._registered = False
         self.log(f"lab {self.lab.name} (run {self.run_id}) torn down")
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 import logging
 import shlex
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,9 +18,12 @@ import paramiko
 import testinfra
 from testinfra.backend.paramiko import ParamikoBackend
 
-from kvmlab.errors import HarnessError, RoleError
+from kvmlab.errors import HarnessError, NodeStopped, RoleError
 
 CONNECT_TIMEOUT_S = 10
+# A command silent this long asks its node's watch whether the node still exists: a node whose QEMU
+# ended or was paused never closes the TCP connection, so the command would sit out its whole timeout.
+WATCH_INTERVAL_S = 2.0
 TEST_COMMAND_TIMEOUT_S = 900  # a test's command that hangs fails instead of stalling the whole run
 
 # paramiko logs every failed handshake with its traceback (Python's last-resort handler prints it):
@@ -37,6 +42,10 @@ class Result:
         return (self.stdout + ("\n" + self.stderr if self.stderr else "")).strip()
 
 
+# Asked by a command that waits on a silent node: why the node can no longer answer, or None.
+Watch = Callable[[], NodeStopped | None]
+
+
 @dataclass(frozen=True)
 class SshTarget:
     node: str
@@ -50,10 +59,14 @@ class SshTarget:
 class Remote:
     """A node's SSH session; reconnects when the node has rebooted or the link dropped."""
 
-    def __init__(self, target: SshTarget) -> None:
+    def __init__(self, target: SshTarget, watch: Watch | None = None) -> None:
         self.target = target
+        self.watch = watch
         self._client: paramiko.SSHClient | None = None
         self._lock = threading.Lock()
+
+    def _stopped(self) -> NodeStopped | None:
+        return self.watch() if self.watch is not None else None
 
     def _connect(self) -> paramiko.SSHClient:
         client = paramiko.SSHClient()
@@ -98,16 +111,23 @@ class Remote:
 
     def run(self, command: str, timeout: float = 600.0, stdin: str | None = None) -> Result:
         try:
-            chan = self.client.get_transport().open_session()  # type: ignore[union-attr]
+            chan = self.client.get_transport().open_session(timeout=CONNECT_TIMEOUT_S)  # type: ignore[union-attr]
             chan.settimeout(timeout)
             chan.exec_command(command)
             if stdin is not None:
                 chan.sendall(stdin.encode())
                 chan.shutdown_write()
-            out, err = _drain(chan)
-            return Result(chan.recv_exit_status(), out, err)
-        except (OSError, paramiko.SSHException, EOFError) as exc:
+            out, err = _drain(chan, timeout, self._stopped)
+            return Result(chan.recv_exit_status(), out.decode(errors="replace"), err.decode(errors="replace"))
+        except NodeStopped as exc:
             self.close()
+            raise exc.at(f"while running `{_short(command)}`") from None
+        except (OSError, paramiko.SSHException, EOFError, HarnessError) as exc:
+            self.close()
+            if stop := self._stopped():  # the node is gone: say so, not "connection timed out"
+                raise stop.at(f"while running `{_short(command)}`") from exc
+            if isinstance(exc, HarnessError):
+                raise
             raise HarnessError(f"ssh to {self.target.node}: '{command}': {exc or type(exc).__name__}") from exc
 
     def check(self, command: str, step: str, timeout: float = 600.0, stdin: str | None = None) -> Result:
@@ -127,6 +147,8 @@ class Remote:
 
     def answers(self) -> bool:
         """True when sshd accepts our key; False while the node is still booting."""
+        if self._stopped():
+            return False  # no use knocking: the node's QEMU ended, or it cannot be reached any more
         try:
             return self.run("true", timeout=CONNECT_TIMEOUT_S).rc == 0
         except HarnessError:
@@ -156,23 +178,48 @@ class _TimedBackend(ParamikoBackend):
     def _exec_command(self, command: bytes) -> tuple[int, bytes, bytes]:
         transport = self.remote.client.get_transport()
         assert transport is not None
-        chan = transport.open_session()
-        chan.settimeout(TEST_COMMAND_TIMEOUT_S)
+        chan = transport.open_session(timeout=CONNECT_TIMEOUT_S)
         chan.exec_command(command)
         try:
-            stdout = chan.makefile("rb").read()
-            stderr = chan.makefile_stderr("rb").read()
-        except TimeoutError as exc:
+            stdout, stderr = _drain(chan, TEST_COMMAND_TIMEOUT_S, self.remote._stopped)
+        except NodeStopped as exc:
+            self.remote.close()
+            raise exc.at(f"while running `{_short(command.decode(errors='replace'))}`") from None
+        except HarnessError as exc:
             chan.close()
             raise HarnessError(f"{self.host.name}: command still running after {TEST_COMMAND_TIMEOUT_S} s: {command.decode()}") from exc
         return chan.recv_exit_status(), stdout, stderr
 
 
-def _drain(chan: paramiko.Channel) -> tuple[str, str]:
-    # stderr is buffered by paramiko while we read stdout to its end.
+def _drain(chan: paramiko.Channel, timeout: float, stopped: Watch) -> tuple[bytes, bytes]:
+    """Read stdout and stderr to their end within TIMEOUT; whenever the command is silent for
+    WATCH_INTERVAL_S, ask STOPPED whether the node still exists and raise what it says if not."""
+    out, err = bytearray(), bytearray()
+    deadline = time.monotonic() + timeout
+    chan.settimeout(WATCH_INTERVAL_S)
+    while True:
+        while chan.recv_stderr_ready():
+            err += chan.recv_stderr(65536)
+        try:
+            data = chan.recv(65536)
+        except TimeoutError:
+            if stop := stopped():
+                raise stop from None
+            if time.monotonic() > deadline:
+                raise HarnessError("command produced no result before its timeout") from None
+            continue
+        if not data:
+            break  # stdout closed: the command has ended
+        out += data
+    chan.settimeout(max(1.0, deadline - time.monotonic()))
     try:
-        out = chan.makefile("rb").read()
-        err = chan.makefile_stderr("rb").read()
+        err += chan.makefile_stderr("rb").read()
     except TimeoutError as exc:
         raise HarnessError("command produced no result before its timeout") from exc
-    return out.decode(errors="replace"), err.decode(errors="replace")
+    return bytes(out), bytes(err)
+
+
+def _short(command: str) -> str:
+    """A command as one short line, for messages (role steps run whole scripts)."""
+    first = command.strip().splitlines()[0] if command.strip() else ""
+    return first if len(first) <= 80 and "\n" not in command.strip() else first[:77] + "..."

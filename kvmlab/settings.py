@@ -24,7 +24,12 @@ def lease_dir() -> Path:
     return Path(os.environ.get("KVMLAB_LEASES", "/var/lib/kvmlab/leases"))
 
 
-POOL = "kvmlab"  # the libvirt dir pool holding every kvmlab volume
+def __getattr__(name: str) -> str:
+    # settings.POOL, the libvirt dir pool holding every kvmlab volume, is read when used (PEP 562),
+    # so that KVMLAB_POOL (with KVMLAB_POOL_DIR) can point a process or a test at another pool.
+    if name == "POOL":
+        return os.environ.get("KVMLAB_POOL", "kvmlab")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def pool_dir() -> Path:
@@ -34,6 +39,11 @@ def pool_dir() -> Path:
 
 def libvirt_uri() -> str:
     return os.environ.get("KVMLAB_URI", "qemu:///system")
+
+
+def libvirt_reconnect_s() -> float:
+    """How long to keep reconnecting when libvirtd goes away (a restart takes a few seconds)."""
+    return float(os.environ.get("KVMLAB_LIBVIRT_RECONNECT_S", "60"))
 
 
 def debian_mirror() -> str:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from kvmlab.errors import HarnessError, LabTimeout
+from kvmlab.errors import HarnessError, LabTimeout, LibvirtGone, NodeStopped
 
 T = TypeVar("T")
 
@@ -77,7 +77,8 @@ def wait_until(
     FAILED is asked before each poll and ends the wait at once when what we wait
     for can no longer happen (a VM that died). CONTEXT adds evidence, e.g. the
     tail of a console, to the timeout message. A HarnessError raised by CHECK is
-    kept as the last value seen and retried, so flaky probes do not end the wait.
+    kept as the last value seen and retried, so flaky probes do not end the wait;
+    NodeStopped and LibvirtGone are not: what they say does not get better by waiting.
     """
     clock = clock or SystemClock()
     deadline = Deadline(timeout, clock)
@@ -87,6 +88,8 @@ def wait_until(
             raise LabTimeout(_message(f"gave up waiting for {what}: {reason}", deadline, last, context))
         try:
             value = check()
+        except (NodeStopped, LibvirtGone):
+            raise
         except HarnessError as exc:
             value, last = None, exc  # type: ignore[assignment]
         else:

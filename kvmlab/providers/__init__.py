@@ -23,7 +23,7 @@ def connect(uri: str | None = None) -> Provider:
         # Imported here so that commands that never touch a VM work without libvirt-python.
         from kvmlab.providers.libvirt import LibvirtProvider
 
-        return LibvirtProvider(uri)
+        return LibvirtProvider(uri, reconnect_s=settings.libvirt_reconnect_s())
     raise HarnessError(
         f"no provider for URI '{uri}': kvmlab supports libvirt URIs of the qemu and test drivers"
         " (qemu:///system, qemu+ssh://HOST/system, test:///default); set KVMLAB_URI to one of them"

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import sys
 import threading
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlparse
 
 import libvirt
 
-from kvmlab.errors import HarnessError
-from kvmlab.providers.base import DomainInfo
+from kvmlab.errors import HarnessError, LibvirtGone, PoolFull
+from kvmlab.providers.base import DomainInfo, DomainStatus
 
 NAMESPACE = "https://kvmlab.dev/xmlns/run/1"
 CHUNK = 4 * 1024 * 1024
@@ -26,6 +31,62 @@ _STATES = {
     libvirt.VIR_DOMAIN_CRASHED: "crashed",
     libvirt.VIR_DOMAIN_PMSUSPENDED: "suspended",
 }
+
+
+_PAUSE_REASONS = {
+    libvirt.VIR_DOMAIN_PAUSED_USER: "user",
+    libvirt.VIR_DOMAIN_PAUSED_MIGRATION: "migration",
+    libvirt.VIR_DOMAIN_PAUSED_SAVE: "save",
+    libvirt.VIR_DOMAIN_PAUSED_IOERROR: "ioerror",
+    libvirt.VIR_DOMAIN_PAUSED_CRASHED: "crashed",
+    libvirt.VIR_DOMAIN_PAUSED_STARTING_UP: "starting-up",
+}
+_DISK_ERRORS = {
+    libvirt.VIR_DOMAIN_DISK_ERROR_NO_SPACE: "no space left on device",
+    libvirt.VIR_DOMAIN_DISK_ERROR_UNSPEC: "I/O error",
+}
+ENOSPC_TEXT = "No space left on device"  # strerror(ENOSPC), as libvirt reports a failed write
+QEMU_LOG_DIR = Path("/var/log/libvirt/qemu")  # where qemu:///system keeps each domain's log
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _stderr(line: str) -> None:
+    sys.stderr.write(f"kvmlab: {line}\n")
+    sys.stderr.flush()
+
+
+def _reconnecting(method: F) -> F:
+    """libvirtd restarted (its QEMU processes live on and it finds them again): reconnect within
+    a deadline and try METHOD once more, instead of failing on a dead connection."""
+
+    @functools.wraps(method)
+    def wrapper(self: LibvirtProvider, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except (libvirt.libvirtError, HarnessError):
+            if self._connected():
+                raise  # a real error of this call, not a lost connection
+        self._reconnect()
+        return method(self, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _local_system(uri: str) -> bool:
+    """A qemu:///system URI on this host: its domains' logs can be read here."""
+    parsed = urlparse(uri)
+    return parsed.scheme.split("+")[0] == "qemu" and not parsed.hostname and parsed.path == "/system"
+
+
+def _last_stop(log: Path) -> str:
+    """How QEMU ended, from the domain's log: libvirt's 'shutting down, reason=...' and QEMU's own last word."""
+    try:
+        lines = log.read_text(errors="replace").splitlines()[-20:]
+    except OSError:
+        return ""
+    said = [ln.split(": ", 1)[-1].strip() for ln in lines if "terminating on signal" in ln or "shutting down, reason=" in ln]
+    return "; ".join(said[-2:])
 
 
 def _quiet(_ctx: object, _err: object) -> None:
@@ -65,9 +126,12 @@ def _volume_name(xml: str) -> str:
 
 
 class LibvirtProvider:
-    def __init__(self, uri: str) -> None:
+    def __init__(self, uri: str, reconnect_s: float = 60.0, log: Callable[[str], None] = _stderr) -> None:
         self.uri = uri
+        self.reconnect_s, self.log = reconnect_s, log
         self._lock = threading.Lock()
+        self._reconnect_lock = threading.Lock()
+        self._gave_up = False  # reconnecting failed once: later calls try once, not for a whole deadline each
         try:
             self._conn = libvirt.open(uri)
         except libvirt.libvirtError as exc:
@@ -75,6 +139,37 @@ class LibvirtProvider:
                 f"cannot connect to libvirt at {uri}: {exc.get_error_message()}\n"
                 "  fix: start the daemons (`virtlogd -d && libvirtd -d`, or `make deps`)"
             ) from exc
+
+    def _connected(self) -> bool:
+        try:
+            return self._conn.isAlive() == 1
+        except libvirt.libvirtError:
+            return False
+
+    def _reconnect(self) -> None:
+        """Open a new connection, retrying until the deadline; LibvirtGone when libvirtd does not come back."""
+        with self._reconnect_lock:
+            if self._connected():
+                return  # another thread reconnected meanwhile
+            seconds = 0.0 if self._gave_up else self.reconnect_s
+            if not self._gave_up:
+                self.log("libvirtd connection lost; reconnecting")
+            start = time.monotonic()
+            while True:
+                try:
+                    conn = libvirt.open(self.uri)
+                except libvirt.libvirtError as exc:
+                    last = exc.get_error_message()
+                else:
+                    with contextlib.suppress(libvirt.libvirtError):
+                        self._conn.close()
+                    self._conn, self._gave_up = conn, False
+                    self.log(f"libvirtd connection back after {time.monotonic() - start:.1f} s")
+                    return
+                if time.monotonic() - start >= seconds:
+                    self._gave_up = True
+                    raise LibvirtGone(self.uri, self.reconnect_s, last)
+                time.sleep(0.5)
 
     def close(self) -> None:
         with contextlib.suppress(libvirt.libvirtError):
@@ -87,6 +182,7 @@ class LibvirtProvider:
             raise HarnessError(f"libvirt: {what}: {exc.get_error_message()}") from exc
 
     # storage
+    @_reconnecting
     def ensure_pool(self, name: str, xml: str) -> None:
         with self._lock:
             try:
@@ -102,24 +198,44 @@ class LibvirtProvider:
     def _pool(self, name: str):
         return self._call(f"look up pool {name}", self._conn.storagePoolLookupByName, name)
 
+    @_reconnecting
     def has_volume(self, pool: str, name: str) -> bool:
         try:
             self._pool(pool).storageVolLookupByName(name)
             return True
-        except libvirt.libvirtError:
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_VOL:
+                raise  # not "no such volume": a lost connection says nothing about the volume
             return False
 
+    @_reconnecting
+    def pool_space(self, pool: str) -> tuple[str, int]:
+        """(directory, free bytes) of POOL's filesystem, as libvirt sees it on the libvirt host."""
+        p = self._pool(pool)
+        with contextlib.suppress(libvirt.libvirtError):
+            p.refresh(0)  # libvirt measures free space on refresh; refused while uploads run (then: the last measure)
+        directory = ET.fromstring(p.XMLDesc(0)).findtext("./target/path") or pool
+        return directory, p.info()[3]
+
+    @_reconnecting
     def list_volumes(self, pool: str) -> list[str]:
         p = self._pool(pool)
         _refresh(p)
         return list(p.listVolumes())
 
+    @_reconnecting
     def upload_volume(self, pool: str, xml: str, source: Path | bytes) -> None:
         """Create the volume XML describes (its capacity SOURCE's size) and fill it with SOURCE."""
         name = _volume_name(xml)
         data_len = len(source) if isinstance(source, bytes) else Path(source).stat().st_size
         p = self._pool(pool)
-        vol = self._call(f"create volume {name}", p.createXML, xml, 0)
+        with contextlib.suppress(libvirt.libvirtError):
+            p.storageVolLookupByName(name).delete(0)  # half an upload cut short by a libvirtd restart
+        try:
+            vol = p.createXML(xml, 0)  # libvirt allocates the whole volume here: a full pool fails here first
+        except libvirt.libvirtError as exc:
+            self._raise_if_full(pool, data_len, exc)
+            raise HarnessError(f"libvirt: create volume {name}: {exc.get_error_message()}") from exc
         stream = self._conn.newStream(0)
         try:
             vol.upload(stream, 0, data_len, 0)
@@ -132,13 +248,24 @@ class LibvirtProvider:
                         stream.send(chunk)
             stream.finish()
         except (libvirt.libvirtError, OSError) as exc:
-            stream.abort()
-            vol.delete(0)
+            with contextlib.suppress(libvirt.libvirtError):
+                stream.abort()
+            with contextlib.suppress(libvirt.libvirtError):
+                vol.delete(0)
+            self._raise_if_full(pool, data_len, exc)
             raise HarnessError(f"libvirt: upload of volume {name} failed: {exc}") from exc
 
+    def _raise_if_full(self, pool: str, need: int, exc: Exception) -> None:
+        """ENOSPC from libvirt while writing a volume of NEED bytes: say which filesystem is full, and how full."""
+        if ENOSPC_TEXT in str(exc) and self._connected():
+            directory, free = self.pool_space(pool)
+            raise PoolFull(directory, -(-need // 2**20), free // 2**20) from exc
+
+    @_reconnecting
     def create_volume(self, pool: str, xml: str) -> None:
         self._call("create volume", self._pool(pool).createXML, xml, 0)
 
+    @_reconnecting
     def delete_volume(self, pool: str, name: str) -> None:
         try:
             vol = self._pool(pool).storageVolLookupByName(name)
@@ -147,9 +274,11 @@ class LibvirtProvider:
             _unless_gone(exc, libvirt.VIR_ERR_NO_STORAGE_VOL, f"delete volume {name}")
 
     # networks
+    @_reconnecting
     def create_network(self, xml: str) -> None:
         self._call("create network", self._conn.networkCreateXML, xml)
 
+    @_reconnecting
     def destroy_network(self, name: str) -> None:
         try:
             net = self._conn.networkLookupByName(name)
@@ -161,12 +290,19 @@ class LibvirtProvider:
         except libvirt.libvirtError as exc:
             _unless_gone(exc, libvirt.VIR_ERR_NO_NETWORK, f"destroy network {name}")
 
+    @_reconnecting
     def list_networks(self) -> list[str]:
         return [n.name() for n in self._conn.listAllNetworks(0)]
 
+    @_reconnecting
+    def active_networks(self) -> list[str]:
+        return [n.name() for n in self._conn.listAllNetworks(libvirt.VIR_CONNECT_LIST_NETWORKS_ACTIVE)]
+
+    @_reconnecting
     def network_bridges(self) -> dict[str, str]:
         return {n.name(): n.bridgeName() for n in self._conn.listAllNetworks(libvirt.VIR_CONNECT_LIST_NETWORKS_ACTIVE)}
 
+    @_reconnecting
     def network_addresses(self) -> list[str]:
         """The <ip> of every defined network, so leases never overlap networks we did not create."""
         out = []
@@ -177,9 +313,11 @@ class LibvirtProvider:
         return out
 
     # domains
+    @_reconnecting
     def create_domain(self, xml: str) -> None:
         self._call("create domain", self._conn.createXML, xml, 0)
 
+    @_reconnecting
     def destroy_domain(self, name: str) -> None:
         try:
             dom = self._conn.lookupByName(name)
@@ -191,29 +329,58 @@ class LibvirtProvider:
         except libvirt.libvirtError as exc:
             _unless_gone(exc, libvirt.VIR_ERR_NO_DOMAIN, f"destroy domain {name}")
 
+    @_reconnecting
     def domain_state(self, name: str) -> str:
         try:
             state, _reason = self._conn.lookupByName(name).state(0)
-        except libvirt.libvirtError:
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                raise  # a lost connection is not a domain that is gone
             return "absent"
         return _STATES.get(state, "unknown")
+
+    @_reconnecting
+    def domain_status(self, name: str) -> DomainStatus:
+        """State, why (paused: user, ioerror, ...), and what libvirt knows of how it stopped."""
+        try:
+            dom = self._conn.lookupByName(name)
+            state, reason = dom.state(0)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                raise
+            # A transient domain is gone once QEMU ends; its log still says how it ended.
+            return DomainStatus("absent", "", _last_stop(QEMU_LOG_DIR / f"{name}.log") if _local_system(self.uri) else "")
+        if state != libvirt.VIR_DOMAIN_PAUSED:
+            return DomainStatus(_STATES.get(state, "unknown"), "", "")
+        why = _PAUSE_REASONS.get(reason, "other")
+        detail = ""
+        if why == "ioerror":
+            with contextlib.suppress(libvirt.libvirtError):
+                errors = dom.diskErrors(0)
+                detail = ", ".join(f"disk {dev}: {_DISK_ERRORS.get(code, 'I/O error')}" for dev, code in sorted(errors.items()) if code)
+        return DomainStatus("paused", why, detail)
 
     def _domain(self, name: str):
         return self._call(f"find domain {name}", self._conn.lookupByName, name)
 
+    @_reconnecting
     def domain_definition(self, name: str) -> str:
         """The XML to start the domain again from, without runtime details (pty paths, aliases)."""
         return self._call(f"dump XML of {name}", lambda: self._domain(name).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
 
+    @_reconnecting
     def shutdown_domain(self, name: str) -> None:
         self._call(f"shut down {name}", lambda: self._domain(name).shutdown())
 
+    @_reconnecting
     def pause_domain(self, name: str) -> None:
         self._call(f"pause {name}", lambda: self._domain(name).suspend())
 
+    @_reconnecting
     def resume_domain(self, name: str) -> None:
         self._call(f"resume {name}", lambda: self._domain(name).resume())
 
+    @_reconnecting
     def set_link(self, name: str, mac: str, up: bool) -> None:
         """Plug or unplug the virtual cable of the NIC with MAC; the guest sees carrier loss."""
         root = ET.fromstring(self.domain_xml(name))
@@ -229,6 +396,7 @@ class LibvirtProvider:
                 return
         raise HarnessError(f"domain {name} has no interface with MAC {mac}")
 
+    @_reconnecting
     def detach_disk(self, name: str, serial: str) -> str:
         """Hot-unplug the disk with SERIAL; returns its XML so that it can be plugged back."""
         root = ET.fromstring(self.domain_xml(name))
@@ -246,16 +414,20 @@ class LibvirtProvider:
                 return ET.tostring(disk, encoding="unicode")
         raise HarnessError(f"domain {name} has no disk with serial {serial}")
 
+    @_reconnecting
     def has_disk(self, name: str, serial: str) -> bool:
         return any(d.findtext("serial") == serial for d in ET.fromstring(self.domain_xml(name)).findall("./devices/disk"))
 
+    @_reconnecting
     def attach_device(self, name: str, xml: str) -> None:
         self._call(f"attach a device to {name}", lambda: self._domain(name).attachDeviceFlags(xml, libvirt.VIR_DOMAIN_AFFECT_LIVE))
 
+    @_reconnecting
     def save_domain(self, name: str, path: str) -> None:
         """Write the domain's memory and device state to PATH; the domain stops."""
         self._call(f"save {name} to {path}", lambda: self._domain(name).save(path))
 
+    @_reconnecting
     def saved_domain_xml(self, path: str) -> str:
         return self._call(f"read saved state {path}", self._conn.saveImageGetXMLDesc, path, 0)
 
@@ -281,14 +453,17 @@ class LibvirtProvider:
         flags = libvirt.VIR_DOMAIN_SAVE_PAUSED if paused else 0
         self._call(f"restore from {path}", self._conn.restoreFlags, path, xml, flags)
 
+    @_reconnecting
     def domain_xml(self, name: str) -> str:
         return self._call(f"dump XML of {name}", lambda: self._conn.lookupByName(name).XMLDesc(0))
 
+    @_reconnecting
     def console_log_path(self, name: str) -> str | None:
         root = ET.fromstring(self.domain_xml(name))
         log = root.find("./devices/serial/log")
         return log.get("file") if log is not None else None
 
+    @_reconnecting
     def list_domains(self) -> list[DomainInfo]:
         out = []
         for dom in self._conn.listAllDomains(0):
