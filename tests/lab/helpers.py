@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -31,6 +32,7 @@ class UpProcess:
             cwd=ROOT,
             env={**os.environ, **(env or {})},
             start_new_session=True,
+            preexec_fn=default_sigint,
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -79,3 +81,9 @@ def wait_domain_running(provider: Provider, run_id: str, timeout: float = 120, l
     while provider.domain_state(domain) != "running":
         assert time.monotonic() < deadline, f"{domain} never started"
         time.sleep(0.2)
+
+
+def default_sigint() -> None:
+    """Give a child Ctrl-C's default action: a test suite started in the background (`cmd &` in a script)
+    inherits SIGINT ignored, and Python then never turns SIGINT into KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

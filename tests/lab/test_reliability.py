@@ -22,7 +22,7 @@ from kvmlab.gc import collect
 from kvmlab.lab import LabSession
 from kvmlab.loader import load_lab
 from kvmlab.providers import connect
-from tests.lab.helpers import ROOT, TINY, UpProcess, leftovers, wait_domain_running
+from tests.lab.helpers import ROOT, TINY, UpProcess, default_sigint, leftovers, wait_domain_running
 
 pytestmark = pytest.mark.lab("tiny")
 
@@ -120,6 +120,7 @@ def test_interrupted_pytest_run_tears_its_lab_down(provider, sig):
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
+        preexec_fn=default_sigint,
     )
     deadline = time.monotonic() + 300
     new: set[str] = set()
