@@ -142,19 +142,19 @@ def check_text(seed: str, text: str, lab_dir: Path) -> None:
 # A long value with spaces, quoted whole by a role's message: only a length cap could cut it (and its advice).
 @example(("tiny", 'nodes: {a: {roles: [nfs-server]}}\nroles: {nfs-server: {exports: [{path: /x, clients: "' + "word " * 20_000 + '"}]}}\n'))
 @given(TEXT_LABS)
-@settings(FUZZ, max_examples=2000)
+@settings(FUZZ, max_examples=1500)
 def test_text_mutations_load_or_fail_cleanly(lab_dir: Path, seed_and_text: tuple[str, str]) -> None:
     check_text(*seed_and_text, lab_dir)
 
 
 @given(DATA_LABS)
-@settings(FUZZ, max_examples=700)
+@settings(FUZZ, max_examples=400)
 def test_data_mutations_load_or_fail_cleanly(lab_dir: Path, seed_and_text: tuple[str, str]) -> None:
     check_text(*seed_and_text, lab_dir)
 
 
 @given(deep_text())
-@settings(FUZZ, max_examples=15)
+@settings(FUZZ, max_examples=6)
 def test_deep_nesting_fails_cleanly(lab_dir: Path, text: str) -> None:
     check_text("deep", text, lab_dir)
 
