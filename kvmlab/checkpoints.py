@@ -19,7 +19,6 @@ or by `kvmlab gc`; a per-run file lock keeps both away from an operation still r
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import re
@@ -34,6 +33,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from kvmlab import render, settings
 from kvmlab.errors import HarnessError
+from kvmlab.locks import flocked
 from kvmlab.stops import stop_point
 from kvmlab.wait import timeout_for, wait_until
 
@@ -161,14 +161,8 @@ def run_lock(root: Path, blocking: bool = True) -> Iterator[bool]:
     """The run's checkpoint lock (one snapshot or revert at a time, across processes); yields False if busy and not BLOCKING.
 
     A flock: the kernel drops it when its holder dies, so a killed process never leaves it held."""
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".lock", "a") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield False
-            return
-        yield True
+    with flocked(root / ".lock", blocking) as held:
+        yield held
 
 
 def remove_leftovers(root: Path, prefix: str, volumes: Iterable[str], delete_volume: Callable[[str], None]) -> list[str]:

@@ -16,7 +16,6 @@ NAME/manifest.json, so a killed save is never restored; `kvmlab gc` removes what
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -32,6 +31,7 @@ from typing import TYPE_CHECKING, Protocol
 from kvmlab import render, runs, settings
 from kvmlab.checkpoints import ROOT_SERIAL, Book, Checkpoints, CheckpointSession, fsync_dir, fsync_tree, overlay_name
 from kvmlab.errors import HarnessError
+from kvmlab.locks import flocked
 from kvmlab.stops import stop_point
 from kvmlab.templating import search_path
 
@@ -116,14 +116,8 @@ def _link_or_copy(src: Path, dest: Path) -> None:
 @contextlib.contextmanager
 def _saving(blocking: bool = True) -> Iterator[bool]:
     """Held while a lab is being saved, so that gc never takes a half-written save for an orphan."""
-    saved_root().mkdir(parents=True, exist_ok=True)
-    with open(saved_root() / ".lock", "a") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield False
-            return
-        yield True
+    with flocked(saved_root() / ".lock", blocking) as held:
+        yield held
 
 
 def save(session: GoldenSession, checkpoint: str, image: Image, build_s: float) -> Path:
