@@ -21,6 +21,7 @@ from kvmlab import images
 from kvmlab.lab import LabSession
 from kvmlab.loader import load_lab
 from kvmlab.providers import connect
+from kvmlab.step_graph import format_timeline
 from kvmlab.verify import PASS, checks_for, run_checks, summary
 
 
@@ -79,6 +80,7 @@ def main() -> int:
     lab = load_lab(args.lab)
     session = LabSession(lab, connect(), progress=lambda line: sys.stderr.write(line + "\n"), use_saved=False)
     total, _ = timed(session.up)
+    timeline = ""
     try:
         ready = {n: st.ready_s or 0.0 for n, st in session.status.items()}
         roles = {n: st.roles_s or 0.0 for n, st in session.status.items()}
@@ -88,12 +90,16 @@ def main() -> int:
         rows.append(("boot to SSH + first boot, per node", ", ".join(f"{n} {s:.1f}" for n, s in ready.items())))
         rows.append(("roles, per node (after its boot, with waits for other nodes)", ", ".join(f"{n} {s:.1f}" for n, s in roles.items())))
         for phase, end in session.phase_end_s.items():
-            rows.append((f"role phase '{phase}' done (since first boot)", f"{end:.1f} s"))
+            rows.append((f"last step of phase '{phase}' done (since first boot)", f"{end:.1f} s"))
+        if session.step_graph is not None:
+            path = " -> ".join(f"{s.node} {s.role} {s.phase} ({s.end_s:.0f} s)" for s in session.step_graph.critical_path())
+            rows.append(("critical path (steps, each ending at)", path))
+            timeline = format_timeline(session.step_graph.timeline)
         rows.append(("lab up, total (`LabSession.up`)", f"{total:.1f} s"))
         if not args.no_verify:
             start = time.monotonic()
             results = run_checks(session, checks_for(lab))
-            rows.append(("role checks (`kvmlab verify`)", f"{time.monotonic() - start:.1f} s ({summary(results)})"))
+            rows.append(("role checks (`kvmlab verify`)", summary(results, time.monotonic() - start)))
             for r in results:
                 if r.outcome != PASS:
                     print(f"{r.outcome} {r.check.id}: {r.message}", file=sys.stderr)
@@ -104,6 +110,8 @@ def main() -> int:
     finally:
         session.down()
     print_table(args.lab, rows)
+    if timeline:
+        print(f"\nrole steps (seconds since the first boot began; # ran, x failed):\n{timeline}")
     return 0
 
 

@@ -132,7 +132,7 @@ def _verify(session, names: list[str], junit: str | None) -> int:
     for failure in session.step_failures:
         print(f"bring-up step failed: {failure}")
     print(table(results))
-    print(f"\nlab {session.lab.name}: {summary(results)} (wall {time.monotonic() - start:.1f} s)")
+    print(f"\nlab {session.lab.name}: {summary(results, time.monotonic() - start)}")
     for r in results:
         if r.outcome != PASS:
             print(f"\n{r.outcome} {r.check.id}:\n{r.message}")

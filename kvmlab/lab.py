@@ -26,8 +26,9 @@ from kvmlab.preflight import check_fits, require_host
 from kvmlab.providers.base import Provider
 from kvmlab.redact import redact
 from kvmlab.remote import Remote, Result, SshTarget
-from kvmlab.roles import PHASES, RoleContext, Step, registry
+from kvmlab.roles import PHASES, RoleContext, Step, registry, waits_for
 from kvmlab.seed import build_seed_iso
+from kvmlab.step_graph import StepGraph, Unit
 from kvmlab.wait import timeout_for, wait_until
 
 Progress = Callable[[str], None]
@@ -372,6 +373,7 @@ class LabSession:
         self._registered = False
         self._stop = threading.Event()
         self._generics: clones.Generics | None = None
+        self.step_graph: StepGraph | None = None  # the role steps of the last bring-up, with their timeline
 
     # -- access -------------------------------------------------------------
     @property
@@ -607,13 +609,24 @@ class LabSession:
                     units.append((other.name, step))
         return units
 
+    def _step_graph(self, ctx: RoleContext, started: float) -> StepGraph:
+        """Every role step of the lab as a unit of the dependency graph (kvmlab.step_graph)."""
+        units = [
+            Unit(node.name, role, phase, waits_for(role), lambda step=step, node=node: step(ctx, node))
+            for node in self.lab.nodes
+            for phase in PHASES
+            for role, step in self._units(node, phase)
+        ]
+        return StepGraph(units, PHASES, started)
+
     def _bring_up_nodes(self) -> None:
-        """Start every node; each runs its roles phase by phase, `setup` as soon as it is ready."""
+        """Start every node; each runs its role steps as their dependencies finish, `setup` as soon as it is ready."""
         role_defs = registry()
         ctx = RoleContext(self.lab, self.placement, self.files, {h.name: h.remote for h in self.nodes}, self.log)
         errors: dict[str, BaseException] = {}
-        done = {phase: {n.name: threading.Event() for n in self.lab.nodes} for phase in PHASES}
         started = time.monotonic()
+        graph = self._step_graph(ctx, started)
+        self.step_graph = graph
         generics = None
         if not self.cold_boot and self.image is not None:
             generics = clones.Generics(self.provider, self.image.digest, self.accel, self.log, self._boot_contention())
@@ -622,6 +635,21 @@ class LabSession:
         def boot_and_configure(node: Node) -> None:
             st = self.status[node.name]
             broken: set[str] = set()  # roles that failed a step on this node (keep_going)
+
+            def run_unit(unit: Unit) -> bool:
+                if unit.role in broken:
+                    return False
+                try:
+                    self._step(node, unit.role, unit.phase, unit.run)
+                    return True
+                except (HarnessError, AssertionError) as exc:
+                    if not self.keep_going:
+                        raise
+                    broken.add(unit.role)
+                    self.step_failures.append(StepFailure(node.name, unit.role, unit.phase, str(exc)))
+                    self.log(f"{node.name}: {unit.role} {unit.phase} FAILED (going on): {str(exc).splitlines()[0]}")
+                    return False
+
             try:
                 st.state, st.started = "booting", time.monotonic()
                 self._start_node(node, generics)
@@ -631,29 +659,14 @@ class LabSession:
                 st.ready_s = time.monotonic() - st.started
                 st.state = "setup"
                 self.log(f"{node.name}: ready after {st.ready_s:.1f} s")
-                for phase in PHASES:
-                    for role, step in self._units(node, phase):
-                        if role in broken:
-                            continue
-                        try:
-                            self._step(node, role, phase, lambda step=step: step(ctx, node))
-                        except (HarnessError, AssertionError) as exc:
-                            if not self.keep_going:
-                                raise
-                            broken.add(role)
-                            self.step_failures.append(StepFailure(node.name, role, phase, str(exc)))
-                            self.log(f"{node.name}: {role} {phase} FAILED (going on): {str(exc).splitlines()[0]}")
-                    done[phase][node.name].set()
-                    for other in done[phase].values():  # a phase ends on every node before the next begins
-                        while not other.wait(0.5):
-                            if self._stop.is_set():
-                                return
-                    self.phase_end_s.setdefault(phase, time.monotonic() - started)
+                if not graph.run_node(node.name, self._stop.is_set, run_unit):
+                    return
                 st.roles_s = time.monotonic() - st.started - st.ready_s
                 st.state = "degraded" if broken else "ready"
             except BaseException as exc:
                 st.state, st.error = "failed", str(exc).splitlines()[0]
                 errors[node.name] = exc
+                graph.finish_node(node.name)
                 self._stop.set()
 
         # Nodes with the longest setup chains start first, so that they finish first.
@@ -664,6 +677,7 @@ class LabSession:
         for t in threads:
             while t.is_alive():
                 t.join(0.5)  # short joins keep Ctrl-C deliverable to this thread
+        self.phase_end_s.update(graph.phase_end_s())
         if errors:
             raise next(iter(errors.values()))
 

@@ -14,9 +14,11 @@ A role package (see nfs_server/ for a small one) holds:
 
 The registry below finds every package here; nothing else lists roles by name.
 
-PHASES run in order. Every node runs its roles' step for a phase (roles in the
-order the node lists them), then waits until every node has finished that
-phase. `setup` starts on each node as soon as that node is ready:
+PHASES order the steps. A step runs once its own node's steps of earlier phases
+and the earlier-phase steps of the roles it waits for (`Role.waits_for`; by
+default its own package's roles) have finished on every node: a dependency
+graph (kvmlab/step_graph.py), not a lab-wide barrier. `setup` starts on each
+node as soon as that node is ready:
 
 - setup:   what a node does alone (format a brick, start a daemon, export a dir)
 - join:    what needs another node's setup (peer probe, OSDs joining the monitor)
@@ -92,6 +94,9 @@ class Role:
     # Commands whose output goes into the artifacts when something fails.
     state_commands: tuple[str, ...] = ()
     boot_priority: int = 9  # lower boots first: nodes on the longest setup chains
+    # Roles whose steps of earlier phases this role's steps need, on every node that has them
+    # (None: every role of its own package). Its steps_on steps wait for the same roles.
+    waits_for: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -128,6 +133,15 @@ def packages() -> tuple[RolePackage, ...]:
 
 def registry() -> dict[str, Role]:
     return {role.name: role for package in packages() for role in package.roles}
+
+
+def waits_for(role: str) -> frozenset[str]:
+    """The roles ROLE's steps wait for (see Role.waits_for)."""
+    for package in packages():
+        for r in package.roles:
+            if r.name == role:
+                return frozenset(r.waits_for if r.waits_for is not None else (x.name for x in package.roles))
+    raise KeyError(role)
 
 
 def known_roles() -> tuple[str, ...]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -12,7 +13,7 @@ from kvmlab import render, roles
 from kvmlab.errors import HarnessError, LabFileError
 from kvmlab.lab import StepFailure
 from kvmlab.loader import load_lab
-from kvmlab.verify import ERROR, FAIL, PASS, checks_for, run_checks, table, write_junit
+from kvmlab.verify import ERROR, FAIL, PASS, checks_for, run_checks, summary, table, write_junit
 from kvmlab_fixtures.options import lab_file
 
 HERE = Path(__file__).parent / "own_labs"
@@ -125,6 +126,32 @@ def test_run_checks_tells_failures_from_errors_and_keeps_going(tmp_path):
     assert 'tests="5"' in xml and 'failures="2"' in xml and 'errors="2"' in xml
     assert 'classname="bring-up" name="kvm-a hypervisor clients"' in xml and "kvm-a: hypervisor clients failed" in xml
     assert 'classname="hypervisor" name="wrong"' in xml and "kvm-a: pool shared is inactive" in xml
+
+
+def test_checks_of_different_roles_run_side_by_side_and_a_roles_own_checks_in_order():
+    gluster_started = threading.Event()
+    seen: list[str] = []
+
+    def nfs_waits_for_gluster(_lab):  # run one after another, this would time out
+        assert gluster_started.wait(10), "the gluster check did not run beside this one"
+        seen.append("nfs")
+
+    def gluster_first(_lab):
+        gluster_started.set()
+        seen.append("gluster 1")
+
+    def gluster_second(_lab):
+        seen.append("gluster 2")
+
+    checks = [
+        _fake_check("nfs-server", "a", nfs_waits_for_gluster),
+        _fake_check("gluster", "b", gluster_first),
+        _fake_check("gluster", "c", gluster_second),
+    ]
+    results = run_checks(SimpleNamespace(), checks)
+    assert [r.check.name for r in results] == ["a", "b", "c"] and {r.outcome for r in results} == {PASS}
+    assert seen.index("gluster 1") < seen.index("gluster 2")
+    assert "in " in summary(results, 0.5) and "side by side" in summary(results, 0.5)
 
 
 def _render(lab):

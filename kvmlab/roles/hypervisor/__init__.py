@@ -10,6 +10,7 @@ PACKAGE = RolePackage(
             name="hypervisor",
             summary="libvirt host: default, ISO and netfs pools; pools on every storage of the lab",
             steps={"setup": steps.setup, "join": steps.join, "clients": steps.clients},
+            waits_for=("hypervisor", "nfs-server"),  # peers' keys; the NFS exports of netfs pools and the lockspace
             state_commands=(
                 "virsh pool-list --all --details",
                 "virsh list --all",
