@@ -80,6 +80,9 @@ class CheckpointSession(Protocol):
     def nodes(self) -> Sequence[CheckpointNode]: ...
     def node(self, name: str) -> CheckpointNode: ...
     def log(self, message: str) -> None: ...
+    def settle_storage(self) -> None: ...
+
+    restore_parts: dict[str, float]  # the last revert's or restore's parts, set here
 
 
 def checkpoint_root(prefix: str) -> Path:
@@ -222,6 +225,7 @@ class Checkpoints:
         self.root = checkpoint_root(session.prefix)
         self._book_path = self.root / "book.json"
         self._lock = threading.Lock()
+        self.parts: dict[str, float] = {}  # the current revert's or restore's parts, in seconds
 
     @property
     def book(self) -> Book:
@@ -320,14 +324,17 @@ class Checkpoints:
                 known = ", ".join(sorted(book.checkpoints)) or "none"
                 raise HarnessError(f"lab {lab} has no checkpoint '{name}' (checkpoints: {known})")
             start = time.monotonic()
+            self.parts = self.session.restore_parts = {}
             handles = self.session.nodes
             for h in handles:
                 h.forget_session()
-            self._parallel(handles, lambda h: self.session.provider.destroy_domain(h.domain))
+            with self._part("stop the nodes"):
+                self._parallel(handles, lambda h: self.session.provider.destroy_domain(h.domain))
             self._restore_onto_new_tops(handles, book, name)
             book.save(self._book_path)
             elapsed = time.monotonic() - start
-            self.session.log(f"reverted to checkpoint {name} in {elapsed:.1f} s")
+            parts = ", ".join(f"{k} {v:.1f} s" for k, v in self.parts.items())
+            self.session.log(f"reverted to checkpoint {name} in {elapsed:.1f} s ({parts})")
             return elapsed
 
     # -- shared steps ---------------------------------------------------------
@@ -337,6 +344,7 @@ class Checkpoints:
         handles = [h for h in handles if h.name in ck.layers]
         frozen = book.frozen()
         book.counter += 1
+        overlays_started = time.monotonic()
         for h in handles:
             old_tops = book.tops[h.name]
             new_tops = {}
@@ -353,6 +361,7 @@ class Checkpoints:
         stop_point("checkpoint-committed", self.session.log)
         remove_leftovers(self.root, self.session.prefix, [], lambda v: provider.delete_volume(settings.POOL, v))
         book.garbage = []
+        self.parts["new overlays"] = time.monotonic() - overlays_started
 
         self.restore_all({h.name: self.memory_dir(ck) / f"{h.name}.save" for h in handles}, book)
 
@@ -360,15 +369,31 @@ class Checkpoints:
         """Start every node from its state file onto the disks BOOK says it writes to now, all resumed at once."""
         provider = self.session.provider
         handles = [self.session.node(n) for n in state_files]
+        if self.parts is not self.session.restore_parts:  # a saved-lab restore (a revert set them already)
+            self.parts = self.session.restore_parts = {}
 
         def restore(h: CheckpointNode) -> None:
             disks = {serial: f"{settings.pool_dir()}/{vol}" for serial, vol in book.tops[h.name].items()}
             provider.restore_domain(str(state_files[h.name]), disks, paused=True, owner=owner)
 
-        self._parallel(handles, restore)
-        for h in handles:  # resumed together so that no node sees its peers frozen
-            provider.resume_domain(h.domain)
-        self._set_clocks(handles)
+        with self._part("restore memory"):
+            self._parallel(handles, restore)
+        with self._part("resume"):
+            for h in handles:  # resumed together so that no node sees its peers frozen
+                provider.resume_domain(h.domain)
+        with self._part("SSH + clocks"):
+            self._set_clocks(handles)
+        with self._part("storage settled"):  # part of the revert: a check right after it must not see a transient
+            self.session.settle_storage()
+
+    @contextlib.contextmanager
+    def _part(self, name: str) -> Iterator[None]:
+        """Time one part of a revert or restore into self.parts (what bounds a revert, measured)."""
+        start = time.monotonic()
+        try:
+            yield
+        finally:
+            self.parts[name] = time.monotonic() - start
 
     def _set_clocks(self, handles: Sequence[CheckpointNode]) -> None:
         """A restored guest's clock stands where it was saved; Ceph and Kerberos-like peers refuse skew."""

@@ -374,6 +374,7 @@ class LabSession:
         self._stop = threading.Event()
         self._generics: clones.Generics | None = None
         self.step_graph: StepGraph | None = None  # the role steps of the last bring-up, with their timeline
+        self.restore_parts: dict[str, float] = {}  # the last revert's or saved-lab restore's parts (Checkpoints)
 
     # -- access -------------------------------------------------------------
     @property
@@ -784,6 +785,26 @@ class LabSession:
     def revert(self, name: str) -> float:
         """Put the whole lab back to checkpoint NAME. Returns seconds taken."""
         return self.checkpoints.revert(name)
+
+    def settle_storage(self) -> None:
+        """Wait until every storage service of the lab has settled after a restore (Role.settle)."""
+        hooks = {role.name: role.settle for role in registry().values() if role.settle is not None and self.by_role(role.name)}
+        errors: list[BaseException] = []
+
+        def settle(role: str) -> None:
+            try:
+                hooks[role](self.lab, lambda node: self.node(node).remote)
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=settle, args=(role,), daemon=True) for role in hooks]
+        for t in threads:
+            t.start()
+        for t in threads:
+            while t.is_alive():
+                t.join(0.5)
+        if errors:
+            raise errors[0]
 
     def mark_kept(self) -> None:
         self.keep = True

@@ -97,6 +97,9 @@ class Role:
     # Roles whose steps of earlier phases this role's steps need, on every node that has them
     # (None: every role of its own package). Its steps_on steps wait for the same roles.
     waits_for: tuple[str, ...] | None = None
+    # After a revert or a saved-lab restore: wait until the service has settled (an operation the
+    # save caught in flight has finished), raising HarnessError with what it saw if it does not.
+    settle: Callable[[Lab, Callable[[str], Remote]], None] | None = None
 
 
 @dataclass(frozen=True)

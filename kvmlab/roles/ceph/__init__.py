@@ -14,6 +14,7 @@ PACKAGE = RolePackage(
             steps_on={"hypervisor": {"clients": steps.attach_hypervisor}},
             state_commands=(*steps.CEPH_STATE, "systemctl status 'ceph-mon@*' 'ceph-mgr@*' --no-pager"),
             boot_priority=0,
+            settle=steps.settle,
         ),
         Role(
             name="ceph-osd",

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import json
 import shlex
+from collections.abc import Callable
 
-from kvmlab.model import Node
+from kvmlab.model import Lab, Node
 from kvmlab.remote import Remote
 from kvmlab.roles import RoleContext
 from kvmlab.roles.ceph.files import has_ceph, monitor, secret_uuid
@@ -74,6 +75,22 @@ def mon_finish(ctx: RoleContext, node: Node) -> None:
         HEALTHY_S,
         "HEALTH_OK (or only expected warnings)",
         interval=5.0,
+        context=lambda: remote.run(f"{CEPH} health detail", timeout=120).output,
+    )
+
+
+SETTLE_S = 180.0
+
+
+def settle(lab: Lab, remote_of: Callable[[str], Remote]) -> None:
+    """After a restore: health as it was when the lab was built. An op the save caught in flight
+    shows as SLOW_OPS (aged by the clock jump) until it completes, usually within ~15 s."""
+    remote = remote_of(monitor(lab).name)
+    wait_until(
+        lambda: unexpected_health(remote) == [],
+        SETTLE_S,
+        "Ceph to settle after the restore (HEALTH_OK or only expected warnings)",
+        interval=2.0,
         context=lambda: remote.run(f"{CEPH} health detail", timeout=120).output,
     )
 
