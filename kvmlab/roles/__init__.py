@@ -14,6 +14,11 @@ A role package (see nfs_server/ for a small one) holds:
 
 The registry below finds every package here; nothing else lists roles by name.
 
+Steps enable units with `systemctl --no-reload enable`: the units are in the image already,
+and a plain `enable` reloads systemd (every generator, every unit file), which costs tens of
+seconds of emulated CPU per call on a busy TCG host. Only a step that writes a unit file or
+drop-in runs `systemctl daemon-reload`, once.
+
 PHASES order the steps. A step runs once its own node's steps of earlier phases
 and the earlier-phase steps of the roles it waits for (`Role.waits_for`; by
 default its own package's roles) have finished on every node: a dependency

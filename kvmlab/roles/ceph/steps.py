@@ -24,6 +24,7 @@ from kvmlab.model import Lab, Node
 from kvmlab.remote import Remote
 from kvmlab.roles import RoleContext
 from kvmlab.roles.ceph.files import has_ceph, monitor, secret_uuid
+from kvmlab.roles.ceph.query import mon_json
 from kvmlab.roles.pools import define_pool
 from kvmlab.wait import wait_until
 
@@ -96,7 +97,7 @@ def settle(lab: Lab, remote_of: Callable[[str], Remote]) -> None:
 
 
 def osds_up_and_in(remote: Remote) -> tuple[int, int] | None:
-    res = remote.run(f"{CEPH} osd stat --format json", timeout=120)
+    res = mon_json(remote, "osd stat")
     if res.rc != 0:
         return None
     stat = json.loads(res.stdout)
@@ -105,7 +106,7 @@ def osds_up_and_in(remote: Remote) -> tuple[int, int] | None:
 
 def unexpected_health(remote: Remote) -> list[str] | None:
     """Checks keeping the cluster from health OK, less EXPECTED_WARNINGS; None if unknown."""
-    res = remote.run(f"{CEPH} health --format json", timeout=120)
+    res = mon_json(remote, "health")
     if res.rc != 0:
         return None
     health = json.loads(res.stdout)
@@ -126,7 +127,7 @@ def osd_join(ctx: RoleContext, node: Node) -> None:
     keyring = ctx.remote(mon).check(f"cat {BOOTSTRAP_OSD_KEYRING}", "read the bootstrap-osd keyring").stdout
     put_private(remote, BOOTSTRAP_OSD_KEYRING, keyring, "write the bootstrap-osd keyring")
     device = f"/dev/disk/by-id/virtio-{ctx.lab.ceph.osd_disk}"
-    remote.check("systemctl enable -q ceph.target ceph-osd.target", "enable ceph-osd.target")
+    remote.check("systemctl --no-reload enable -q ceph.target ceph-osd.target", "enable ceph-osd.target")
     # Makes the LV, registers the OSD with the monitor, mkfs, enables and starts ceph-osd@N.
     remote.check(f"ceph-volume lvm create --bluestore --data {device}", f"create a bluestore OSD on {device}")
 

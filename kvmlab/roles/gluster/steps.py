@@ -31,7 +31,7 @@ def setup(ctx: RoleContext, node: Node) -> None:
     script = f"{SCRIPTS}/gluster-brick.sh"
     remote.put(script, ctx.file(node, "gluster-brick.sh"), 0o755)
     remote.check(script, "format and mount the brick disk")
-    remote.check("systemctl enable --now glusterd.service", "start glusterd")
+    remote.check("systemctl --no-reload enable --now glusterd.service", "start glusterd")
     _wait_output(remote, "gluster peer status", lambda out: out is not None, GLUSTERD_S, f"glusterd on {node.name} to answer")
 
 

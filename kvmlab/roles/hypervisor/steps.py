@@ -35,7 +35,7 @@ def setup(ctx: RoleContext, node: Node) -> None:
         "grep -q '^host_uuid_source' /etc/libvirt/libvirtd.conf || echo 'host_uuid_source = \"machine-id\"' >> /etc/libvirt/libvirtd.conf",
         "take libvirt's host UUID from the node's own machine-id",
     )
-    remote.check(f"systemctl enable --now {LIBVIRT_UNITS}", "start libvirtd")
+    remote.check(f"systemctl --no-reload enable --now {LIBVIRT_UNITS}", "start libvirtd")
     remote.check(
         "virsh -q pool-info default >/dev/null 2>&1 || virsh -q pool-define-as default dir --target /var/lib/libvirt/images",
         "define the default dir pool",
@@ -108,7 +108,7 @@ def _migration_config(ctx: RoleContext, node: Node) -> None:
     if mig.lock == "lockd":
         remote.put("/etc/libvirt/qemu-lockd.conf", ctx.file(node, "qemu-lockd.conf"))
     remote.put("/etc/chrony/chrony.conf", ctx.file(node, "chrony.conf"))
-    remote.check("systemctl enable chrony.service && systemctl restart chrony.service", "keep the clock in step")
+    remote.check("systemctl --no-reload enable chrony.service && systemctl restart chrony.service", "keep the clock in step")
     if mig.peers_ssh:
         remote.put("/root/.ssh/config", ctx.file(node, "ssh-config"), mode=0o600)
         remote.check(f"test -f {PEER_KEY} || ssh-keygen -q -t ed25519 -N '' -C root@{node.name} -f {PEER_KEY}", "make the peers' SSH key")

@@ -27,7 +27,7 @@ def setup(ctx: RoleContext, node: Node) -> None:
     _put_and_run(remote, ctx.file(node, "prepare-backends.sh"), "prepare-backends.sh", "sh -eu", "prepare LUN backends")
     remote.put(f"/etc/systemd/system/{RESTORE_UNIT}.d/kvmlab.conf", ctx.file(node, "targetctl-kvmlab.conf"))
     # With no saved configuration yet, targetctl restore succeeds and does nothing.
-    remote.check(f"systemctl daemon-reload && systemctl enable --now {RESTORE_UNIT}", "enable the target restore service")
+    remote.check(f"systemctl daemon-reload && systemctl --no-reload enable --now {RESTORE_UNIT}", "enable the target restore service")
     batch = _put_and_run(remote, ctx.file(node, "targetcli.batch"), "targetcli.batch", "targetcli <", "configure LIO with targetcli")
     saved = remote.check(f"cat {SAVED_CONFIG}", "read the saved target configuration").stdout
     problems = config_problems(ctx.lab, ctx.placement, json.loads(saved))
@@ -43,7 +43,7 @@ def attach_hypervisor(ctx: RoleContext, node: Node) -> None:
         return
     remote = ctx.remote(node.name)
     remote.put("/etc/iscsi/initiatorname.iscsi", ctx.file(node, "initiatorname.iscsi"))
-    remote.check("systemctl enable --now iscsid.socket iscsid.service", "start iscsid")
+    remote.check("systemctl --no-reload enable --now iscsid.socket iscsid.service", "start iscsid")
     pool = ctx.lab.iscsi_target.pool
     if multipath(ctx.lab.iscsi_target):
         _attach_multipath(ctx, node, remote)
@@ -53,9 +53,9 @@ def attach_hypervisor(ctx: RoleContext, node: Node) -> None:
 def _attach_multipath(ctx: RoleContext, node: Node, remote: Remote) -> None:
     """Sessions over both portal networks, dm-multipath over them; the pool is then an mpath pool."""
     remote.put("/etc/multipath.conf", ctx.file(node, "multipath.conf"))
-    remote.check("systemctl enable --now multipathd.socket multipathd.service", "start multipathd")
+    remote.check("systemctl --no-reload enable --now multipathd.socket multipathd.service", "start multipathd")
     # open-iscsi.service logs in to the automatic nodes at boot.
-    remote.check("systemctl enable open-iscsi.service", "log in to iSCSI at boot")
+    remote.check("systemctl --no-reload enable open-iscsi.service", "log in to iSCSI at boot")
     _put_and_run(remote, ctx.file(node, "iscsi-login.sh"), "iscsi-login.sh", "sh -eu", "log in to the target through every portal")
     remote.check("multipathd reconfigure >/dev/null; udevadm settle", "let multipathd pick up the iSCSI paths")
 

@@ -14,5 +14,5 @@ def setup(ctx: RoleContext, node: Node) -> None:
     if paths:
         remote.check(f"mkdir -p {paths}", "create export directories")
     remote.put("/etc/exports", ctx.file(node, "exports"))
-    remote.check("systemctl enable --now nfs-server.service", "start the NFS server")
+    remote.check("systemctl --no-reload enable --now nfs-server.service", "start the NFS server")
     remote.check("exportfs -ra", "publish exports")
