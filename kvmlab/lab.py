@@ -736,7 +736,7 @@ class LabSession:
             lambda: handle.remote.answers() and handle.run("test -e /run/kvmlab-identity").rc == 0,
             timeout_for("boot", self.accel) * self._boot_contention(),
             f"node {node.name} to answer SSH and finish first boot",
-            interval=2.0,
+            interval=0.5,  # a clone is ready seconds after its restore; each poll is one SSH attempt
             failed=failed,
             context=lambda: handle.console_tail(),
         )
