@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from lab_up import print_table, timed
 from speed import floor_run, kvmlab_run
 
-from kvmlab import golden, images
+from kvmlab import golden, images, settings
 from kvmlab.lab import LabSession
 from kvmlab.loader import load_lab
 from kvmlab.providers import connect
@@ -71,12 +71,15 @@ def main() -> int:
         path.write_text(source.read_text())
         lab = load_lab(path)
         try:
+            generics_before = set(settings.generics_dir().glob("*.json"))
             with LabSession(lab, provider, progress=say, use_saved=False) as session:
                 up_s, _ = timed(session.up)
+                made = len(set(settings.generics_dir().glob("*.json")) - generics_before)
                 ready = {n: st.ready_s or 0.0 for n, st in session.status.items()}
                 slowest = max(ready, key=lambda n: ready[n])
                 rows.append(("accelerator", session.accel.upper()))
-                rows.append((f"lab up, image cached ({len(lab.nodes)} VMs)", f"{up_s:.1f} s"))
+                how = f"{made} generic nodes made first" if made else "generic nodes cached"
+                rows.append((f"lab up, image cached ({len(lab.nodes)} VMs; {how})", f"{up_s:.1f} s"))
                 rows.append(("  nodes ready (SSH), first / slowest", f"{min(ready.values()):.1f} / {ready[slowest]:.1f} s ({slowest})"))
                 for phase, end in session.phase_end_s.items():
                     rows.append((f"  last step of phase '{phase}' ended", f"{end:.1f} s"))

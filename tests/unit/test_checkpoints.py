@@ -99,3 +99,28 @@ def _has(obj: object, name: str) -> bool:
     except AttributeError:
         return False
     return True
+
+
+def test_a_restore_waits_for_each_storage_role_present_to_settle(monkeypatch):
+    from kvmlab import lab as lab_module
+    from kvmlab.roles import Role, registry
+
+    settled: list[str] = []
+
+    def ceph_settles(lab, remote_of):
+        settled.append(f"ceph on {lab.name}")
+
+    def never_settles(lab, remote_of):
+        raise HarnessError("gave up waiting for Gluster to settle")
+
+    roles = dict(registry())
+    roles["ceph-mon"] = Role("ceph-mon", "", settle=ceph_settles)
+    roles["gluster"] = Role("gluster", "", settle=never_settles)  # not in the Ceph lab: never asked
+    monkeypatch.setattr(lab_module, "registry", lambda: roles)
+    ceph_lab = load_lab(Path(__file__).parents[2] / "labs" / "ceph.yaml")
+    LabSession(ceph_lab, provider=None).settle_storage()  # type: ignore[arg-type]
+    assert settled == ["ceph on ceph"]
+
+    roles["ceph-mon"] = Role("ceph-mon", "", settle=never_settles)
+    with pytest.raises(HarnessError, match="Gluster to settle"):
+        LabSession(ceph_lab, provider=None).settle_storage()  # type: ignore[arg-type]
