@@ -28,15 +28,10 @@ from kvmlab.redact import redact
 from kvmlab.remote import Remote, Result, SshTarget
 from kvmlab.roles import PHASES, RoleContext, Step, registry, waits_for
 from kvmlab.seed import build_seed_iso
-from kvmlab.step_graph import StartGate, StepGraph, Unit
+from kvmlab.step_graph import StepGraph, Unit
 from kvmlab.wait import timeout_for, wait_until
 
 Progress = Callable[[str], None]
-
-# Nodes between their start and ready at once (the rest wait their turn, by boot priority).
-# Under TCG a dozen clones hot-plugging their devices at once on two cores each took ~150 s
-# to get ready, several times the CPU one takes alone: waves of a few are done sooner.
-START_AT_ONCE = 2 * (os.cpu_count() or 1)
 
 
 def _stderr_progress(line: str) -> None:
@@ -658,12 +653,10 @@ class LabSession:
 
             try:
                 st.state, st.started = "booting", time.monotonic()
-                generic = self._generic_for(node, generics)
-                with self._start_slot(gate, node):
-                    self._start_node(node, generic)
-                    self._wait_ready(node)
-                    if self.node(node.name).cloned:
-                        self.node(node.name).remote.check(f"date -u -s @{time.time():.3f} >/dev/null", "set the clock of a clone")
+                self._start_node(node, generics)
+                self._wait_ready(node)
+                if self.node(node.name).cloned:
+                    self.node(node.name).remote.check(f"date -u -s @{time.time():.3f} >/dev/null", "set the clock of a clone")
                 st.ready_s = time.monotonic() - st.started
                 st.state = "setup"
                 self.log(f"{node.name}: ready after {st.ready_s:.1f} s")
@@ -679,7 +672,6 @@ class LabSession:
 
         # Nodes with the longest setup chains start first, so that they finish first.
         order = sorted(self.lab.nodes, key=lambda n: min((role_defs[r].boot_priority for r in n.roles), default=9))
-        gate = StartGate(START_AT_ONCE, [n.name for n in order])
         threads = [threading.Thread(target=boot_and_configure, args=(n,), name=f"node-{n.name}", daemon=True) for n in order]
         for t in threads:
             t.start()
@@ -690,24 +682,14 @@ class LabSession:
         if errors:
             raise next(iter(errors.values()))
 
-    def _generic_for(self, node: Node, generics: clones.Generics | None) -> clones.Generic | None:
-        """The generic node NODE starts from (made first if this host has none of its shape); None: boot it."""
-        if generics is None:
-            return None
-        try:
-            return generics.for_node(self.files[f"domains/{node.name}.xml"], self._stop)
-        except HarnessError as exc:
-            if self._stop.is_set():
-                raise
-            self.log(f"{node.name}: no generic node to clone ({str(exc).splitlines()[0]}); booting it instead")
-            return None
-
-    def _start_node(self, node: Node, generic: clones.Generic | None) -> None:
-        """Clone the node from GENERIC; boot it when there is none or cloning fails."""
+    def _start_node(self, node: Node, generics: clones.Generics | None) -> None:
+        """Clone the node from its generic node; boot it when cloning is off or fails."""
         xml = self.files[f"domains/{node.name}.xml"]
-        if generic is not None:
+        root_xml = self.files[f"volumes/{node.name}-root.xml"]
+        if generics is not None:
             root = render.volume_name(self.lab.name, self.run_id, node.name, "root.qcow2")
             try:
+                generic = generics.for_node(xml, self._stop)
                 start = time.monotonic()
                 self.provider.delete_volume(settings.POOL, root)
                 self.provider.create_volume(settings.POOL, render.render_overlay_volume(root, generic.volume_path))
@@ -721,18 +703,8 @@ class LabSession:
                 self.log(f"{node.name}: cloning failed ({str(exc).splitlines()[0]}); booting it instead")
                 self.provider.destroy_domain(self.node(node.name).domain)
                 self.provider.delete_volume(settings.POOL, root)
-                self.provider.create_volume(settings.POOL, self.files[f"volumes/{node.name}-root.xml"])
+                self.provider.create_volume(settings.POOL, root_xml)
         self.provider.create_domain(xml)
-
-    @contextmanager
-    def _start_slot(self, gate: StartGate, node: Node) -> Iterator[None]:
-        """NODE's turn to start and get ready (see START_AT_ONCE)."""
-        if not gate.enter(node.name, self._stop.is_set):
-            raise HarnessError("another node failed")
-        try:
-            yield
-        finally:
-            gate.leave()
 
     def _step(self, node: Node, role: str, phase: str, fn: Callable[[], None]) -> None:
         if self._stop.is_set():

@@ -149,33 +149,3 @@ def format_timeline(timeline: list[StepTime], width: int = 50) -> str:
         label = f"{s.node}: {s.role} {s.phase}"
         lines.append(f"{label:<{label_width}}  {s.start_s:6.1f} {s.end_s:6.1f}  |{bar:<{width}}|")
     return "\n".join(lines)
-
-
-class StartGate:
-    """At most SLOTS nodes between their start and ready at once; waiting nodes go in ORDER."""
-
-    def __init__(self, slots: int, order: list[str]) -> None:
-        self._free = slots
-        self._rank = {name: i for i, name in enumerate(order)}
-        self._waiting: set[str] = set()
-        self._cond = threading.Condition()
-
-    def enter(self, node: str, should_stop: Callable[[], bool]) -> bool:
-        """Wait for NODE's turn; False when SHOULD_STOP() ended the wait."""
-        with self._cond:
-            self._waiting.add(node)
-            try:
-                while not (self._free > 0 and node == min(self._waiting, key=self._rank.__getitem__)):
-                    if should_stop():
-                        return False
-                    self._cond.wait(0.5)
-                self._free -= 1
-                return True
-            finally:
-                self._waiting.discard(node)
-                self._cond.notify_all()
-
-    def leave(self) -> None:
-        with self._cond:
-            self._free += 1
-            self._cond.notify_all()

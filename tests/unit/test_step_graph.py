@@ -6,7 +6,7 @@ import threading
 import time
 
 from kvmlab.roles import PHASES, waits_for
-from kvmlab.step_graph import StartGate, StepGraph, Unit, dependencies, format_timeline
+from kvmlab.step_graph import StepGraph, Unit, dependencies, format_timeline
 
 
 def unit(node: str, role: str, phase: str, run=lambda: None) -> Unit:
@@ -124,40 +124,3 @@ def test_timeline_is_printable() -> None:
     text = format_timeline(graph.timeline)
     assert text.startswith("nfs: nfs-server setup") and "#" in text
     assert graph.phase_end_s().keys() == {"setup"}
-
-
-def test_the_start_gate_lets_a_few_nodes_in_at_once_in_priority_order() -> None:
-    gate = StartGate(2, ["mon", "osd1", "osd2", "hv"])
-    inside: list[str] = []
-    entered: list[str] = []
-    most = 0
-    lock = threading.Lock()
-
-    def start(node: str) -> None:
-        nonlocal most
-        assert gate.enter(node, lambda: False)
-        with lock:
-            entered.append(node)
-            inside.append(node)
-            most = max(most, len(inside))
-        time.sleep(0.2)
-        with lock:
-            inside.remove(node)
-        gate.leave()
-
-    threads = [threading.Thread(target=start, args=(n,)) for n in ["hv", "osd2", "osd1", "mon"]]
-    for t in threads:
-        t.start()
-        time.sleep(0.02)  # hv asks first, mon last
-    for t in threads:
-        t.join(10)
-    assert most == 2
-    # hv and osd2 asked first and got the two slots; each later turn goes to the best-ranked waiter
-    assert entered[:2] == ["hv", "osd2"]
-    waiting_turns = entered[2:]
-    assert waiting_turns == sorted(waiting_turns, key=["mon", "osd1", "osd2", "hv"].index)
-
-
-def test_the_start_gate_gives_up_when_told_to_stop() -> None:
-    gate = StartGate(0, ["a"])
-    assert gate.enter("a", lambda: True) is False
