@@ -231,6 +231,9 @@ class NodeHandle:
         if xml is None:
             raise HarnessError(f"disk {disk} of node {self.name} is not detached")
         self.session.provider.attach_device(self.domain, xml)
+        # Returns once the guest sees it, as detach_disk returns once the guest let it go: the
+        # hot-plug reaches udev seconds later under TCG, so an immediate `udevadm settle` can miss it.
+        self.wait_for(f"test -e /dev/disk/by-id/virtio-{disk}", f"disk {disk} back in node {self.name}", interval=0.5)
         self._log(f"disk {disk} plugged back")
 
     # Each fault as a context manager: the node is restored on exit, even when the body fails.

@@ -74,8 +74,7 @@ def test_removed_disk_disappears_and_returns_with_its_data(lab):
     with n1.disk_removed("spare"):
         assert n1.run(f"test -e {dev}").rc != 0
         assert "spare" not in n1.run("lsblk -dno SERIAL").output
-    n1.run(f"udevadm settle; test -e {dev}")
-    got = n1.run(f"head -c 4194304 {dev} | sha256sum").output.split()[0]
+    got = n1.run_expect(f"head -c 4194304 {dev} | sha256sum", "the returned disk's first 4 MiB").split()[0]
     assert got == want
 
 
