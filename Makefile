@@ -44,7 +44,7 @@ lint: venv
 
 bench: image
 	$(PY) bench/lab_up.py labs/smoke.yaml
-	$(PY) bench/checkpoint.py labs/storage.yaml
+	$(PY) bench/storage.py
 
 clean:
 	rm -rf $(VENV) artifacts .pytest_cache
