@@ -44,7 +44,7 @@ def main() -> int:
                 rows.append((f"build {lab.name} from scratch ({len(lab.nodes)} VMs, image cached)", f"{build_s:.1f} s"))
                 snap_s = session.snapshot("bench")
                 rows.append(("snapshot (pause all, save memory, freeze disks, resume)", f"{snap_s:.1f} s"))
-                size = sum(p.stat().st_size for p in (session.checkpoints.root / "bench").glob("*.save"))
+                size = sum(p.stat().st_size for p in session.checkpoints.root.glob("bench@*/*.save"))
                 rows.append(("checkpoint memory files", f"{size / 2**30:.2f} GiB"))
                 for node in session.nodes:
                     node.run("dd if=/dev/urandom of=/root/scratch bs=1M count=16 2>/dev/null && sync")

@@ -98,7 +98,7 @@ def main() -> int:
 
                 snap_s = session.snapshot("bench")
                 rows.append(("snapshot (pause all, save memory, freeze disks, resume)", f"{snap_s:.1f} s"))
-                size = sum(p.stat().st_size for p in (session.checkpoints.root / "bench").glob("*.save"))
+                size = sum(p.stat().st_size for p in session.checkpoints.root.glob("bench@*/*.save"))
                 rows.append(("checkpoint memory files", f"{size / 2**30:.2f} GiB"))
                 reverts = []
                 for i in range(3):
