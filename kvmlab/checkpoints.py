@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from kvmlab import render, settings
 from kvmlab.errors import HarnessError
@@ -46,6 +46,7 @@ NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,39}$")
 ROOT_SERIAL = "root"
 OVERLAY_RE = re.compile(r"\.c(\d+)\.qcow2$")  # overlay_name()'s counter
 BOOK = "book.json"
+T = TypeVar("T")
 
 
 # What checkpoints need of a lab session and its node handles (kvmlab.lab's LabSession and NodeHandle
@@ -281,7 +282,7 @@ class Checkpoints:
             self.session.log(f"checkpoint {name}: pausing {len(handles)} nodes")
             self._pause_all(handles)
             try:
-                self._parallel(handles, lambda h: self.session.provider.save_domain(h.domain, str(memory / f"{h.name}.save")))
+                in_parallel(handles, lambda h: self.session.provider.save_domain(h.domain, str(memory / f"{h.name}.save")))
                 fsync_tree(memory)
             except BaseException:
                 self._recover_after_failed_save(handles, book, memory)
@@ -329,7 +330,7 @@ class Checkpoints:
             for h in handles:
                 h.forget_session()
             with self._part("stop the nodes"):
-                self._parallel(handles, lambda h: self.session.provider.destroy_domain(h.domain))
+                in_parallel(handles, lambda h: self.session.provider.destroy_domain(h.domain))
             self._restore_onto_new_tops(handles, book, name)
             book.save(self._book_path)
             elapsed = time.monotonic() - start
@@ -377,7 +378,7 @@ class Checkpoints:
             provider.restore_domain(str(state_files[h.name]), disks, paused=True, owner=owner)
 
         with self._part("restore memory"):
-            self._parallel(handles, restore)
+            in_parallel(handles, restore)
         with self._part("resume"):
             for h in handles:  # resumed together so that no node sees its peers frozen
                 provider.resume_domain(h.domain)
@@ -411,7 +412,7 @@ class Checkpoints:
             )
             h.remote.check(f"date -u -s @{time.time():.3f} >/dev/null", "set the clock after a restore", timeout=60)
 
-        self._parallel(handles, set_clock)
+        in_parallel(handles, set_clock)
 
     def _all_running(self) -> Sequence[CheckpointNode]:
         handles = self.session.nodes
@@ -425,21 +426,22 @@ class Checkpoints:
             if h.state == "running":
                 self.session.provider.pause_domain(h.domain)
 
-    @staticmethod
-    def _parallel(handles: Sequence[CheckpointNode], fn: Callable[[CheckpointNode], None]) -> None:
-        errors: list[BaseException] = []
 
-        def call(h: CheckpointNode) -> None:
-            try:
-                fn(h)
-            except BaseException as exc:  # reported below, first one wins
-                errors.append(exc)
+def in_parallel(items: Sequence[T], fn: Callable[[T], None]) -> None:
+    """FN on every item at once, each in a thread; the first error is raised once all have ended."""
+    errors: list[BaseException] = []
 
-        threads = [threading.Thread(target=call, args=(h,), daemon=True) for h in handles]
-        for t in threads:
-            t.start()
-        for t in threads:
-            while t.is_alive():
-                t.join(0.5)
-        if errors:
-            raise errors[0]
+    def call(item: T) -> None:
+        try:
+            fn(item)
+        except BaseException as exc:  # reported below, first one wins
+            errors.append(exc)
+
+    threads = [threading.Thread(target=call, args=(item,), daemon=True) for item in items]
+    for t in threads:
+        t.start()
+    for t in threads:
+        while t.is_alive():
+            t.join(0.5)  # short joins keep Ctrl-C deliverable
+    if errors:
+        raise errors[0]

@@ -18,7 +18,7 @@ from typing import Any
 
 from kvmlab import accel as accel_mod
 from kvmlab import clones, golden, images, keys, render, runs, settings
-from kvmlab.checkpoints import Checkpoints
+from kvmlab.checkpoints import Checkpoints, in_parallel
 from kvmlab.errors import HarnessError, LibvirtGone, NodeStopped, PoolFull
 from kvmlab.gc import collect
 from kvmlab.model import Lab, Node, Placement
@@ -791,23 +791,8 @@ class LabSession:
 
     def settle_storage(self) -> None:
         """Wait until every storage service of the lab has settled after a restore (Role.settle)."""
-        hooks = {role.name: role.settle for role in registry().values() if role.settle is not None and self.by_role(role.name)}
-        errors: list[BaseException] = []
-
-        def settle(role: str) -> None:
-            try:
-                hooks[role](self.lab, lambda node: self.node(node).remote)
-            except BaseException as exc:  # reported below
-                errors.append(exc)
-
-        threads = [threading.Thread(target=settle, args=(role,), daemon=True) for role in hooks]
-        for t in threads:
-            t.start()
-        for t in threads:
-            while t.is_alive():
-                t.join(0.5)
-        if errors:
-            raise errors[0]
+        hooks = [role.settle for role in registry().values() if role.settle is not None and self.by_role(role.name)]
+        in_parallel(hooks, lambda settle: settle(self.lab, lambda node: self.node(node).remote))
 
     def mark_kept(self) -> None:
         self.keep = True
