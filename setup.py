@@ -8,8 +8,10 @@ from setuptools import find_namespace_packages, setup
 
 setup(
     packages=[
-        *find_namespace_packages(include=["kvmlab", "kvmlab.*"], exclude=["*.__pycache__", "kvmlab.templates", "kvmlab.templates.*"]),
+        *find_namespace_packages(include=["kvmlab", "kvmlab.*"], exclude=["*.__pycache__", "kvmlab.templates", "kvmlab.templates.*", "kvmlab.labs", "kvmlab.exercises", "kvmlab.exercises.*"]),
         "kvmlab_fixtures",
         "kvmlab.templates",
+        "kvmlab.labs",
+        "kvmlab.exercises",
     ]
 )

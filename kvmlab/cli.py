@@ -396,6 +396,9 @@ def parser() -> argparse.ArgumentParser:
     rv.add_argument("name")
     rv.set_defaults(fn=cmd_revert)
     sub.add_parser("gc", help="remove what dead runs left behind").set_defaults(fn=cmd_gc)
+    from kvmlab.cli_exercise import add_parser as add_exercise_parser
+
+    add_exercise_parser(sub)
     return p
 
 

@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -62,17 +63,27 @@ class GoldenSession(CheckpointSession, Protocol):
     def mark_ready(self) -> None: ...
     def down(self) -> None: ...
 
+    leave: frozenset[tuple[str, str | None]]
+    state_key: str
 
-def lab_key(lab_file: Path, image_digest: str, accel: str, templates: str = "") -> str:
+
+def lab_key(lab_file: Path, image_digest: str, accel: str, templates: str = "", extra: str = "") -> str:
+    """EXTRA: what else shaped the saved state (the role steps left out, an exercise's start commands)."""
     h = hashlib.sha256()
     h.update(lab_file.read_bytes())
-    h.update(f"\0{image_digest}\0{accel}\0".encode())
+    h.update(f"\0{image_digest}\0{accel}\0{extra}\0".encode())
     files = [p for src in SOURCES for p in sorted((PACKAGE / src).rglob("*.py") if (PACKAGE / src).is_dir() else [PACKAGE / src])]
     # Every template the lab renders from: its own folder, KVMLAB_TEMPLATES, kvmlab's.
     files += sorted(p for folder in search_path(templates or None) for p in folder.rglob("*") if p.is_file())
     for path in files:
         h.update(path.name.encode() + b"\0" + path.read_bytes())
     return h.hexdigest()[:16]
+
+
+def session_key(session: GoldenSession, image: Image) -> str:
+    lab = session.lab
+    left = ",".join(sorted(f"{role}:{phase or '*'}" for role, phase in session.leave))
+    return lab_key(Path(lab.path), image.digest, session.accel, lab.templates, f"{left}\0{session.state_key}")
 
 
 def saved_root() -> Path:
@@ -128,7 +139,7 @@ def save(session: GoldenSession, checkpoint: str, image: Image, build_s: float) 
 
 def _save(session: GoldenSession, checkpoint: str, image: Image, build_s: float) -> Path:
     lab = session.lab
-    key = lab_key(Path(lab.path), image.digest, session.accel, lab.templates)
+    key = session_key(session, image)
     book = session.checkpoints.book
     ck = book.checkpoints[checkpoint]
     dest = saved_dir(lab.name, key)
@@ -173,8 +184,10 @@ def _save(session: GoldenSession, checkpoint: str, image: Image, build_s: float)
 
 def forget_lab(lab_name: str) -> None:
     """Remove every saved state of the lab named LAB_NAME."""
+    # Exactly NAME-KEY: lab `ch5-nfs` must not take `ch5-nfs-alice`'s saved state with it.
     for path in saved_root().glob(f"{lab_name}-*"):
-        forget(path)
+        if re.fullmatch(re.escape(lab_name) + r"-[0-9a-f]{16}", path.name):
+            forget(path)
 
 
 def forget(path: Path) -> None:

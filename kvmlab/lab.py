@@ -368,6 +368,11 @@ class LabSession:
     # True: every node boots its kernel (the way generic nodes are made, and a fallback).
     # False: nodes start as clones of a saved generic node of their shape (kvmlab.clones).
     cold_boot: bool = False
+    # Role steps not applied: (role, None) for all of a role's steps, (role, phase) for one phase.
+    # An exercise's start state leaves to the trainee what they are to do by hand.
+    leave: frozenset[tuple[str, str | None]] = frozenset()
+    # What else shaped the state a saved lab keeps besides its file (e.g. an exercise's start commands).
+    state_key: str = ""
 
     def __post_init__(self) -> None:
         self._nodes = {n.name: NodeHandle(self, n) for n in self.lab.nodes}
@@ -472,7 +477,7 @@ class LabSession:
 
     def _restore_saved(self, image: images.Image) -> bool:
         """Restore the lab's saved verified state, if it was built from exactly what we have now."""
-        saved = golden.SavedLab.find(self.lab.name, golden.lab_key(Path(self.lab.path), image.digest, self.accel, self.lab.templates))
+        saved = golden.SavedLab.find(self.lab.name, golden.session_key(self, image))
         if saved is None:
             return False
         self.log(f"found saved lab {saved.path.name} (built in {saved.build_s:.0f} s, saved {saved.created}): restoring it")
@@ -603,6 +608,12 @@ class LabSession:
         """(role, step) for NODE in PHASE: its own roles' steps, then what other roles of the lab do on it."""
         role_defs = registry()
         units = [(role, role_defs[role].steps[phase]) for role in node.roles if phase in role_defs[role].steps]
+        units += self._steps_of_others(node, phase)
+        return [(role, step) for role, step in units if (role, None) not in self.leave and (role, phase) not in self.leave]
+
+    def _steps_of_others(self, node: Node, phase: str) -> list[tuple[str, Step]]:
+        role_defs = registry()
+        units: list[tuple[str, Step]] = []
         present = {r for n in self.lab.nodes for r in n.roles}
         for other in role_defs.values():
             if other.name not in present:
@@ -791,7 +802,11 @@ class LabSession:
 
     def settle_storage(self) -> None:
         """Wait until every storage service of the lab has settled after a restore (Role.settle)."""
-        hooks = [role.settle for role in registry().values() if role.settle is not None and self.by_role(role.name)]
+        hooks = [
+            role.settle
+            for role in registry().values()
+            if role.settle is not None and self.by_role(role.name) and not {(role.name, None), (role.name, "setup")} & self.leave
+        ]
         in_parallel(hooks, lambda settle: settle(self.lab, lambda node: self.node(node).remote))
 
     def mark_kept(self) -> None:

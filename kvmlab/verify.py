@@ -61,7 +61,7 @@ def run_checks(session: object, checks: Iterable[Check], log: Callable[[str], No
 
     def run_lane(lane: list[Check]) -> None:
         for check in lane:
-            done[id(check)] = _run_one(session, check, log)
+            done[id(check)] = run_check(session, check, log)
 
     pool = ThreadPoolExecutor(max_workers=min(CHECK_LANES, len(lanes) or 1), thread_name_prefix="check")
     try:
@@ -72,7 +72,7 @@ def run_checks(session: object, checks: Iterable[Check], log: Callable[[str], No
     return [done[id(check)] for check in ordered]
 
 
-def _run_one(session: object, check: Check, log: Callable[[str], None]) -> CheckResult:
+def run_check(session: object, check: Check, log: Callable[[str], None]) -> CheckResult:
     start = time.monotonic()
     log(f"check {check.id} ...")
     try:
