@@ -6,12 +6,12 @@ package under kvmlab/roles/ needs no entry), the two folders renamed in [tool.se
 
 from setuptools import find_namespace_packages, setup
 
+DATA = ("kvmlab.templates", "kvmlab.labs", "kvmlab.exercises")  # folders of data, shipped under these names
+
 setup(
     packages=[
-        *find_namespace_packages(include=["kvmlab", "kvmlab.*"], exclude=["*.__pycache__", "kvmlab.templates", "kvmlab.templates.*", "kvmlab.labs", "kvmlab.exercises", "kvmlab.exercises.*"]),
+        *find_namespace_packages(include=["kvmlab", "kvmlab.*"], exclude=["*.__pycache__", *DATA, *(f"{d}.*" for d in DATA)]),
         "kvmlab_fixtures",
-        "kvmlab.templates",
-        "kvmlab.labs",
-        "kvmlab.exercises",
+        *DATA,
     ]
 )
