@@ -15,7 +15,9 @@ steps = []
 for info, body in re.findall(r"```([^\n]*)\n(.*?)```", section, re.S):
     name = re.search(r"file=(\S+)", info)
     if name:
-        (pathlib.Path(sys.argv[2]) / name.group(1)).write_text(body)
+        target = pathlib.Path(sys.argv[2]) / name.group(1)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(body)
     elif info.strip() == "sh":
         steps.append(body)
 (pathlib.Path(sys.argv[2]) / "steps.sh").write_text("set -euxo pipefail\n" + "\n".join(steps))

@@ -138,6 +138,9 @@ def grade(session: Any, exercise: Exercise, log: Callable[[str], None] = lambda 
                 assert objective.command is not None
                 result = run_command(session, objective.command, values, timeout=120.0)
                 passed, seen = result.rc == 0, "" if result.rc == 0 else _tail(result.output, SEEN_LINES) or f"exit status {result.rc}"
+                first = f": {seen.splitlines()[0]}" if seen else ""
+                took = time.monotonic() - t
+                log(f"objective {objective.id} on {objective.command.node}: {'pass' if passed else 'FAIL'} in {took:.1f} s{first}")
             results.append(ObjectiveResult(objective, number, passed, time.monotonic() - t, seen))
     return Grade(tuple(results), time.monotonic() - start)
 
