@@ -203,6 +203,13 @@ def iscsi_pool_lists_the_mapped_luns(lab: Any) -> None:
         assert volumes == want, f"{hv.name}: pool {settings.pool} has volumes {volumes or 'none'} (LUN: bytes), its ACL maps {want}"
 
 
+def _assert_portal_answers(hv: Any, portal: str) -> None:
+    """A login to a portal nobody listens on retries for two minutes: say at once that nothing answers."""
+    address, _, port = portal.rpartition(":")
+    probe = hv.run(f"timeout 10 bash -c 'exec 3<>/dev/tcp/{address}/{port}'")
+    assert probe.rc == 0, f"{hv.name}: nothing accepts a connection on portal {portal}: {probe.output or f'exit {probe.rc}'}"
+
+
 def stranger_is_refused_at_login(lab: Any) -> None:
     """An initiator name without an ACL is refused at login (discovery is not access control; login is)."""
     settings = lab.lab.iscsi_target
@@ -211,6 +218,7 @@ def stranger_is_refused_at_login(lab: Any) -> None:
     assert stranger not in {initiator_iqn(lab.lab, acl.initiator) for acl in settings.acls}, f"the lab file gives {stranger} an ACL"
     iface, portal = "kvmlab-stranger", _addresses(lab)[0]
     node = f"iscsiadm -m node -T {settings.iqn} -p {portal} -I {iface}"
+    _assert_portal_answers(hv, portal)
     hv.run_expect(
         f"iscsiadm -m iface -I {iface} -o new && iscsiadm -m iface -I {iface} -o update -n iface.initiatorname -v {stranger}",
         f"an iSCSI interface named {stranger}",
@@ -241,6 +249,7 @@ def acl_shows_only_the_luns_it_maps(lab: Any) -> None:
     lun = backstores(settings)[-1]
     mapped = len(settings.luns)  # lab ACLs map LUN N as N, so this number (and its by-path link) is free
     iqn, iface, portal = initiator_iqn(lab.lab, "masked"), "kvmlab-masked", _addresses(lab)[0]
+    _assert_portal_answers(hv, portal)
     acls = f"/iscsi/{settings.iqn}/tpg1/acls"
     node = f"iscsiadm -m node -T {settings.iqn} -p {portal} -I {iface}"
     session = f'for s in /sys/class/iscsi_session/session*; do [ "$(cat $s/initiatorname)" = {iqn} ] && echo $s; done'
