@@ -7,7 +7,9 @@ each node with the role and take pool names from the lab's model.
 from __future__ import annotations
 
 import json
+import traceback
 import uuid
+from pathlib import Path
 from typing import Any
 
 from kvmlab.model import Lab
@@ -108,9 +110,15 @@ def _each(fn):
             try:
                 fn(hv.host)
             except AssertionError as exc:
-                raise AssertionError(f"{hv.name}: {exc}") from exc
+                raise AssertionError(f"{hv.name}: {exc or _failed_line(exc)}") from exc
 
     return run
+
+
+def _failed_line(exc: AssertionError) -> str:
+    """A bare assert says nothing: its line says what was expected."""
+    frame = traceback.extract_tb(exc.__traceback__)[-1]
+    return f"assertion failed at {Path(frame.filename).name}:{frame.lineno}: {frame.line}"
 
 
 def assert_pool_running(node: Any, pool: str) -> None:
