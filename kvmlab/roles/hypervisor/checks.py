@@ -110,7 +110,7 @@ def _each(fn):
             try:
                 fn(hv.host)
             except AssertionError as exc:
-                raise AssertionError(f"{hv.name}: {exc or _failed_line(exc)}") from exc
+                raise AssertionError(f"{hv.name}: {str(exc) or _failed_line(exc)}") from exc
 
     return run
 
