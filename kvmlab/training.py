@@ -243,7 +243,7 @@ class GraderProof:
     start_grade: Grade
     solved_grade: Grade
     wrong: tuple[tuple[str, Grade, tuple[str, ...]], ...]  # title, grade, the objectives it must fail
-    seconds: dict[str, float]  # start, check, solve, reset
+    seconds: dict[str, float]  # reset, start, check (the start state), solve, check solved
 
     def problems(self) -> list[str]:
         out = []
@@ -277,6 +277,7 @@ def prove_grader(session: LabSession, exercise: Exercise, base: str, log: Log) -
     times["check"] = at_start.seconds
     times["solve"] = solve(session, exercise)
     solved = grade(session, exercise, log)
+    times["check solved"] = solved.seconds
     wrong = []
     for bad in exercise.wrong:
         session.revert(base)
