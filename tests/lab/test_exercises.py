@@ -17,9 +17,9 @@ from kvmlab.training import prove_grader
 from kvmlab_fixtures.labs import PRISTINE, _say
 
 # Proven by `make test-slow`, not in `make test`, for CI's 90 minutes on 2 cores under TCG
-# (minutes per grader proof measured here): Ceph 11 and Gluster 8 (their role checks do real
-# I/O, three grades a proof), the two migration exercises (a lab built for them alone),
-# multipath 6 and virt-tools 4 (their solutions wait on multipathd and virt-install).
+# (minutes per grader proof, measured here): Ceph 12 and Gluster 12 (their role checks do
+# real I/O, three grades a proof), multipath 5 and virt-tools 3 (their solutions wait on
+# multipathd and virt-install), and the two migration exercises (a lab built for them alone).
 SLOW = {"ch5-ceph", "ch5-gluster", "ch5-multipath", "ch7-virt-tools", "ch7-live-migration", "ch7-offline-migrate"}
 
 
