@@ -5,8 +5,6 @@ from __future__ import annotations
 from kvmlab.model import Lab, Node, Placement
 from kvmlab.templating import render_template
 
-GRACE_S = 10  # NFSv4 grace and lease time: nfsd's minimum is 10 s
-
 
 def files(lab: Lab, pl: Placement, node: Node) -> dict[str, str]:
     if "nfs-server" not in node.roles:
@@ -19,7 +17,4 @@ def files(lab: Lab, pl: Placement, node: Node) -> dict[str, str]:
         }
         for e in lab.nfs_server.exports
     ]
-    return {
-        "exports": render_template("roles/nfs-server/exports.j2", {"exports": exports}),
-        "nfs.conf": render_template("roles/nfs-server/nfs.conf.j2", {"grace_s": GRACE_S}),
-    }
+    return {"exports": render_template("roles/nfs-server/exports.j2", {"exports": exports})}

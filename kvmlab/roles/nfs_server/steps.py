@@ -14,6 +14,5 @@ def setup(ctx: RoleContext, node: Node) -> None:
     if paths:
         remote.check(f"mkdir -p {paths}", "create export directories")
     remote.put("/etc/exports", ctx.file(node, "exports"))
-    remote.put("/etc/nfs.conf.d/kvmlab.conf", ctx.file(node, "nfs.conf"))
     remote.check("systemctl --no-reload enable --now nfs-server.service", "start the NFS server")
     remote.check("exportfs -ra", "publish exports")
