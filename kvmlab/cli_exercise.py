@@ -147,7 +147,7 @@ def cmd_finish(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from kvmlab.training import _running_run
+    from kvmlab.training import running_run
 
     states = all_states()
     if not states:
@@ -160,7 +160,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             stages, minutes = len(exercise.stages), exercise.minutes
         except HarnessError:
             stages, minutes = 0, 0
-        running = _running_run(s.lab) is not None
+        running = running_run(s.lab) is not None
         where = "finished" if s.finished else ("running" if running else "lab gone")
         last = s.grades[-1] if s.grades else None
         stage = "-" if last is None else ("done" if not last["failed"] else _stage_of(s, last["failed"], stages))

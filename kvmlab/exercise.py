@@ -16,7 +16,6 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
 from yaml.nodes import Node
 
 from kvmlab import yaml_errors
@@ -179,13 +178,7 @@ def load_exercise(folder: Path) -> Exercise:
         text = decode_lab_text(path.read_bytes(), shown)
     except OSError as exc:
         raise LabFileError(shown, 1, 1, f"cannot read exercise file: {exc.strerror}") from exc
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        line, col, message = yaml_errors.explain(exc, text)
-        raise LabFileError(shown, line, col, message) from None
-    if root is None:
-        raise LabFileError(shown, 1, 1, "exercise file is empty: it needs title, section, lab, stages and solution")
+    root = yaml_errors.compose(text, shown, "exercise file is empty: it needs title, section, lab, stages and solution")
     if not (folder / TASK_FILE).is_file():
         raise LabFileError(shown, 1, 1, f"the exercise has no {TASK_FILE} beside {EXERCISE_FILE}: write the task text there (Markdown)")
     return _ExerciseReader(Reader(shown), folder).read(root)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import yaml
 from yaml.nodes import Node
 
 from kvmlab import roles as role_registry
@@ -81,13 +80,7 @@ def parse_lab(text: str, path: str, default_name: str) -> Lab:
 
 def _parse_lab(text: str, path: str, default_name: str) -> Lab:
     reader = Reader(path)
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        line, col, message = yaml_errors.explain(exc, text)
-        raise LabFileError(path, line, col, message) from None
-    if root is None:
-        raise LabFileError(path, 1, 1, "lab file is empty: it needs at least a 'nodes:' mapping")
+    root = yaml_errors.compose(text, path, "lab file is empty: it needs at least a 'nodes:' mapping")
     top = reader.mapping(root, "the lab", ("name", "networks", "nodes", "roles", "templates", EXTENSION_KEYS))
 
     name = reader.optional(top, "name", lambda n: reader.lab_name(n), default_name.lower().replace("_", "-"))

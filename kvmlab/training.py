@@ -113,7 +113,7 @@ def state_of(exercise: Exercise, trainee: str) -> TraineeState:
     return TraineeState.load(path)
 
 
-def _running_run(name: str) -> runs.Run | None:
+def running_run(name: str) -> runs.Run | None:
     found = [r for r in runs.all_runs().values() if r.lab == name and r.owner_alive()]
     return max(found, key=lambda r: r.started) if found else None
 
@@ -121,7 +121,7 @@ def _running_run(name: str) -> runs.Run | None:
 def start(exercise: Exercise, trainee: str, provider: Provider, log: Log) -> tuple[LabSession, TraineeState]:
     """The trainee's copy of the start state, up and kept; restored from its saved state when there is one."""
     name = lab_name(exercise, trainee)
-    if _running_run(name) is not None:
+    if running_run(name) is not None:
         raise HarnessError(
             f"exercise {exercise.id} is already running as lab {name}: go on with it, `kvmlab exercise reset {exercise.id}` to start over, "
             f"or `kvmlab exercise finish {exercise.id}` to end it" + (f" (add --as {trainee})" if trainee else "")
@@ -154,7 +154,7 @@ def start(exercise: Exercise, trainee: str, provider: Provider, log: Log) -> tup
 
 
 def attach(state: TraineeState, provider: Provider, log: Log) -> LabSession:
-    run = _running_run(state.lab) or runs.all_runs().get(state.run_id)
+    run = running_run(state.lab) or runs.all_runs().get(state.run_id)
     if run is None or run.lab != state.lab or not (run.owner_alive() or run.kept):
         raise HarnessError(f"the lab of exercise {state.exercise} ({state.lab}) is not up any more: `kvmlab exercise start` it again")
     lab = dataclasses.replace(state.exercise_def().lab(), name=state.lab)

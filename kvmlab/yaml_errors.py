@@ -19,6 +19,20 @@ _OPENERS = {
 }
 
 
+def compose(text: str, path: str, empty: str) -> yaml.Node:
+    """TEXT as a YAML node tree with marks; a syntax error or an empty file is a LabFileError at PATH (EMPTY says what belongs there)."""
+    from kvmlab.errors import LabFileError
+
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        line, col, message = explain(exc, text)
+        raise LabFileError(path, line, col, message) from None
+    if root is None:
+        raise LabFileError(path, 1, 1, empty)
+    return root
+
+
 def explain(exc: yaml.YAMLError, text: str) -> tuple[int, int, str]:
     """(line, column, message) for a PyYAML error on TEXT."""
     if isinstance(exc, yaml.reader.ReaderError):
