@@ -20,7 +20,7 @@ for info, body in re.findall(r"```([^\n]*)\n(.*?)```", section, re.S):
         target.write_text(body)
     elif info.strip() == "sh":
         steps.append(body)
-(pathlib.Path(sys.argv[2]) / "steps.sh").write_text("set -euxo pipefail\n" + "\n".join(steps))
+(pathlib.Path(sys.argv[2]) / "steps.sh").write_text("PS4='+ [$SECONDS s] '\nset -euxo pipefail\n" + "\n".join(steps))
 PY
 cd "$work"
 echo "== own project in $work: $(ls)"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -54,8 +55,10 @@ def trainees():
 def test_two_trainees_side_by_side(trainees, tmp_path, monkeypatch):
     monkeypatch.setenv("KVMLAB_ARTIFACTS", str(tmp_path / "artifacts"))
     ann, bob = trainees
-    for who in (ann, bob):
-        out = kvmlab("exercise", "start", EXERCISE, "--as", who)
+    with ThreadPoolExecutor(2) as pool:  # both start at once, as a class does
+        outputs = pool.map(lambda who: kvmlab("exercise", "start", EXERCISE, "--as", who), (ann, bob))
+        starts = dict(zip((ann, bob), outputs, strict=True))
+    for who, out in starts.items():
         assert f"lab {EXERCISE}-{who}" in out and "# The default storage pool" in out
 
     status = kvmlab("exercise", "status")

@@ -1,8 +1,9 @@
 """Checks of the ceph-mon, ceph-osd and ceph-admin roles (book 5.7): the cluster, its pool and client key, and the hypervisors' rbd pool.
 
 Expectations come from the lab's model (lab.lab.ceph) and files.py; nodes are
-found by role. The `ceph` CLI runs on the monitor, which holds the admin keyring
-it made at bootstrap. A check raises AssertionError naming the node and what it saw.
+found by role. Monitor commands run on the monitor, which holds the admin keyring
+it made at bootstrap, through librados (query.py: a quarter of the `ceph` CLI's time
+under TCG). A check raises AssertionError naming the node and what it saw.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 
 from kvmlab.roles import Check
 from kvmlab.roles.ceph.files import fsid, pool_size, secret_uuid
+from kvmlab.roles.ceph.query import mon_command
 from kvmlab.roles.ceph.steps import CEPH, EXPECTED_WARNINGS
 from kvmlab.roles.hypervisor.checks import has_hypervisor
 
@@ -34,10 +36,18 @@ def _json(node: Any, command: str, what: str = "") -> Any:
     return json.loads(node.run_expect(f"{command} --format json", what))
 
 
+def _mon_json(node: Any, prefix: str, **args: object) -> Any:
+    """Monitor command PREFIX's JSON answer, sent through librados on NODE."""
+    detail = " ".join(f"{v}" for v in args.values())
+    return json.loads(node.run_expect(mon_command(prefix, **args), f"ceph {prefix} {detail}".strip()))
+
+
 def _client_keyring(mon: Any, client: str) -> str:
     """A keyring file of the client key, readable by root only, for rados --id."""
     path = f"/root/client-{_uid()}.keyring"
-    mon.run_expect(f"umask 077 && {CEPH} auth get client.{client} -o {path}", f"a keyring file for client.{client}")
+    mon.run_expect(
+        f"umask 077 && {mon_command('auth get', 'plain', entity=f'client.{client}')} > {path}", f"a keyring file for client.{client}"
+    )
     return path
 
 
@@ -47,7 +57,7 @@ def _client_keyring(mon: Any, client: str) -> str:
 def cluster_is_healthy(lab: Any) -> None:
     """ceph -s on the monitor: the lab's fsid, and health OK or only the warnings EXPECTED_WARNINGS allows."""
     mon = _mon(lab)
-    status = _json(mon, f"{CEPH} -s", "ceph -s")
+    status = _mon_json(mon, "status")
     want = fsid(lab.lab, lab.placement)
     assert status["fsid"] == want, f"{mon.name}: the cluster's fsid is {status['fsid']}, this lab run's is {want}"
     health = status["health"]
@@ -61,7 +71,7 @@ def cluster_is_healthy(lab: Any) -> None:
 def osds_are_up_and_in(lab: Any) -> None:
     """Every ceph-osd node holds one OSD in the CRUSH map under its own name, up and in; the cluster has no others."""
     mon = _mon(lab)
-    tree = _json(mon, f"{CEPH} osd tree", "ceph osd tree")
+    tree = _mon_json(mon, "osd tree")
     by_id = {item["id"]: item for item in tree["nodes"]}
     hosts = {item["name"]: item for item in tree["nodes"] if item["type"] == "host"}
     osds = [item for item in tree["nodes"] if item["type"] == "osd"] + list(tree.get("stray", []))
@@ -83,11 +93,11 @@ def pool_has_the_lab_settings(lab: Any) -> None:
     """The lab's pool has its pg_num, one replica per OSD node (at most 3), and the rbd application."""
     s = lab.lab.ceph
     mon = _mon(lab)
-    pg_num = _json(mon, f"{CEPH} osd pool get {s.pool} pg_num")["pg_num"]
+    pg_num = _mon_json(mon, "osd pool get", pool=s.pool, var="pg_num")["pg_num"]
     assert pg_num == s.pg_num, f"{mon.name}: pool {s.pool} has pg_num {pg_num}, the lab file says {s.pg_num}"
-    size = _json(mon, f"{CEPH} osd pool get {s.pool} size")["size"]
+    size = _mon_json(mon, "osd pool get", pool=s.pool, var="size")["size"]
     assert size == pool_size(lab.lab), f"{mon.name}: pool {s.pool} keeps {size} replicas, want {pool_size(lab.lab)}"
-    applications = _json(mon, f"{CEPH} osd pool application get {s.pool}")
+    applications = _mon_json(mon, "osd pool application get", pool=s.pool)
     assert "rbd" in applications, f"{mon.name}: pool {s.pool} has applications {sorted(applications) or 'none'}, not rbd"
 
 
@@ -114,7 +124,11 @@ def client_key_is_refused_on_another_pool(lab: Any) -> None:
     other = f"other-{_uid()[:6]}"
     keyring = _client_keyring(mon, s.client)
     # The pool is deleted afterwards (ceph.conf allows it) so that later checks and runs see only the lab's own pool.
-    mon.run_expect(f"{CEPH} osd pool create {other} 8 8 && {CEPH} osd pool application enable {other} rados", f"a scratch pool {other}")
+    mon.run_expect(
+        f"{mon_command('osd pool create', pool=other, pg_num=8, pgp_num=8)} && "
+        f"{mon_command('osd pool application enable', pool=other, app='rados')}",
+        f"a scratch pool {other}",
+    )
     try:
         mon.run_expect(f"rados -p {other} put as-admin /etc/hostname", f"write to {other} as admin")  # the pool works
         denied = mon.run(f"rados -p {other} --id {s.client} --keyring {keyring} put {other} /etc/hostname")
@@ -127,8 +141,8 @@ def client_key_is_refused_on_another_pool(lab: Any) -> None:
         assert read.rc != 0, f"{mon.name}: client.{s.client} read an object of pool {other}, which its caps do not name"
     finally:
         mon.run(f"rm -f {keyring}")
-        mon.run(f"{CEPH} osd pool rm {other} {other} --yes-i-really-really-mean-it")
-    pools = mon.run_expect(f"{CEPH} osd pool ls").split()
+        mon.run(mon_command("osd pool rm", pool=other, pool2=other, yes_i_really_really_mean_it=True))
+    pools = _mon_json(mon, "osd pool ls")
     assert other not in pools, f"{mon.name}: scratch pool {other} is still there after osd pool rm"
 
 
@@ -186,7 +200,10 @@ def secret_holds_the_client_key(lab: Any) -> None:
     s = lab.lab.ceph
     mon = _mon(lab)
     secret = secret_uuid(lab.lab, lab.placement)
-    on_mon = mon.run_expect(f"{CEPH} auth get-key client.{s.client} | tr -d '\\n' | sha256sum", f"digest of client.{s.client}'s key")
+    on_mon = mon.run_expect(
+        f"set -o pipefail; {mon_command('auth get-key', 'plain', entity=f'client.{s.client}')} | tr -d '\\n' | sha256sum",
+        f"digest of client.{s.client}'s key",
+    )
     for hv in lab.by_role("hypervisor"):
         usage = hv.run_expect(f"virsh secret-dumpxml {secret}")
         assert f"<name>client.{s.client} secret</name>" in usage, f"{hv.name}: secret {secret} is not for client.{s.client}:\n{usage}"

@@ -4,7 +4,7 @@ Under TCG one `ceph` CLI call takes 8-12 s, most of it the CLI's own start: its 
 fetching every command's description from the monitor before sending one. A wait that polls
 health or OSD counts sends the monitor command straight through librados' Python binding
 (python3-rados, which the CLI itself uses), in about a quarter of that. Steps and checks that
-show the book's procedure keep the `ceph` CLI.
+show the book's procedure keep the `ceph` CLI; checks use these (ceph-admin's check is of the CLI itself).
 """
 
 from __future__ import annotations
@@ -27,9 +27,10 @@ sys.exit(1 if rc else 0)
 """
 
 
-def mon_command(prefix: str, **args: object) -> str:
-    """A shell command that sends monitor command PREFIX (e.g. 'health', 'osd stat') and prints its JSON."""
-    request = json.dumps({"prefix": prefix, "format": "json", **args})
+def mon_command(prefix: str, fmt: str = "json", **args: object) -> str:
+    """A shell command that sends monitor command PREFIX (e.g. 'health', 'osd stat') and prints its
+    output in format FMT ('json', or 'plain': a key or keyring as the CLI prints it)."""
+    request = json.dumps({"prefix": prefix, "format": fmt, **args})
     return f"python3 -c {shlex.quote(_SCRIPT)} {CONF} {shlex.quote(request)}"
 
 

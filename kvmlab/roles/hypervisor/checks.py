@@ -7,6 +7,7 @@ each node with the role and take pool names from the lab's model.
 from __future__ import annotations
 
 import json
+import re
 import traceback
 import uuid
 from pathlib import Path
@@ -33,84 +34,103 @@ def info_field(virsh_info: str, name: str) -> str:
     raise AssertionError(f"no '{name}' in:\n{virsh_info}")
 
 
-def pool_field(host, pool: str, name: str) -> str:
-    return info_field(host.check_output(f"virsh pool-info {pool}"), name)
+def _sections(output: str) -> list[str]:
+    """The parts of a script's output between `echo ===` lines."""
+    return [part.strip() for part in re.split(r"^===$", output, flags=re.M)]
 
 
-def check_default_pool_is_active_and_autostarted(host) -> None:
-    assert pool_field(host, "default", "State") == "running"
-    assert pool_field(host, "default", "Autostart") == "yes"
-    assert "<path>/var/lib/libvirt/images</path>" in host.check_output("virsh pool-dumpxml default")
+# Each check runs one script per hypervisor: under TCG every SSH command and every virsh start
+# costs a second or more, and a script's exit status and output still say what failed.
 
 
-def check_thin_raw_is_sparse_and_preallocated_is_not(host) -> None:
+def check_default_pool_is_active_and_autostarted(hv: Any) -> None:
+    info, xml = _sections(hv.run_expect("virsh pool-info default && echo === && virsh pool-dumpxml default", "pool default"))
+    assert info_field(info, "State") == "running", f"pool default is {info_field(info, 'State')}, not running"
+    assert info_field(info, "Autostart") == "yes", "pool default is not autostarted"
+    assert "<path>/var/lib/libvirt/images</path>" in xml, f"pool default is not /var/lib/libvirt/images:\n{xml}"
+
+
+def check_thin_raw_is_sparse_and_preallocated_is_not(hv: Any) -> None:
     thin, full = f"/var/lib/libvirt/images/thin-{_uid()}.img", f"/var/lib/libvirt/images/full-{_uid()}.img"
-    try:
-        host.run_expect([0], f"dd if=/dev/zero of={thin} bs=1M seek=1024 count=0 status=none")
-        host.run_expect([0], f"dd if=/dev/zero of={full} bs=1M count=256 conv=fsync status=none")
-        thin_info = json.loads(host.check_output(f"qemu-img info --output=json {thin}"))
-        full_info = json.loads(host.check_output(f"qemu-img info --output=json {full}"))
-        assert thin_info["virtual-size"] == 1024 * 2**20
-        assert thin_info["actual-size"] < 2**20  # nothing allocated but metadata
-        assert full_info["virtual-size"] == 256 * 2**20
-        assert full_info["actual-size"] >= full_info["virtual-size"]
-    finally:
-        host.run(f"rm -f {thin} {full}")
+    out = hv.run_expect(
+        f"trap 'rm -f {thin} {full}' EXIT; "
+        f"dd if=/dev/zero of={thin} bs=1M seek=1024 count=0 status=none && "
+        f"dd if=/dev/zero of={full} bs=1M count=32 conv=fsync status=none && "
+        f"qemu-img info --output=json {thin} && echo === && qemu-img info --output=json {full}",
+        "a thin 1 GiB image and a written 32 MiB one",
+    )
+    thin_info, full_info = (json.loads(part) for part in _sections(out))
+    assert thin_info["virtual-size"] == 1024 * 2**20, f"thin image: {thin_info}"
+    assert thin_info["actual-size"] < 2**20, f"thin image has {thin_info['actual-size']} bytes allocated, want only metadata"
+    assert full_info["virtual-size"] == 32 * 2**20, f"written image: {full_info}"
+    assert full_info["actual-size"] >= full_info["virtual-size"], f"written image has only {full_info['actual-size']} bytes allocated"
 
 
-def check_iso_library_is_root_only_and_lists_copied_isos(host) -> None:
-    directory = host.file(ISO_DIR)
-    assert (directory.user, directory.group, directory.mode) == ("root", "root", 0o700)
-    assert pool_field(host, "iso_library", "State") == "running"
+def check_iso_library_is_root_only_and_lists_copied_isos(hv: Any) -> None:
+    owner, info = _sections(hv.run_expect(f"stat -c '%U %G %a' {ISO_DIR} && echo === && virsh pool-info iso_library", "the ISO library"))
+    assert owner == "root root 700", f"{ISO_DIR} has owner, group and mode '{owner}', want 'root root 700'"
+    assert info_field(info, "State") == "running", f"pool iso_library is {info_field(info, 'State')}, not running"
     iso = f"install-{_uid()}.iso"
-    host.run_expect([0], f"dd if=/dev/urandom of={ISO_DIR}/{iso} bs=1M count=2 status=none")
-    try:
-        assert iso not in host.check_output("virsh vol-list iso_library")  # not until the pool is refreshed
-        host.run_expect([0], "virsh pool-refresh iso_library")
-        assert iso in host.check_output("virsh vol-list iso_library")
-    finally:
-        host.run(f"rm -f {ISO_DIR}/{iso}; virsh pool-refresh iso_library")
+    before, after = _sections(
+        hv.run_expect(
+            f"trap 'rm -f {ISO_DIR}/{iso}; virsh -q pool-refresh iso_library >/dev/null 2>&1' EXIT; "
+            f"dd if=/dev/urandom of={ISO_DIR}/{iso} bs=1M count=2 status=none && virsh -q vol-list iso_library && echo === && "
+            "virsh -q pool-refresh iso_library && virsh -q vol-list iso_library",
+            f"copy {iso} in, list the pool before and after a refresh",
+        )
+    )
+    assert iso not in before, f"pool iso_library lists {iso} before it is refreshed"
+    assert iso in after, f"pool iso_library does not list {iso} after a refresh:\n{after}"
 
 
-def check_pool_removal_leaves_files_in_place(host) -> None:
+def check_pool_removal_leaves_files_in_place(hv: Any) -> None:
     name = f"scratch{_uid()}"
     path = f"/var/lib/libvirt/{name}"
-    host.run_expect([0], f"virsh pool-define-as {name} dir --target {path} && virsh pool-build {name} && virsh pool-start {name}")
-    try:
-        host.run_expect([0], f"virsh vol-create-as {name} keep.qcow2 16M --format qcow2")
-        host.run_expect([0], f"virsh pool-destroy {name}")
-        host.run_expect([0], f"virsh pool-undefine {name}")
-        assert name not in host.check_output("virsh pool-list --all --name").split()
-        assert host.file(f"{path}/keep.qcow2").exists
-    finally:
-        host.run(f"virsh pool-destroy {name}; virsh pool-undefine {name}; rm -rf {path}")
+    pools, kept = _sections(
+        hv.run_expect(
+            f"trap 'set +e; {{ virsh -q pool-destroy {name}; virsh -q pool-undefine {name}; rm -rf {path}; }} >/dev/null 2>&1' EXIT; "
+            "set -e; "
+            f"virsh -q pool-define-as {name} dir --target {path}; virsh -q pool-build {name}; virsh -q pool-start {name}; "
+            f"virsh -q vol-create-as {name} keep.qcow2 16M --format qcow2; "
+            f"virsh -q pool-destroy {name}; virsh -q pool-undefine {name}; "
+            f"virsh pool-list --all --name; echo ===; ls {path}",
+            f"a dir pool {name} with a volume, destroyed and undefined",
+        )
+    )
+    assert name not in pools.split(), f"pool {name} is still listed after pool-undefine"
+    assert "keep.qcow2" in kept.split(), f"{path}/keep.qcow2 is gone after the pool was undefined (left: {kept or 'nothing'})"
 
 
-def check_volume_lifecycle(host, pool: str, fmt: str) -> None:
+def check_volume_lifecycle(hv: Any, pool: str, fmt: str) -> None:
     """vol-create-as, vol-info, vol-delete: the volume has the asked capacity and format, then is gone."""
     name = f"vol-{_uid()}.{fmt}"
-    host.run_expect([0], f"virsh vol-create-as {pool} {name} 48M --format {fmt}")
-    try:
-        info = host.check_output(f"virsh vol-info --bytes --pool {pool} {name}")
-        capacity = next(line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("Capacity"))
-        assert capacity == f"{48 * 2**20} bytes"
-        path = host.check_output(f"virsh vol-path --pool {pool} {name}")
-        if fmt != "raw" or not path.startswith("/dev/"):
-            assert json.loads(host.check_output(f"qemu-img info --output=json {path}"))["format"] == fmt
-    finally:
-        host.run_expect([0], f"virsh vol-delete --pool {pool} {name}")
-    assert name not in host.check_output(f"virsh vol-list {pool}")
+    out = hv.run_expect(
+        f"virsh -q vol-create-as {pool} {name} 48M --format {fmt} || exit; "
+        f"trap 'virsh -q vol-delete --pool {pool} {name} >/dev/null 2>&1' EXIT; "
+        f"virsh vol-info --bytes --pool {pool} {name} && echo === && "
+        f"path=$(virsh vol-path --pool {pool} {name}) && echo $path && echo === && "
+        f"{{ case $path in /dev/*) echo '{{}}';; *) qemu-img info --output=json $path;; esac; }} && echo === && "
+        f"virsh -q vol-delete --pool {pool} {name} && virsh -q vol-list {pool}",
+        f"create, inspect and delete a {fmt} volume in pool {pool}",
+    )
+    info, path, image, listed = _sections(out)
+    capacity = info_field(info, "Capacity")
+    assert capacity == f"{48 * 2**20} bytes", f"volume {name} has capacity {capacity}, want 48 MiB"
+    if not path.startswith("/dev/"):
+        assert json.loads(image)["format"] == fmt, f"{path} is {json.loads(image)['format']}, not {fmt}"
+    assert name not in listed, f"volume {name} is still listed in pool {pool} after vol-delete"
 
 
 def _each(fn):
-    """Run FN(host) on every hypervisor; a failure says which one."""
+    """Run FN(node) on every hypervisor; a failure says which one."""
 
     def run(lab: Any) -> None:
         for hv in lab.by_role(ROLE):
             try:
-                fn(hv.host)
+                fn(hv)
             except AssertionError as exc:
-                raise AssertionError(f"{hv.name}: {str(exc) or _failed_line(exc)}") from exc
+                said = str(exc) or _failed_line(exc)
+                raise AssertionError(said if said.startswith(f"{hv.name}:") else f"{hv.name}: {said}") from exc
 
     return run
 
@@ -173,7 +193,7 @@ def _volume_lifecycle(lab: Any) -> None:
         for pool in pools:
             for fmt in ("raw", "qcow2"):
                 try:
-                    check_volume_lifecycle(hv.host, pool, fmt)
+                    check_volume_lifecycle(hv, pool, fmt)
                 except AssertionError as exc:
                     raise AssertionError(f"{hv.name}: pool {pool}, {fmt}: {exc}") from exc
 
