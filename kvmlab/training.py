@@ -265,14 +265,24 @@ def _failures(graded: Grade) -> str:
     return "; ".join(f"{r.objective.id} (seen: {(r.seen or 'nothing').splitlines()[0]})" for r in graded.results if not r.passed)
 
 
+PROOF_START = "grader-proof-start"  # the start state, as a grader proof checkpoints it
+
+
 def prove_grader(session: LabSession, exercise: Exercise, base: str, log: Log) -> GraderProof:
     """From checkpoint BASE (the lab as the exercise's bring-up leaves it): the start state fails every
-    objective; the reference solution passes every one; each wrong solution fails exactly its objectives."""
+    objective; the reference solution passes every one; each wrong solution fails exactly its objectives.
+
+    With start commands and wrong solutions, the start state is checkpointed once (PROOF_START) and
+    each wrong solution begins from it: a revert instead of a revert plus the start commands again."""
     times: dict[str, float] = {}
     t = time.monotonic()
     session.revert(base)
     times["reset"] = time.monotonic() - t
     times["start"] = times["reset"] + apply(session, exercise.start, f"{exercise.id} start", log)
+    start = base
+    if exercise.start and exercise.wrong:
+        session.snapshot(PROOF_START)
+        start = PROOF_START
     at_start = grade(session, exercise, log)
     times["check"] = at_start.seconds
     times["solve"] = solve(session, exercise)
@@ -280,8 +290,9 @@ def prove_grader(session: LabSession, exercise: Exercise, base: str, log: Log) -
     times["check solved"] = solved.seconds
     wrong = []
     for bad in exercise.wrong:
-        session.revert(base)
-        apply(session, exercise.start, f"{exercise.id} start", log)
+        session.revert(start)
+        if start == base:
+            apply(session, exercise.start, f"{exercise.id} start", log)
         apply(session, bad.steps, f"{exercise.id} wrong solution '{bad.title}'", log)
         wrong.append((bad.title, grade(session, exercise, log), bad.fails))
     return GraderProof(exercise.id, at_start, solved, tuple(wrong), times)

@@ -15,7 +15,7 @@ from kvmlab.lab import LabSession
 from kvmlab.loader import load_lab
 from kvmlab.model import Placement
 from kvmlab.remote import Result
-from kvmlab.training import GraderProof, TraineeState, lab_name, next_hint, start_key
+from kvmlab.training import PROOF_START, GraderProof, TraineeState, lab_name, next_hint, prove_grader, start_key
 
 LAB = builtin_labs_dir() / "smoke.yaml"
 
@@ -216,3 +216,73 @@ def test_role_steps_left_out_of_a_bring_up(provider):
     one_phase = LabSession(lab, provider, leave=frozenset({("hypervisor", "clients")}))
     assert [role for role, _ in one_phase._units(hv, "clients")] == ["iscsi-target"]
     assert [role for role, _ in one_phase._units(hv, "setup")] == ["hypervisor"]
+
+
+class CheckpointedFake:
+    """A one-node lab whose state is a set of files, with checkpoints; it records what a proof does."""
+
+    def __init__(self) -> None:
+        self.node_ = FakeNode({"/srv/left-over"})
+        self.saved: dict[str, set[str]] = {"pristine": {"/srv/left-over"}}
+        self.calls: list[str] = []
+        real_run = self.node_.run
+
+        def run(command: str, timeout: float = 600.0) -> Result:
+            self.calls.append(command)
+            if command.startswith("rm -f "):
+                self.node_.files.discard(command.split()[-1])
+                return Result(0, "", "")
+            return real_run(command, timeout)
+
+        self.node_.run = run
+        session = fake_session(set())
+        self.lab, self.placement, self.log = session.lab, session.placement, session.log
+
+    def node(self, _name: str) -> FakeNode:
+        return self.node_
+
+    def snapshot(self, name: str) -> float:
+        self.calls.append(f"snapshot {name}")
+        self.saved[name] = set(self.node_.files)
+        return 0.0
+
+    def revert(self, name: str) -> float:
+        self.calls.append(f"revert {name}")
+        self.node_.files = set(self.saved[name])
+        return 0.0
+
+
+PROVEN = """\
+title: Two files
+section: "5.3"
+minutes: 5
+lab: {lab}
+start:
+  run: [{{node: nfs1, run: rm -f /srv/left-over}}]
+stages:
+  - title: One
+    objectives:
+      - {{id: a, title: file a, node: nfs1, run: test -f /srv/a, hints: [make a]}}
+      - {{id: b, title: file b, node: nfs1, run: test -f /srv/b, hints: [make b]}}
+solution:
+  - {{stage: 1, node: nfs1, run: touch /srv/a}}
+  - {{stage: 1, node: nfs1, run: touch /srv/b}}
+wrong:
+  - {{title: only a, steps: [{{node: nfs1, run: touch /srv/a}}], fails: [b]}}
+  - {{title: only b, steps: [{{node: nfs1, run: touch /srv/b}}], fails: [a]}}
+"""
+
+
+def test_a_grader_proof_starts_each_wrong_solution_from_a_checkpoint_of_the_start_state(tmp_path):
+    ex = load_exercise(write(tmp_path, PROVEN.format(lab=LAB)))
+    lab = CheckpointedFake()
+    proof = prove_grader(lab, ex, "pristine", lambda _l: None)
+    assert proof.problems() == []
+    assert lab.calls.count("rm -f /srv/left-over") == 1  # the start commands ran once
+    assert [c for c in lab.calls if c.split()[0] in ("snapshot", "revert")] == [
+        "revert pristine",
+        f"snapshot {PROOF_START}",
+        f"revert {PROOF_START}",
+        f"revert {PROOF_START}",
+    ]
+    assert "/srv/left-over" not in lab.saved[PROOF_START] and "/srv/a" not in lab.saved[PROOF_START]
