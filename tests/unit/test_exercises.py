@@ -121,8 +121,13 @@ class FakeNode:
     def __init__(self, files: set[str]) -> None:
         self.files = files
         self.remote = self
+        self.calls: list[str] = []
 
     def run(self, command: str, timeout: float = 600.0) -> Result:
+        self.calls.append(command)
+        if command.startswith("rm -f "):
+            self.files.discard(command.split()[-1])
+            return Result(0, "", "")
         if command.startswith("test -f "):
             ok = command.split()[-1] in self.files
             return Result(0 if ok else 1, "", "" if ok else f"{command.split()[-1]}: no such file")
@@ -224,17 +229,7 @@ class CheckpointedFake:
     def __init__(self) -> None:
         self.node_ = FakeNode({"/srv/left-over"})
         self.saved: dict[str, set[str]] = {"pristine": {"/srv/left-over"}}
-        self.calls: list[str] = []
-        real_run = self.node_.run
-
-        def run(command: str, timeout: float = 600.0) -> Result:
-            self.calls.append(command)
-            if command.startswith("rm -f "):
-                self.node_.files.discard(command.split()[-1])
-                return Result(0, "", "")
-            return real_run(command, timeout)
-
-        self.node_.run = run
+        self.calls = self.node_.calls  # the node's commands and the lab's checkpoints, in order
         session = fake_session(set())
         self.lab, self.placement, self.log = session.lab, session.placement, session.log
 

@@ -55,7 +55,7 @@ def _client_keyring(mon: Any, client: str) -> str:
 
 
 def cluster_is_healthy(lab: Any) -> None:
-    """ceph -s on the monitor: the lab's fsid, and health OK or only the warnings EXPECTED_WARNINGS allows."""
+    """The monitor's status (`ceph -s`): the lab's fsid, and health OK or only the warnings EXPECTED_WARNINGS allows."""
     mon = _mon(lab)
     status = _mon_json(mon, "status")
     want = fsid(lab.lab, lab.placement)
