@@ -321,7 +321,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
             f"removed runs {', '.join(out.runs) or '-'}: {len(out.domains)} domains, {len(out.networks)} networks, "
             f"{len(out.volumes)} volumes, {len(out.builds)} unfinished image builds, "
             f"{len(out.saved)} leftovers of unfinished lab saves, {len(out.checkpoints)} leftovers of unfinished checkpoints, "
-            f"{len(out.generics)} generic nodes of older images"
+            f"{len(out.generics)} generic nodes of older images and generic disks nothing uses"
         )
     return 0
 

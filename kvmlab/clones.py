@@ -4,7 +4,11 @@ A generic node is a node's own domain XML stripped of what makes it that node: n
 disks, no seed disk, the kernel argument `kvmlab.generic`. It boots once per image and shape
 (memory, vCPUs, accelerator, everything else the domain template renders), waits in
 `kvmlab-firstboot --hotplugged` for a seed disk, and is saved there: memory to a state file in
-the cache, disk to a frozen overlay `generic-KEY.qcow2` in kvmlab's pool.
+the generics folder, disk to a frozen overlay `generic-KEY-MADE.qcow2` in kvmlab's pool. MADE is new
+each time a generic is made, and the state file's metadata names its volume: a state file is only
+ever used with the disk it was saved with (two generics folders sharing a pool, or a generic made
+again while a saved lab still sits on the old disk, would otherwise pair a memory state with
+another disk; the guest sees a corrupt filesystem at its next cold boot).
 
 A node then starts in about a second: a fresh overlay above the generic's, the state file
 restored under the node's name, UUID, disk and console log, and its NICs, data disks and seed
@@ -238,13 +242,16 @@ class Generics:
     def _ensure(self, key: str, node_xml: str, stop: threading.Event | None) -> Generic:
         directory = settings.generics_dir()
         directory.mkdir(parents=True, exist_ok=True)
-        generic = Generic(key, directory / f"{key}.save", f"generic-{key}.qcow2")
         meta = directory / f"{key}.json"
         with open(directory / f"{key}.lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # another process making the same one: wait for it
-            if meta.exists() and generic.state.exists() and self.provider.has_volume(settings.POOL, generic.volume):
-                return generic
-            _remove(self.provider, generic, meta)  # half-made by a killed run, or its volume was removed
+            made = recorded(meta)
+            if made is not None and made.state.exists() and self.provider.has_volume(settings.POOL, made.volume):
+                return made
+            # Half-made by a killed run, or its volume was removed: its files go; a volume it named is
+            # left to `kvmlab gc`, which removes it once no overlay sits on it.
+            _remove_files(meta)
+            generic = Generic(key, directory / f"{key}.save", f"generic-{key}-{runs.new_run_id()}.qcow2")
             start = time.monotonic()
             self._make(generic, node_xml, stop)
             took = time.monotonic() - start
@@ -253,6 +260,7 @@ class Generics:
                     {
                         "image": self.image_digest,
                         "accel": self.accel,
+                        "volume": generic.volume,
                         "created": datetime.now(UTC).isoformat(timespec="seconds"),
                         "boot_s": round(took, 1),
                     }
@@ -317,26 +325,53 @@ class Generics:
                 self._making.pop(name, None)
 
 
-def _remove(provider: Provider, generic: Generic, meta: Path) -> None:
-    meta.unlink(missing_ok=True)
-    generic.state.unlink(missing_ok=True)
-    generic.state.with_suffix(".partial").unlink(missing_ok=True)
-    provider.delete_volume(settings.POOL, generic.volume)
+def _meta(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
-def remove_stale(provider: Provider, image_digest: str) -> list[str]:
-    """Remove the generic nodes of images other than IMAGE_DIGEST (an image changes only with its recipe).
-    Call it only when no lab runs: a running clone's disk chain and its checkpoints go through its generic's disk."""
+def recorded(meta: Path) -> Generic | None:
+    """The generic node META describes, or None when META is missing, unreadable or names no volume."""
+    volume = _meta(meta).get("volume")
+    if not isinstance(volume, str) or not volume:
+        return None
+    return Generic(meta.stem, meta.with_suffix(".save"), volume)
+
+
+def _remove_files(meta: Path) -> None:
+    for path in (meta, meta.with_suffix(".save"), meta.with_suffix(".partial")):
+        path.unlink(missing_ok=True)
+
+
+def remove_stale(image_digest: str) -> list[str]:
+    """Remove the state files of generic nodes of images other than IMAGE_DIGEST (an image changes only
+    with its recipe); their volumes become unnamed, and remove_unused_volumes() takes them when free."""
     removed = []
     for meta in sorted(settings.generics_dir().glob("*.json")):
-        try:
-            image = json.loads(meta.read_text()).get("image")
-        except (OSError, ValueError):
-            image = None
-        if image != image_digest:
-            key = meta.stem
-            _remove(provider, Generic(key, meta.with_suffix(".save"), f"generic-{key}.qcow2"), meta)
-            removed.append(key)
+        if _meta(meta).get("image") != image_digest:
+            _remove_files(meta)
+            removed.append(meta.stem)
+    return removed
+
+
+def remove_unused_volumes(provider: Provider) -> list[str]:
+    """Remove generic volumes that no state file of the generics folder names and no other volume of the
+    pool is an overlay of (a running clone, a checkpoint, a saved lab): a generic's disk goes only when
+    nothing can read it any more."""
+    named = {g.volume for meta in settings.generics_dir().glob("*.json") if (g := recorded(meta)) is not None}
+    try:
+        backings = provider.volume_backings(settings.POOL)
+    except HarnessError:
+        return []  # no pool yet: nothing was ever made
+    in_use = {Path(path).name for path in backings.values() if path}
+    removed = []
+    for vol in sorted(backings):
+        if vol.startswith("generic-") and vol.endswith(".qcow2") and vol not in named and vol not in in_use:
+            provider.delete_volume(settings.POOL, vol)
+            removed.append(vol)
     return removed
 
 

@@ -23,7 +23,7 @@ class Collected:
     runs: list[str] = field(default_factory=list)
     builds: list[str] = field(default_factory=list)  # image build directories of killed builds
     saved: list[str] = field(default_factory=list)  # unfinished saves and unnamed volumes of saved labs
-    generics: list[str] = field(default_factory=list)  # generic nodes of images no longer built
+    generics: list[str] = field(default_factory=list)  # generic nodes of images no longer built, generic disks nothing uses
     checkpoints: list[str] = field(default_factory=list)  # what killed snapshots and reverts of live runs left
 
     @property
@@ -115,5 +115,5 @@ def collect(provider: Provider, only_runs: set[str] | None = None) -> Collected:
         runs.release(run_id)
         out.runs.append(run_id)
     if only_runs is None and not runs.all_runs():
-        out.generics = clones.remove_stale(provider, cached_image().digest)
+        out.generics = clones.remove_stale(cached_image().digest) + clones.remove_unused_volumes(provider)
     return out

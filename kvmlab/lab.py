@@ -62,6 +62,9 @@ class NodeStatus:
     error: str | None = None
 
 
+ROOT_FS_ERROR = "EXT4-fs error (device vda)"  # what the guest's kernel prints on a corrupt root disk
+
+
 class NodeHandle:
     """What a test holds for one node: its testinfra host, its SSH session, its state."""
 
@@ -744,7 +747,12 @@ class LabSession:
             if stop := handle.stopped():
                 raise stop.at("while booting")
             state = handle.state
-            return None if state == "running" else f"domain {handle.domain} is {state}"
+            if state != "running":
+                return f"domain {handle.domain} is {state}"
+            if ROOT_FS_ERROR in handle.console_tail(200):
+                # Waiting will not mend it: say so now, not after the boot timeout.
+                return f"its root filesystem is corrupt ('{ROOT_FS_ERROR}' on its console)"
+            return None
 
         wait_until(
             lambda: handle.remote.answers() and handle.run("test -e /run/kvmlab-identity").rc == 0,

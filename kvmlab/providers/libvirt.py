@@ -224,6 +224,21 @@ class LibvirtProvider:
         return list(p.listVolumes())
 
     @_reconnecting
+    def volume_backings(self, pool: str) -> dict[str, str | None]:
+        """Every volume of POOL with the file it is an overlay of (None: not an overlay)."""
+        p = self._pool(pool)
+        _refresh(p)
+        out: dict[str, str | None] = {}
+        for vol in p.listAllVolumes(0):
+            try:
+                root = ET.fromstring(vol.XMLDesc(0))
+            except libvirt.libvirtError as exc:
+                _unless_gone(exc, libvirt.VIR_ERR_NO_STORAGE_VOL, f"describe volume {vol.name()}")
+                continue
+            out[vol.name()] = root.findtext("./backingStore/path")
+        return out
+
+    @_reconnecting
     def upload_volume(self, pool: str, xml: str, source: Path | bytes) -> None:
         """Create the volume XML describes (its capacity SOURCE's size) and fill it with SOURCE."""
         name = _volume_name(xml)

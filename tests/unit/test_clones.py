@@ -3,6 +3,7 @@ and the save image header a clone is restored through."""
 
 from __future__ import annotations
 
+import json
 import struct
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -125,23 +126,80 @@ def test_a_file_that_is_no_save_image_is_refused(tmp_path):
         clones.read_save_header(bad)
 
 
-class _Volumes:
-    def __init__(self) -> None:
+class _Pool:
+    """A pool of volumes (name -> the file it is an overlay of) that records deletions."""
+
+    def __init__(self, backings: dict[str, str | None]) -> None:
+        self.backings = dict(backings)
         self.deleted: list[str] = []
+
+    def volume_backings(self, pool: str) -> dict[str, str | None]:
+        return dict(self.backings)
+
+    def has_volume(self, pool: str, name: str) -> bool:
+        return name in self.backings
 
     def delete_volume(self, pool: str, name: str) -> None:
         self.deleted.append(name)
+        self.backings.pop(name, None)
 
 
-def test_stale_generic_nodes_are_those_of_other_images(tmp_path, monkeypatch):
+def _write_generic(directory: Path, key: str, image: str | None, volume: str | None) -> None:
+    meta = {"image": image} | ({"volume": volume} if volume else {})
+    (directory / f"{key}.json").write_text("{not json" if image is None else json.dumps(meta))
+    (directory / f"{key}.save").write_bytes(b"state")
+
+
+def test_stale_generic_nodes_are_those_of_other_images_and_their_volumes_stay_for_gc(tmp_path, monkeypatch):
     monkeypatch.setenv("KVMLAB_GENERICS_DIR", str(tmp_path))
     for key, image in (("k-old", "img-1"), ("k-new", "img-2"), ("k-broken", None)):
-        (tmp_path / f"{key}.json").write_text("{not json" if image is None else f'{{"image": "{image}"}}')
-        (tmp_path / f"{key}.save").write_bytes(b"state")
-    provider = _Volumes()
+        _write_generic(tmp_path, key, image, f"generic-{key}-aaaaaa.qcow2")
 
-    removed = clones.remove_stale(provider, "img-2")
+    removed = clones.remove_stale("img-2")
 
     assert removed == ["k-broken", "k-old"]
-    assert sorted(provider.deleted) == ["generic-k-broken.qcow2", "generic-k-old.qcow2"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["k-new.json", "k-new.save"]
+
+
+def test_a_generic_disk_goes_only_when_no_state_file_names_it_and_no_overlay_sits_on_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("KVMLAB_GENERICS_DIR", str(tmp_path))
+    monkeypatch.setenv("KVMLAB_POOL_DIR", "/pool")
+    _write_generic(tmp_path, "k1", "img", "generic-k1-aaaaaa.qcow2")
+    pool = _Pool(
+        {
+            "base-img.qcow2": None,
+            "generic-k1-aaaaaa.qcow2": "/pool/base-img.qcow2",  # named by k1.json
+            "generic-k1-bbbbbb.qcow2": "/pool/base-img.qcow2",  # made before k1 was made again; a saved lab sits on it
+            "kvmlab-saved-x-n1-root.qcow2": "/pool/generic-k1-bbbbbb.qcow2",
+            "generic-k2-cccccc.qcow2": "/pool/base-img.qcow2",  # nothing names it, nothing sits on it
+            "generic-k3.qcow2": "/pool/base-img.qcow2",  # the name older versions gave
+        }
+    )
+
+    assert clones.remove_unused_volumes(pool) == ["generic-k2-cccccc.qcow2", "generic-k3.qcow2"]
+    assert pool.deleted == ["generic-k2-cccccc.qcow2", "generic-k3.qcow2"]
+
+
+def test_a_generic_whose_disk_is_gone_is_made_again_on_a_new_disk_never_under_the_old_name(tmp_path, monkeypatch):
+    monkeypatch.setenv("KVMLAB_GENERICS_DIR", str(tmp_path))
+    node_xml = _node_xml("nfs1")
+    key = clones.generic_key("img", "tcg", node_xml)
+    _write_generic(tmp_path, key, "img", f"generic-{key}-aaaaaa.qcow2")  # its volume is not in the pool
+    pool = _Pool({"base-img.qcow2": None})
+    made: list[str] = []
+
+    def make(self, generic, xml, stop):
+        made.append(generic.volume)
+        pool.backings[generic.volume] = "/pool/base-img.qcow2"
+        generic.state.write_bytes(b"new state")
+
+    monkeypatch.setattr(clones.Generics, "_make", make)
+    generics = clones.Generics(pool, "img", "tcg", log=lambda line: None)
+
+    first = generics.for_node(node_xml)
+    again = generics.for_node(node_xml)
+
+    assert made == [first.volume] and again == first, "made once, then found through its state file"
+    assert first.volume.startswith(f"generic-{key}-") and first.volume != f"generic-{key}-aaaaaa.qcow2"
+    assert clones.recorded(tmp_path / f"{key}.json") == first
+    assert pool.deleted == [], "a volume a state file named is left to gc, which checks that nothing sits on it"
