@@ -42,8 +42,8 @@ if TYPE_CHECKING:
 
 PACKAGE = Path(__file__).resolve().parent
 SAVED_PREFIX = "saved-"  # pool volumes of saved labs
-# What shapes a guest's state besides the lab file and the image: a change here invalidates saved labs.
-SOURCES = ("roles", "render.py", "model.py", "loader.py", "yamlread.py", "images.py", "seed.py")
+# What shapes a guest's state besides the lab file and the image (golden.py: how the state is saved): a change here invalidates saved labs.
+SOURCES = ("roles", "render.py", "model.py", "loader.py", "yamlread.py", "images.py", "seed.py", "golden.py")
 
 
 class GoldenSession(CheckpointSession, Protocol):
@@ -156,9 +156,10 @@ def _save(session: GoldenSession, checkpoint: str, image: Image, build_s: float)
         volumes[node] = {}
         for serial, layer in disks.items():
             out = _golden_volume(lab.name, key, node, serial)
-            # One self-contained overlay per disk: the checkpoint's chain, flattened down to the base image.
-            base = ["-B", f"{pool}/base-{image.digest}.qcow2", "-F", "qcow2"] if serial == ROOT_SERIAL else []
-            _qemu_img(["convert", "-O", "qcow2", *base, str(pool / layer), str(pool / out)])
+            if serial == ROOT_SERIAL:
+                flatten_onto(pool / layer, pool / out, pool / f"base-{image.digest}.qcow2")
+            else:  # data disks have no base image below them: the whole chain, in one file
+                _qemu_img(["convert", "-O", "qcow2", str(pool / layer), str(pool / out)])
             with open(pool / out, "rb") as f:
                 os.fsync(f.fileno())
             volumes[node][serial] = out
@@ -225,6 +226,17 @@ def remove_orphans(pool_volumes: list[str], delete_volume: Callable[[str], None]
                 delete_volume(vol)
                 removed.append(vol)
     return removed
+
+
+def flatten_onto(layer: Path, out: Path, base: Path) -> None:
+    """OUT: one overlay of BASE holding everything LAYER's chain (layer -> ... -> generic -> base) has above BASE.
+
+    Not `qemu-img convert -B BASE`: with a backing file named, convert copies only what the top
+    image itself holds and takes the rest for BASE's, so the layers between (a generic node's disk,
+    the node's own overlay) would be lost. A safe-mode rebase of a copy of LAYER compares the old
+    chain with BASE and writes every difference into the copy."""
+    shutil.copyfile(layer, out)
+    _qemu_img(["rebase", "-f", "qcow2", "-b", str(base), "-F", "qcow2", str(out)])
 
 
 def _qemu_img(args: list[str]) -> None:

@@ -6,13 +6,15 @@ tiny lab is never replaced or used here.
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from kvmlab import golden
+from kvmlab import golden, settings
 from kvmlab.lab import LabSession
 from kvmlab.loader import load_lab
 from kvmlab.providers import connect
@@ -42,8 +44,15 @@ def test_saved_lab_is_restored_with_its_state_clock_and_services(probe_lab):
         built.snapshot("built")
         built.node("n1").run("echo after > /root/state && sync")  # not part of the saved state
         assert built.image is not None
-        golden.save(built, "built", built.image, sum(built.phase_s.values()))
+        saved = golden.save(built, "built", built.image, sum(built.phase_s.values()))
         run_id = built.run_id
+        # The saved disk holds exactly what the checkpoint's whole chain held (generic node's disk included):
+        # a restored node reads it the first time a block is not in its page cache, and all of it at a cold boot.
+        pool = settings.pool_dir()
+        volume = json.loads((saved / "manifest.json").read_text())["volumes"]["n1"]["root"]
+        layer = built.checkpoints.book.checkpoints["built"].layers["n1"]["root"]
+        same = subprocess.run(["qemu-img", "compare", str(pool / volume), str(pool / layer)], capture_output=True, text=True)
+        assert same.returncode == 0, f"saved disk {volume} differs from checkpoint layer {layer}: {same.stdout}{same.stderr}"
 
     time.sleep(3)  # the restored clock has to catch up with this
     with LabSession(lab, provider, progress=lambda line: None) as restored:
