@@ -71,6 +71,15 @@ def cmd_image_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_graph(args: argparse.Namespace) -> int:
+    from kvmlab import graph
+
+    lab = load_lab(args.lab)
+    out = graph.write(lab, Path(args.output or f"{lab.name}.svg"))
+    print(f"lab {lab.name}: {len(lab.nodes)} nodes, {len(lab.networks)} networks drawn to {out}")
+    return 0
+
+
 def cmd_render(args: argparse.Namespace) -> int:
     from kvmlab.lab import write_files
     from kvmlab.redact import redact
@@ -356,6 +365,10 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("-o", "--output", required=True)
     r.add_argument("--accel", choices=("kvm", "tcg"), default="tcg")
     r.set_defaults(fn=cmd_render)
+    g = sub.add_parser("graph", help="draw a lab's topology and storage paths from its file (no lab runs)")
+    g.add_argument("lab", help="the lab file")
+    g.add_argument("-o", "--output", help="the picture: .svg (default: LABNAME.svg here), .png, .pdf or .dot")
+    g.set_defaults(fn=cmd_graph)
     u = sub.add_parser("up", help="bring a lab up and leave it running")
     u.add_argument("lab")
     u.add_argument("--verify", action="store_true", help="run the checks of every role in the lab; if they pass, save it for the next `up`")

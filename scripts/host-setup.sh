@@ -6,7 +6,7 @@ set -euo pipefail
 PACKAGES=(
   qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients libvirt-daemon-driver-qemu
   libvirt-dev pkg-config gcc python3-dev python3-venv mmdebstrap dnsmasq-base iptables
-  libxml2-utils e2fsprogs openssh-client iproute2
+  libxml2-utils e2fsprogs openssh-client iproute2 graphviz
 )
 
 if [ "$(id -u)" -ne 0 ]; then
