@@ -112,7 +112,12 @@ def _bring_up(lab_path: str, rebuild: bool, keep_going: bool, cold_boot: bool = 
     session.failure_dir = settings.artifacts_dir() / session.run_id / "up"
     session.use_saved = not rebuild
     with _teardown_on_signal():
-        session.up()
+        try:
+            session.up()
+        except BaseException:
+            if session.failure_dir is not None and session.failure_dir.is_dir():  # the evidence up() collected
+                _write_report(session, "up", evidence=session.failure_dir)
+            raise
     session.mark_kept()
     return session
 
@@ -151,12 +156,33 @@ def _verify(session, names: list[str], junit: str | None) -> int:
     ok = all(r.outcome == PASS for r in results) and not session.step_failures
     if ok and fresh and not names:
         golden.save(session, BUILT, session.image, sum(session.phase_s.values()))
+    evidence = None
+    if not ok:  # what the failed checks' nodes show now, for the report
+        evidence = settings.artifacts_dir() / session.run_id / "verify"
+        failed_roles = {r.check.role for r in results if r.outcome != PASS} | {f.role for f in session.step_failures}
+        nodes = [h.name for h in session.nodes if failed_roles & set(h.roles) and h.remote.answers()]
+        session.collect_artifacts(evidence, journal_nodes=nodes)
+    _write_report(session, "verify", results, evidence)
     return 0 if ok else 1
+
+
+def _write_report(session, command: str, results=None, evidence: Path | None = None) -> None:
+    from kvmlab import report
+
+    path = settings.artifacts_dir() / session.run_id / f"report-{command}.html"
+    try:
+        report.write(report.of_session(session, command, results, evidence), path)
+    except (OSError, HarnessError) as exc:  # never in the way of the run's own result or error
+        print(f"report: not written ({exc})", file=sys.stderr)
+        return
+    print(f"report: {path}", file=sys.stderr)
 
 
 def cmd_up(args: argparse.Namespace) -> int:
     session = _bring_up(args.lab, args.rebuild, keep_going=False, cold_boot=args.cold_boot)
     rc = _verify(session, [], args.junit) if args.verify else 0
+    if not args.verify:
+        _write_report(session, "up")
     _print_up(session)
     return rc
 

@@ -51,18 +51,27 @@ def write(lab: Lab, out: Path) -> Path:
     fmt = out.suffix.lstrip(".").lower()
     if fmt not in FORMATS:
         raise HarnessError(f"{out}: cannot tell the picture's format from '{out.suffix}': name the file .svg, .png, .pdf or .dot")
-    dot = lab_graph(lab)
     out.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "dot":
-        out.write_text(dot.source)
-        return out
+        out.write_text(lab_graph(lab).source)
+    else:
+        out.write_bytes(_pipe(lab, fmt))
+    return out
+
+
+def svg(lab: Lab) -> str:
+    """LAB's picture as SVG markup, ready to be put inside an HTML page."""
+    text = _pipe(lab, "svg").decode()
+    return text[text.index("<svg") :]  # without the XML prolog and doctype
+
+
+def _pipe(lab: Lab, fmt: str) -> bytes:
     try:
-        out.write_bytes(dot.pipe(format=fmt, quiet=True))
+        return lab_graph(lab).pipe(format=fmt, quiet=True)
     except graphviz.ExecutableNotFound as exc:
         raise HarnessError("Graphviz's `dot` is not installed: `apt-get install graphviz` (or run scripts/host-setup.sh)") from exc
     except graphviz.CalledProcessError as exc:
         raise HarnessError(f"Graphviz's `dot` failed on lab {lab.name}: {(exc.stderr or b'').decode(errors='replace').strip()}") from exc
-    return out
 
 
 def _path(dot: graphviz.Digraph, kind: str, tail: str, head: str, label: str, **attrs: str) -> None:

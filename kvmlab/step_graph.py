@@ -70,7 +70,7 @@ class StepGraph:
         self._deps = dependencies(self.units, phases)
         self._finished: set[Unit] = set()
         self._cond = threading.Condition()
-        self._started = time.monotonic() if started is None else started
+        self.started = time.monotonic() if started is None else started
         self.timeline: list[StepTime] = []
 
     def run_node(self, node: str, should_stop: Callable[[], bool], run_unit: Callable[[Unit], bool]) -> bool:
@@ -90,7 +90,7 @@ class StepGraph:
             finally:
                 end = time.monotonic()
                 with self._cond:
-                    self.timeline.append(StepTime(unit.node, unit.role, unit.phase, start - self._started, end - self._started, ok))
+                    self.timeline.append(StepTime(unit.node, unit.role, unit.phase, start - self.started, end - self.started, ok))
                     self._finished.add(unit)
                     self._cond.notify_all()
         return True
