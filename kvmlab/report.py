@@ -50,14 +50,22 @@ class Evidence:
     text: str
 
 
+@dataclass(frozen=True)
+class LabPart:
+    """A lab the run used: its picture and its bring-up."""
+
+    lab: Lab
+    bars: list[Bar]
+
+
 @dataclass
 class Report:
-    lab: Lab
     title: str
     summary: str
-    bars: list[Bar] = field(default_factory=list)
+    labs: list[LabPart] = field(default_factory=list)
     rows: list[Row] = field(default_factory=list)
     evidence: list[Evidence] = field(default_factory=list)
+    rows_title: str = "Checks"
     created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
 
@@ -90,10 +98,9 @@ def of_session(session: Any, command: str, results: list[Any] | None = None, evi
         how = "already up"
     checked = f"{len(rows) - bad} of {len(rows)} passed" if rows else "no checks ran"
     return Report(
-        lab=session.lab,
         title=f"kvmlab {command} {session.lab.name} (run {session.run_id})",
         summary=f"lab {session.lab.name} {how}; {checked}" + (f"; {bad} failed" if bad else ""),
-        bars=bars_of(session),
+        labs=[LabPart(session.lab, bars_of(session))],
         rows=rows,
         evidence=evidence_in(evidence_dir) if evidence_dir is not None else [],
     )
@@ -127,14 +134,16 @@ def render(report: Report) -> str:
         f"<style>{STYLE}</style></head><body>",
         f"<h1>{e(report.title)}</h1>",
         f'<p class="summary {"bad" if failed else "good"}">{e(report.summary)}</p>',
-        f"<p>lab file {e(report.lab.path)} &middot; written {e(report.created)}</p>",
-        "<h2>The lab</h2>",
-        _picture(report.lab),
-        "<h2>Bring-up</h2>",
-        timeline_svg(report.bars) if report.bars else f"<p>{NOTHING_BOOTED}</p>",
-        "<h2>Checks</h2>",
-        _rows_table(report.rows),
+        f"<p>written {e(report.created)}</p>",
     ]
+    for part in report.labs:
+        parts += [
+            f"<h2>Lab {e(part.lab.name)} <small>({e(part.lab.path)})</small></h2>",
+            _picture(part.lab),
+            "<h3>Bring-up</h3>",
+            timeline_svg(part.bars) if part.bars else f"<p>{NOTHING_BOOTED}</p>",
+        ]
+    parts += [f"<h2>{e(report.rows_title)}</h2>", _rows_table(report.rows, report.rows_title)]
     if failed:
         parts.append('<h2 id="failures">Failures</h2>')
         for row in failed:
@@ -181,16 +190,16 @@ def _tick(end: float) -> float:
     return 1200.0
 
 
-def _rows_table(rows: list[Row]) -> str:
+def _rows_table(rows: list[Row], what: str) -> str:
     if not rows:
-        return "<p>No checks ran.</p>"
+        return f"<p>No {what.lower()} ran.</p>"
     e = html.escape
     body = "".join(
         f'<tr class="{"pass" if r.outcome == "pass" else "fail"}"><td>{e(r.name)}</td><td>{e(r.outcome)}</td>'
         f"<td>{r.seconds:.1f}</td><td>{e(redact(r.message.strip().splitlines()[0] if r.message.strip() else ''))}</td></tr>"
         for r in rows
     )
-    return f"<table><tr><th>check</th><th>result</th><th>s</th><th>what was seen</th></tr>{body}</table>"
+    return f"<table><tr><th>{html.escape(what.lower()[:-1])}</th><th>result</th><th>s</th><th>what was seen</th></tr>{body}</table>"
 
 
 def _picture(lab: Lab) -> str:
