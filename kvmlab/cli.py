@@ -172,8 +172,8 @@ def _write_report(session, command: str, results=None, evidence: Path | None = N
     path = settings.artifacts_dir() / session.run_id / f"report-{command}.html"
     try:
         report.write(report.of_session(session, command, results, evidence), path)
-    except (OSError, HarnessError) as exc:  # never in the way of the run's own result or error
-        print(f"report: not written ({exc})", file=sys.stderr)
+    except Exception as exc:  # a page about the run must never stand in the way of its result or error
+        print(f"report: not written ({type(exc).__name__}: {exc})", file=sys.stderr)
         return
     print(f"report: {path}", file=sys.stderr)
 
