@@ -20,7 +20,7 @@ PACKAGE = RolePackage(
             name="ceph-osd",
             summary="one bluestore OSD on an extra disk",
             steps={"setup": steps.osd_setup, "join": steps.osd_join},
-            state_commands=("ceph-volume lvm list", "systemctl status 'ceph-osd@*' --no-pager", "lsblk", "free -m"),
+            state_commands=("ls -l /var/lib/ceph/osd/*/", "systemctl status 'ceph-osd@*' --no-pager", "lsblk", "free -m"),
             boot_priority=1,
             waits_for=("ceph-mon",),  # an OSD joins once the monitor is up, not once every OSD is set up
         ),

@@ -64,6 +64,10 @@ def files(lab: Lab, pl: Placement, node: Node) -> dict[str, str]:
     if "ceph-mon" in node.roles:
         out["mon-bootstrap.sh"] = render_template("roles/ceph/mon-bootstrap.sh.j2", common, subject=node.name)
         out["mgr-start.sh"] = render_template("roles/ceph/mgr-start.sh.j2", {**common, "connect_timeout": CONNECT_TIMEOUT_S})
+    if "ceph-osd" in node.roles:
+        device = f"/dev/disk/by-id/virtio-{lab.ceph.osd_disk}"
+        out["osd-create.sh"] = render_template("roles/ceph/osd-create.sh.j2", {"device": device, "connect_timeout": CONNECT_TIMEOUT_S})
+        out["osd-block-owner.conf"] = render_template("roles/ceph/osd-block-owner.conf.j2", {})
     if is_hypervisor:
         s = lab.ceph
         out["secret-ceph.xml"] = render_template(

@@ -4,7 +4,8 @@ Debian 12 ships neither ceph-deploy (the book's tool) nor cephadm, so the monito
 made the way Ceph's "Manual Deployment" guide makes it:
 
 - setup   (ceph-mon): keyrings, monmap, `ceph-mon --mkfs`, ceph-mon@ and ceph-mgr@ started
-- join    (ceph-osd): the bootstrap-osd keyring from the monitor, `ceph-volume lvm create`
+- join    (ceph-osd): the bootstrap-osd keyring from the monitor, then a bluestore OSD on the
+          raw extra disk made by hand (osd-create.sh: `ceph osd new`, `ceph-osd --mkfs`)
 - finish  (ceph-mon): every OSD up and in, the pool, the client key, a healthy cluster;
           (ceph-admin): ceph.conf and the admin keyring, so `ceph -s` works there
 - clients (hypervisor, through attach_hypervisor): a libvirt secret with the client key
@@ -32,6 +33,7 @@ CONF = "/etc/ceph/ceph.conf"
 ADMIN_KEYRING = "/etc/ceph/ceph.client.admin.keyring"
 BOOTSTRAP_OSD_KEYRING = "/var/lib/ceph/bootstrap-osd/ceph.keyring"
 SCRIPTS = "/etc/kvmlab/ceph"
+OSD_DROP_IN = "/etc/systemd/system/ceph-osd@.service.d/kvmlab-block.conf"
 CEPH = "ceph --connect-timeout 60"  # a CLI call that cannot hang on an unreachable monitor
 
 # Fixed deadlines scaled for TCG (RoleContext does not say which accelerator runs).
@@ -118,7 +120,12 @@ def unexpected_health(remote: Remote) -> list[str] | None:
 
 # -- ceph-osd -----------------------------------------------------------------
 def osd_setup(ctx: RoleContext, node: Node) -> None:
-    ctx.remote(node.name).put(CONF, ctx.file(node, "ceph.conf"))
+    """Everything an OSD needs that does not need the monitor, done while the monitor is made."""
+    remote = ctx.remote(node.name)
+    remote.put(CONF, ctx.file(node, "ceph.conf"))
+    remote.put(f"{SCRIPTS}/osd-create.sh", ctx.file(node, "osd-create.sh"), 0o755)
+    remote.put(OSD_DROP_IN, ctx.file(node, "osd-block-owner.conf"))
+    remote.check("systemctl daemon-reload && systemctl --no-reload enable -q ceph.target ceph-osd.target", "enable ceph-osd.target")
 
 
 def osd_join(ctx: RoleContext, node: Node) -> None:
@@ -126,10 +133,8 @@ def osd_join(ctx: RoleContext, node: Node) -> None:
     mon = monitor(ctx.lab).name
     keyring = ctx.remote(mon).check(f"cat {BOOTSTRAP_OSD_KEYRING}", "read the bootstrap-osd keyring").stdout
     put_private(remote, BOOTSTRAP_OSD_KEYRING, keyring, "write the bootstrap-osd keyring")
-    device = f"/dev/disk/by-id/virtio-{ctx.lab.ceph.osd_disk}"
-    remote.check("systemctl --no-reload enable -q ceph.target ceph-osd.target", "enable ceph-osd.target")
-    # Makes the LV, registers the OSD with the monitor, mkfs, enables and starts ceph-osd@N.
-    remote.check(f"ceph-volume lvm create --bluestore --data {device}", f"create a bluestore OSD on {device}")
+    # Registers the OSD with the monitor, mkfs on the raw disk, enables and starts ceph-osd@N.
+    remote.check(f"sh {SCRIPTS}/osd-create.sh", f"create a bluestore OSD on disk {ctx.lab.ceph.osd_disk}")
 
 
 # -- ceph-admin ---------------------------------------------------------------
