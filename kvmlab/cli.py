@@ -160,8 +160,11 @@ def _verify(session, names: list[str], junit: str | None) -> int:
     if not ok:  # what the failed checks' nodes show now, for the report
         evidence = settings.artifacts_dir() / session.run_id / "verify"
         failed_roles = {r.check.role for r in results if r.outcome != PASS} | {f.role for f in session.step_failures}
-        nodes = [h.name for h in session.nodes if failed_roles & set(h.roles) and h.remote.answers()]
-        session.collect_artifacts(evidence, journal_nodes=nodes)
+        try:
+            nodes = [h.name for h in session.nodes if failed_roles & set(h.roles) and h.remote.answers()]
+            session.collect_artifacts(evidence, journal_nodes=nodes)
+        except (HarnessError, OSError) as exc:
+            print(f"evidence for the report: not all collected ({exc})", file=sys.stderr)
     _write_report(session, "verify", results, evidence)
     return 0 if ok else 1
 
