@@ -49,7 +49,7 @@ def test_an_osd_is_made_on_its_raw_disk_and_its_key_never_leaves_the_node_but_to
     assert 'ln -s "$DEVICE" "$data/block"' in script and "--osd-objectstore bluestore" in script
     assert "ceph-volume" not in script.split("set -eu", 1)[1], "no LVM layer"
     # The secret goes to `ceph osd new` on stdin and into the OSD's keyring through shell builtins: no argv holds it.
-    assert '| ceph --connect-timeout' in script and 'osd new "$uuid" -i -' in script
+    assert "| ceph --connect-timeout" in script and 'osd new "$uuid" -i -' in script
     assert [line for line in script.splitlines() if "$secret" in line and not line.lstrip().startswith(("secret=", "id=", "(umask"))] == []
     drop_in = files("ceph-osd2")["osd-block-owner.conf"]
     assert "ExecStartPre=+" in drop_in and "ceph-%i/block" in drop_in
