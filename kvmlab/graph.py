@@ -74,6 +74,11 @@ def _pipe(lab: Lab, fmt: str) -> bytes:
         raise HarnessError(f"Graphviz's `dot` failed on lab {lab.name}: {(exc.stderr or b'').decode(errors='replace').strip()}") from exc
 
 
+def _store(dot: graphviz.Digraph, kind: str, name: str, label: str) -> None:
+    """A storage that several nodes make or use (a Gluster volume, a Ceph pool), in KIND's colour."""
+    dot.node(name, label, shape="cylinder", color=COLOURS[kind])
+
+
 def _path(dot: graphviz.Digraph, kind: str, tail: str, head: str, label: str, **attrs: str) -> None:
     """A storage path from TAIL to HEAD, in KIND's colour."""
     dot.edge(tail, head, label=label, color=COLOURS[kind], fontcolor=COLOURS[kind], **attrs)
@@ -126,7 +131,7 @@ def _gluster(dot: graphviz.Digraph, lab: Lab) -> None:
         return
     s = lab.gluster
     volume = f"gluster_{s.volume}"
-    dot.node(volume, f"Gluster volume {s.volume}\nreplica {len(nodes)}", shape="cylinder", color=COLOURS["gluster"])
+    _store(dot, "gluster", volume, f"Gluster volume {s.volume}\nreplica {len(nodes)}")
     for node in nodes:
         label = f"brick {node.name}:{s.brick_dir}\non disk {s.brick_disk}"
         _path(dot, "gluster", _node_id(node.name), volume, label)
@@ -141,7 +146,7 @@ def _ceph(dot: graphviz.Digraph, lab: Lab) -> None:
         return
     s = lab.ceph
     pool = f"ceph_{s.pool}"
-    dot.node(pool, f"Ceph pool {s.pool}\n{s.pg_num} PGs, application rbd", shape="cylinder", color=COLOURS["ceph"])
+    _store(dot, "ceph", pool, f"Ceph pool {s.pool}\n{s.pg_num} PGs, application rbd")
     _path(dot, "ceph", _node_id(mons[0].name), pool, "monitor + manager", style="dashed")
     for osd in lab.by_role("ceph-osd"):
         size = next((f" ({d.size_mib} MiB)" for d in osd.disks if d.name == s.osd_disk), "")
