@@ -26,6 +26,9 @@ RECIPE_VERSION = 6
 # The base of every node; each role package adds what it needs (guests have no internet at run time).
 BASE_PACKAGES = (
     "linux-image-cloud-amd64",
+    # The kernel of nodes with a screen: it has the DRM drivers (bochs, qxl, virtio-gpu) the cloud kernel lacks.
+    "linux-image-amd64",
+    "pciutils",
     "initramfs-tools",
     "systemd-sysv",
     "udev",
@@ -125,8 +128,25 @@ class Image:
     def initrd(self) -> Path:
         return self.directory / "initrd.img"
 
+    @property
+    def display_kernel(self) -> Path:
+        return self.directory / "vmlinuz-display"
+
+    @property
+    def display_initrd(self) -> Path:
+        return self.directory / "initrd-display.img"
+
+    def boot_files(self) -> tuple[tuple[str, Path], ...]:
+        """Each file a node boots from, by the suffix of its volume in the pool."""
+        return (
+            ("vmlinuz", self.kernel),
+            ("initrd", self.initrd),
+            ("vmlinuz-display", self.display_kernel),
+            ("initrd-display", self.display_initrd),
+        )
+
     def exists(self) -> bool:
-        return all(p.exists() for p in (self.root, self.kernel, self.initrd, self.directory / "recipe.json"))
+        return all(p.exists() for p in (self.root, *(path for _, path in self.boot_files()), self.directory / "recipe.json"))
 
 
 def customize_script() -> str:
@@ -267,12 +287,15 @@ def _build(image: Image, progress: Progress) -> None:
         )
         out = work / "out"
         out.mkdir()
-        kernels = sorted((rootfs / "boot").glob("vmlinuz-*"))
-        initrds = sorted((rootfs / "boot").glob("initrd.img-*"))
-        if not kernels or not initrds:
-            raise HarnessError("image build: no kernel or initrd under /boot of the new root")
-        shutil.copyfile(kernels[-1], out / "vmlinuz")
-        shutil.copyfile(initrds[-1], out / "initrd.img")
+        for flavour, kernel, initrd in (("cloud-amd64", "vmlinuz", "initrd.img"), ("amd64", "vmlinuz-display", "initrd-display.img")):
+            kernels = sorted((rootfs / "boot").glob(f"vmlinuz-*-{flavour}"))
+            initrds = sorted((rootfs / "boot").glob(f"initrd.img-*-{flavour}"))
+            if flavour == "amd64":  # the glob matches the cloud kernel's name too
+                kernels, initrds = [k for k in kernels if "-cloud-" not in k.name], [i for i in initrds if "-cloud-" not in i.name]
+            if not kernels or not initrds:
+                raise HarnessError(f"image build: no {flavour} kernel or initrd under /boot of the new root")
+            shutil.copyfile(kernels[-1], out / kernel)
+            shutil.copyfile(initrds[-1], out / initrd)
         raw = work / "root.raw"
         _run(
             ["mkfs.ext4", "-q", "-F", "-L", ROOT_LABEL, "-d", str(rootfs), str(raw), f"{ROOT_SIZE_GIB}G"],

@@ -580,7 +580,7 @@ class LabSession:
 
     def ensure_base(self, image: images.Image) -> None:
         pool_xml = render.render_pool_xml(settings.POOL, str(settings.pool_dir()))
-        parts = (("qcow2", image.root, "qcow2"), ("vmlinuz", image.kernel, "raw"), ("initrd", image.initrd, "raw"))
+        parts = (("qcow2", image.root, "qcow2"), *((suffix, path, "raw") for suffix, path in image.boot_files()))
         complete = f"base-{image.digest}.complete"
         # Two runs starting together, of any user, must not both upload the same base image.
         settings.lease_dir().mkdir(parents=True, exist_ok=True)

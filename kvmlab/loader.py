@@ -13,6 +13,7 @@ from yaml.nodes import Node
 
 from kvmlab import roles as role_registry
 from kvmlab import yaml_errors
+from kvmlab.display_settings import parse_display
 from kvmlab.errors import LabFileError
 from kvmlab.model import FIRST_NODE_OFFSET, Disk, Lab, Network
 from kvmlab.model import Node as LabNode
@@ -169,7 +170,7 @@ def _nodes(reader: Reader, root: Node, top: Fields, net_names: tuple[str, ...]) 
     for node_name, (name_node, spec) in fields.items():
         reader.name(name_node, "node name")
         what = f"node '{node_name}'"
-        opts = {} if is_null(spec) else reader.mapping(spec, what, ("roles", "memory", "vcpus", "disks", "networks"))
+        opts = {} if is_null(spec) else reader.mapping(spec, what, ("roles", "memory", "vcpus", "disks", "networks", "display"))
         roles = reader.optional(opts, "roles", lambda n: reader.names_list(n, f"roles of {what}", role_registry.known_roles(), "role"), ())
         memory = reader.optional(opts, "memory", lambda n: reader.size_mib(n, f"memory of {what}", MEMORY_RANGE_MIB), DEFAULT_MEMORY_MIB)
         vcpus = reader.optional(opts, "vcpus", lambda n: reader.integer(n, f"vcpus of {what}", VCPU_RANGE), DEFAULT_VCPUS)
@@ -177,7 +178,8 @@ def _nodes(reader: Reader, root: Node, top: Fields, net_names: tuple[str, ...]) 
         if not networks:
             raise reader.fail(opts["networks"][1], f"{what} needs at least one network (known: {', '.join(net_names)})")
         disks = _disks(reader, opts["disks"][1], what) if "disks" in opts else ()
-        nodes.append(LabNode(node_name, roles, memory, vcpus, disks, networks))
+        display = reader.optional(opts, "display", lambda n: parse_display(reader, n, node_name), None)
+        nodes.append(LabNode(node_name, roles, memory, vcpus, disks, networks, display))
     return tuple(nodes), {name: key for name, (key, _spec) in fields.items()}
 
 

@@ -20,6 +20,35 @@ class Disk:
     size_mib: int
 
 
+VIDEO_MODELS = ("vga", "qxl", "virtio", "none")
+
+
+@dataclass(frozen=True)
+class Vnc:
+    listen: str = "127.0.0.1"
+    password: str = ""  # RFB's VNC authentication uses at most 8 characters
+
+
+@dataclass(frozen=True)
+class Spice:
+    listen: str = "127.0.0.1"
+    tls: bool = False  # a tls-port with the lab's own CA and server certificate
+
+
+@dataclass(frozen=True)
+class Display:
+    """A node's screen (OUTLINE 6.1-6.4): its video model and the graphics consoles that show it."""
+
+    video: str
+    vnc: Vnc | None = None
+    spice: Spice | None = None
+
+    @property
+    def needs_drm(self) -> bool:
+        """A video device the guest drives: such a node boots the image's kernel that has DRM drivers."""
+        return self.video != "none"
+
+
 @dataclass(frozen=True)
 class Node:
     name: str
@@ -28,6 +57,7 @@ class Node:
     vcpus: int
     disks: tuple[Disk, ...]
     networks: tuple[str, ...]
+    display: Display | None = None
 
 
 @dataclass(frozen=True)

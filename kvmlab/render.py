@@ -106,8 +106,9 @@ def _node_context(inp: RenderInput, node: Node) -> dict:
         "domain_name": domain_name(lab.name, pl.run_id, node.name),
         "accel": inp.accel,
         "tb_cache_mib": TB_CACHE_MIB,
-        "kernel": inp.backing.path("vmlinuz"),
-        "initrd": inp.backing.path("initrd"),
+        # A node with a video device boots the kernel that has its DRM driver (the cloud kernel has none).
+        "kernel": inp.backing.path("vmlinuz-display" if node.display and node.display.needs_drm else "vmlinuz"),
+        "initrd": inp.backing.path("initrd-display" if node.display and node.display.needs_drm else "initrd"),
         "root_volume": f"{vol_dir}/{volume_name(lab.name, pl.run_id, node.name, 'root.qcow2')}",
         "seed_volume": f"{vol_dir}/{volume_name(lab.name, pl.run_id, node.name, 'seed.iso')}",
         "disks": [

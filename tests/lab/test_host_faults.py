@@ -237,11 +237,11 @@ class SmallPool:
 
     def share_base(self, image: images.Image, real_pool_dir: Path) -> None:
         """The base image's disk bind-mounted from the real pool (too big for this filesystem, and nodes only
-        read it; libvirt refuses a symlink as a backing file), kernel and initrd copied."""
+        read it; libvirt refuses a symlink as a backing file), kernels and initrds copied."""
         base = f"base-{image.digest}"
         self._bind(real_pool_dir / f"{base}.qcow2")
-        shutil.copyfile(image.kernel, self.dir / f"{base}.vmlinuz")
-        shutil.copyfile(image.initrd, self.dir / f"{base}.initrd")
+        for suffix, path in image.boot_files():
+            shutil.copyfile(path, self.dir / f"{base}.{suffix}")
         (self.dir / f"{base}.complete").write_text("complete\n")
 
     def _bind(self, source: Path) -> None:
