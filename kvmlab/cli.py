@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import signal
 import sys
@@ -290,6 +291,35 @@ def cmd_console(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_web(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from kvmlab.cli_exercise import task_html_of_lab
+    from kvmlab.web.server import WebConsole
+
+    session = _attach(args.lab)
+    console = WebConsole(session, log=lambda line: print(f"kvmlab: {line}", file=sys.stderr), task_html=task_html_of_lab(session))
+
+    async def serve() -> None:
+        url = await console.start(args.address, args.port)
+        if not ipaddress.ip_address(args.address).is_loopback:
+            print(
+                f"kvmlab: warning: {args.address} is not loopback; anyone who can reach it and has the key sees the consoles",
+                file=sys.stderr,
+            )
+        print(f"kvmlab web: lab {session.lab.name} at {url}  (Ctrl-C stops it)", flush=True)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await console.stop()
+
+    try:
+        asyncio.run(serve())
+    except KeyboardInterrupt:
+        print("kvmlab web: stopped")
+    return 0
+
+
 def cmd_down(args: argparse.Namespace) -> int:
     from kvmlab.gc import collect
 
@@ -379,6 +409,13 @@ class _teardown_on_signal:
         raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
+def _ip_address(text: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not an IP address (e.g. 127.0.0.1)") from None
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kvmlab", description="Multi-VM KVM storage labs from a YAML file.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -425,6 +462,11 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("lab")
     c.add_argument("node")
     c.set_defaults(fn=cmd_console)
+    w = sub.add_parser("web", help="serve a page with each node's serial console and screen (noVNC) on loopback")
+    w.add_argument("lab")
+    w.add_argument("--address", default="127.0.0.1", type=_ip_address, help="address to listen on (default 127.0.0.1)")
+    w.add_argument("--port", default=0, type=int, help="port (default: any free one)")
+    w.set_defaults(fn=cmd_web)
     dn = sub.add_parser("down", help="tear a lab down")
     dn.add_argument("lab", help="lab name (e.g. smoke)")
     dn.add_argument("--force", action="store_true", help="even while the process that brought it up still runs")

@@ -87,6 +87,17 @@ def cmd_start(args: argparse.Namespace) -> int:
     return 0
 
 
+def task_html_of_lab(session: LabSession) -> str:
+    """The task page of the exercise whose lab SESSION is (for `kvmlab web`); empty for other labs."""
+    from kvmlab import training
+
+    for state in training.all_states():
+        if state.lab == session.lab.name and state.finished is None:
+            exercise = state.exercise_def()
+            return _html(exercise, task_text(exercise, session))
+    return ""
+
+
 def _html(exercise: Exercise, text: str) -> str:
     body = markdown.markdown(text, extensions=["fenced_code", "tables"])
     title = html.escape(f"{exercise.section} {exercise.title}")

@@ -1,9 +1,9 @@
 """A node's `display:` entry of a lab file -> model.Display, with file:line errors.
 
-    display:
-      video: virtio                          # vga | qxl | virtio | none
-      vnc: {listen: 127.0.0.1, password: s3cret}   # or `vnc: true`
-      spice: {tls: true}                     # or `spice: true`
+display:
+  video: virtio                          # vga | qxl | virtio | none
+  vnc: {listen: 127.0.0.1, password: s3cret}   # or `vnc: true`
+  spice: {tls: true}                     # or `spice: true`
 """
 
 from __future__ import annotations

@@ -30,8 +30,12 @@ class CheckResult:
 
 def checks_for(lab: Lab, names: Iterable[str] = ()) -> list[Check]:
     """The checks of every role present in LAB that mean something for it; NAMES (role or role::check) narrows them."""
+    from kvmlab import display_checks
+
     present = {role for node in lab.nodes for role in node.roles}
-    chosen = [c for c in all_checks() if c.role in present and c.applies(lab)]
+    if any(node.display for node in lab.nodes):
+        present.add(display_checks.ROLE)
+    chosen = [c for c in (*all_checks(), *display_checks.CHECKS) if c.role in present and c.applies(lab)]
     wanted = tuple(names)
     if not wanted:
         return chosen

@@ -27,6 +27,17 @@ class DomainStatus:
     detail: str  # what libvirt knows: disk errors of an I/O pause, how QEMU ended
 
 
+class ConsoleStream(Protocol):
+    """A domain's serial console, as bytes both ways (`virsh console` without the terminal)."""
+
+    def read(self) -> bytes: ...  # blocks; b"" once the console is gone
+
+    def write(self, data: bytes) -> None: ...
+
+    def open_console(self, name: str) -> ConsoleStream: ...
+    def close(self) -> None: ...
+
+
 class Provider(Protocol):
     uri: str
 

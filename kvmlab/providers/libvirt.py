@@ -171,6 +171,9 @@ class LibvirtProvider:
                     raise LibvirtGone(self.uri, self.reconnect_s, last)
                 time.sleep(0.5)
 
+    def open_console(self, name: str) -> LibvirtConsole:
+        return LibvirtConsole(self.uri, name)
+
     def close(self) -> None:
         with contextlib.suppress(libvirt.libvirtError):
             self._conn.close()
@@ -380,8 +383,9 @@ class LibvirtProvider:
 
     @_reconnecting
     def domain_definition(self, name: str) -> str:
-        """The XML to start the domain again from, without runtime details (pty paths, aliases)."""
-        return self._call(f"dump XML of {name}", lambda: self._domain(name).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+        """The XML to start the domain again from, without runtime details (pty paths, aliases); with its
+        secrets (a VNC password), which the domain started again must keep."""
+        return self._call(f"dump XML of {name}", lambda: self._domain(name).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE))
 
     @_reconnecting
     def shutdown_domain(self, name: str) -> None:
@@ -444,7 +448,7 @@ class LibvirtProvider:
 
     @_reconnecting
     def saved_domain_xml(self, path: str) -> str:
-        return self._call(f"read saved state {path}", self._conn.saveImageGetXMLDesc, path, 0)
+        return self._call(f"read saved state {path}", self._conn.saveImageGetXMLDesc, path, libvirt.VIR_DOMAIN_SAVE_IMAGE_XML_SECURE)
 
     def restore_domain(
         self, path: str, disks: dict[str, str] | None = None, paused: bool = False, owner: dict[str, str] | None = None
@@ -512,3 +516,40 @@ class LibvirtProvider:
                 )
             )
         return out
+
+
+class LibvirtConsole:
+    """A domain's console stream on a connection of its own, so that a blocking read in one thread
+    never holds up the provider's other calls. FORCE takes the console over from an earlier holder
+    (a `virsh console` left open); sharing it between viewers is the caller's job."""
+
+    def __init__(self, uri: str, name: str) -> None:
+        try:
+            self._conn = libvirt.open(uri)
+            self._stream = self._conn.newStream(0)
+            self._conn.lookupByName(name).openConsole(None, self._stream, libvirt.VIR_DOMAIN_CONSOLE_FORCE)
+        except libvirt.libvirtError as exc:
+            raise HarnessError(f"libvirt: open the console of {name}: {exc.get_error_message()}") from exc
+        self._closed = False
+
+    def read(self) -> bytes:
+        try:
+            data = self._stream.recv(4096)
+        except libvirt.libvirtError:
+            return b""
+        return data if isinstance(data, bytes) else b""
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            sent = self._stream.send(bytes(view))
+            view = view[max(sent, 0) :]
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(libvirt.libvirtError):
+            self._stream.abort()
+        with contextlib.suppress(libvirt.libvirtError):
+            self._conn.close()
