@@ -56,7 +56,9 @@ def check_domain_and_qemu(lab: Any) -> None:
         joined = " ".join(argv)
         if display.video in VIDEO:
             device = VIDEO[display.video].qemu_device
-            assert f'"driver":"{device}"' in joined or f"{device}," in joined, f"{node.name}: QEMU runs with no {device} device: {joined[:300]}…"
+            assert f'"driver":"{device}"' in joined or f"{device}," in joined, (
+                f"{node.name}: QEMU runs with no {device} device: {joined[:300]}…"
+            )
         for kind in wanted:
             assert f"-{kind}" in argv, f"{node.name}: QEMU's command line has no -{kind}"
 

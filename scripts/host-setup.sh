@@ -7,7 +7,11 @@ PACKAGES=(
   qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients libvirt-daemon-driver-qemu
   libvirt-dev pkg-config gcc python3-dev python3-venv mmdebstrap dnsmasq-base iptables
   libxml2-utils e2fsprogs openssh-client iproute2 graphviz
+  # `kvmlab web`: noVNC's browser library; its tests drive Debian's headless Chromium.
+  novnc chromium chromium-driver
 )
+# xterm.js comes from npm (`kvmlab web` fetches it once); the machine's Node.js may already bring npm.
+command -v npm >/dev/null || PACKAGES+=(npm)
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "host-setup: run as root (it installs packages and starts libvirtd)" >&2

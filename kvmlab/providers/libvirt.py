@@ -385,7 +385,9 @@ class LibvirtProvider:
     def domain_definition(self, name: str) -> str:
         """The XML to start the domain again from, without runtime details (pty paths, aliases); with its
         secrets (a VNC password), which the domain started again must keep."""
-        return self._call(f"dump XML of {name}", lambda: self._domain(name).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE))
+        return self._call(
+            f"dump XML of {name}", lambda: self._domain(name).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE)
+        )
 
     @_reconnecting
     def shutdown_domain(self, name: str) -> None:

@@ -143,7 +143,8 @@ class WebConsole:
     async def _serial(self, request: web.Request) -> web.WebSocketResponse:
         name = self._node_of(request)
         loop = asyncio.get_running_loop()
-        loop.run_in_executor(self._pool, self._set_password, name)
+        # Before the viewer can type: a login tried before the password is set would be refused.
+        await loop.run_in_executor(self._pool, self._set_password, name)
         ws = web.WebSocketResponse(heartbeat=30)
         await ws.prepare(request)
         try:

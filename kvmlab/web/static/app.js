@@ -77,7 +77,10 @@ function openScreen(node) {
     document.getElementById('vnc-auth').hidden = true;
     setVncStatus(`connected (${node.video})`, 'connected');
   });
-  rfb.addEventListener('disconnect', (e) => setVncStatus(e.detail.clean ? 'disconnected' : 'connection lost', 'disconnected'));
+  rfb.addEventListener('disconnect', (e) => {
+    // A refused password ends the connection too: keep saying why.
+    if (window.kvmlab.vnc !== 'refused') setVncStatus(e.detail.clean ? 'disconnected' : 'connection lost', 'disconnected');
+  });
   rfb.addEventListener('securityfailure', (e) => setVncStatus(`refused: ${e.detail.reason || 'wrong password'}`, 'refused'));
   rfb.addEventListener('credentialsrequired', () => {
     setVncStatus('this screen has a VNC password', 'password');

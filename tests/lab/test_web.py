@@ -1,0 +1,178 @@
+"""Chapter 6 in a real browser: labs/display.yaml's display checks, and `kvmlab web`'s page in Debian's
+headless Chromium (serial console login, noVNC screens with and without a VNC password, refused
+tokens), and the HTML report of a failed run."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from kvmlab import report, settings
+from kvmlab.display_checks import CHECKS as DISPLAY_CHECKS
+from kvmlab.roles import Check
+from kvmlab.verify import FAIL, PASS, run_checks
+from kvmlab.web.server import BackgroundWebConsole, WebConsole
+from tests.lab.browser import chromium, wait_until
+
+pytestmark = pytest.mark.lab("display")
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+# The canvas of the noVNC view: how many of its pixels are not black, and a digest of them all.
+CANVAS_PROBE = """
+const canvas = document.querySelector('#screen canvas');
+if (!canvas || !canvas.width) return null;
+const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+let lit = 0, digest = 0;
+for (let i = 0; i < data.length; i += 4) {
+  if (data[i] | data[i + 1] | data[i + 2]) lit++;
+  digest = (digest * 31 + data[i] + data[i + 1] + data[i + 2]) >>> 0;
+}
+return [lit, digest];
+"""
+
+
+@pytest.fixture
+def web(lab):
+    with BackgroundWebConsole(WebConsole(lab, log=lambda line: print(line, file=sys.stderr))) as console:
+        yield console
+
+
+def page(console: WebConsole, node: str) -> str:
+    return f"{console.url}&node={node}"
+
+
+def serial_text(driver) -> str:
+    return driver.execute_script("const r = document.querySelector('#serial .xterm-rows'); return r ? r.innerText : '';")
+
+
+def wait_for_text(driver, text: str, what: str) -> None:
+    seen = ""
+
+    def probe() -> bool:
+        nonlocal seen
+        seen = serial_text(driver)
+        return text in seen
+
+    try:
+        wait_until(what, probe)
+    except pytest.fail.Exception:
+        pytest.fail(f"waited for {what} ({text!r}) on the serial console; it shows:\n{seen[-600:]}")
+
+
+def test_display_checks_pass(lab):
+    results = run_checks(lab, DISPLAY_CHECKS)
+    assert [(r.check.id, r.outcome) for r in results] == [(c.id, PASS) for c in DISPLAY_CHECKS], [r.message for r in results]
+
+
+def test_serial_console_logs_in_and_runs_a_command(lab, web):
+    from selenium.webdriver.common.by import By
+
+    with chromium() as driver:
+        driver.get(page(web, "virtio1"))
+        wait_until("the serial console to open", lambda: driver.execute_script("return window.kvmlab && window.kvmlab.times.serialOpen"))
+        keys = driver.find_element(By.CSS_SELECTOR, "#serial .xterm-helper-textarea")
+        keys.send_keys("\n")
+        wait_for_text(driver, "virtio1 login:", "the login prompt")
+        keys.send_keys("root\n")
+        wait_for_text(driver, "Password:", "the password prompt")
+        keys.send_keys(web.console_password + "\n")
+        wait_for_text(driver, "root@virtio1", "a shell prompt")
+        keys.send_keys("echo typed-$((6 * 7))-$(hostname)\n")
+        wait_for_text(driver, "typed-42-virtio1", "the command's output")
+
+
+def test_novnc_shows_the_screen_and_its_changes(lab, web):
+    with chromium() as driver:
+        started = time.monotonic()
+        driver.get(page(web, "qxl1"))
+        wait_until("noVNC to connect", lambda: driver.execute_script("return window.kvmlab && window.kvmlab.vnc") == "connected")
+        first = wait_until("a screen that is not blank", lambda: (p := driver.execute_script(CANVAS_PROBE)) and p[0] > 0 and p)
+        first_frame_s = time.monotonic() - started
+        lab.node("qxl1").run_expect(
+            "printf '\\033[2J\\033[H' > /dev/tty1; for i in $(seq 20); do echo '#### kvmlab writes on its screen ####'; done > /dev/tty1",
+            "write on the guest's screen",
+        )
+        wait_until("the screen to change", lambda: (p := driver.execute_script(CANVAS_PROBE)) and p[1] != first[1])
+        artifacts = settings.artifacts_dir()
+        artifacts.mkdir(parents=True, exist_ok=True)
+        driver.save_screenshot(str(artifacts / "web-console.png"))
+        if os.environ.get("KVMLAB_UPDATE_DOCS"):
+            shutil.copyfile(artifacts / "web-console.png", DOCS / "web-console.png")
+    print(f"\nkvmlab web: first console frame {first_frame_s:.2f} s after the page was asked for", file=sys.stderr)
+
+
+def test_vnc_password_is_asked_for_and_only_the_right_one_connects(lab, web):
+    from selenium.webdriver.common.by import By
+
+    password = lab.lab.node("vga1").display.vnc.password
+
+    def state(driver) -> str:
+        return driver.execute_script("return window.kvmlab && window.kvmlab.vnc")
+
+    def submit(driver, text: str) -> None:
+        wait_until("the page to ask for the VNC password", lambda: state(driver) == "password")
+        field = driver.find_element(By.ID, "vnc-password")
+        field.clear()
+        field.send_keys(text)
+        driver.find_element(By.ID, "vnc-connect").click()
+
+    with chromium() as driver:
+        driver.get(page(web, "vga1"))
+        submit(driver, "wrong" + password[:3])
+        wait_until("the wrong password to be refused", lambda: state(driver) in ("refused", "disconnected") and state(driver))
+        assert state(driver) == "refused", "the page did not say the password was refused"
+        driver.get(page(web, "vga1"))
+        submit(driver, password)
+        wait_until("the right password to connect", lambda: state(driver) == "connected")
+        wait_until("a screen that is not blank", lambda: (p := driver.execute_script(CANVAS_PROBE)) and p[0] > 0)
+
+
+def test_unknown_token_and_missing_key_are_refused(lab, web):
+    base = web.url.split("?")[0].rstrip("/")
+    for path in ("/ws/vnc/not-a-token", "/ws/serial/not-a-token", "/", "/api/lab", "/api/lab?key=wrong"):
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(base + path, timeout=30)
+        assert info.value.code == 403, f"{path}: HTTP {info.value.code}"
+    with chromium() as driver:
+        driver.get(web.url)
+        outcome = driver.execute_async_script(
+            """const done = arguments[arguments.length - 1];
+            const ws = new WebSocket(arguments[0]);
+            ws.onopen = () => done('opened');
+            ws.onerror = () => done('refused');""",
+            base.replace("http", "ws") + "/ws/vnc/not-a-token",
+        )
+        assert outcome == "refused"
+
+
+def test_report_of_a_failed_run_shows_the_failing_check_and_console_tail(lab, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    def hostname_is_wrong(session) -> None:
+        seen = session.node("vga1").run_expect("hostname", "read the hostname").strip()
+        assert seen == "not-vga1", f"vga1: hostname is {seen}, this check wants not-vga1"
+
+    failing = Check("display", "hostname-probe", hostname_is_wrong)
+    results = run_checks(lab, [failing, *DISPLAY_CHECKS[:1]])
+    assert [r.outcome for r in results] == [FAIL, PASS]
+    evidence = tmp_path / "evidence"
+    lab.collect_artifacts(evidence, journal_nodes=["vga1"])
+    path = report.write(report.of_session(lab, "verify", results, evidence), tmp_path / "report-verify.html")
+    with chromium() as driver:
+        driver.get(path.as_uri())
+        failures = driver.find_element(By.ID, "failures")
+        assert failures.is_displayed()
+        text = driver.execute_script("return document.body.textContent")
+        assert "FAIL display::hostname-probe" in text and "vga1: hostname is vga1" in text
+        consoles = driver.find_elements(By.XPATH, "//details[summary[contains(., 'console-') and contains(., 'vga1')]]")
+        assert consoles, "no console tail of vga1 in the report"
+        tail = consoles[0].get_attribute("textContent")
+        last_line = (evidence / "console-vga1.log").read_text(errors="replace").strip().splitlines()[-1].strip()
+        assert last_line and last_line in tail, f"the console's last line {last_line!r} is not in the report: {tail[-300:]}"
