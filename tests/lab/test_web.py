@@ -89,6 +89,8 @@ def test_serial_console_logs_in_and_runs_a_command(lab, web):
 
 
 def test_novnc_shows_the_screen_and_its_changes(lab, web):
+    from selenium.webdriver.common.by import By
+
     with chromium() as driver:
         started = time.monotonic()
         driver.get(page(web, "qxl1"))
@@ -100,6 +102,9 @@ def test_novnc_shows_the_screen_and_its_changes(lab, web):
             "write on the guest's screen",
         )
         wait_until("the screen to change", lambda: (p := driver.execute_script(CANVAS_PROBE)) and p[1] != first[1])
+        # For the picture: the serial console beside it, at its login prompt.
+        driver.find_element(By.CSS_SELECTOR, "#serial .xterm-helper-textarea").send_keys("\n")
+        wait_for_text(driver, "qxl1 login:", "the login prompt")
         artifacts = settings.artifacts_dir()
         artifacts.mkdir(parents=True, exist_ok=True)
         driver.save_screenshot(str(artifacts / "web-console.png"))
