@@ -32,7 +32,6 @@ class Vnc:
 @dataclass(frozen=True)
 class Spice:
     listen: str = "127.0.0.1"
-    tls: bool = False  # a tls-port with the lab's own CA and server certificate
 
 
 @dataclass(frozen=True)

@@ -60,7 +60,7 @@ def test_vnc_with_password_and_spice_reach_the_domain_xml(tmp_path):
 
 def test_defaults_vga_for_vnc_qxl_for_spice_and_no_display_keeps_the_cloud_kernel(tmp_path):
     assert lab_with(tmp_path, "      vnc: true\n").nodes[0].display.video == "vga"
-    assert lab_with(tmp_path, "      spice: {tls: false}\n").nodes[0].display.video == "qxl"
+    assert lab_with(tmp_path, "      spice: {listen: 127.0.0.1}\n").nodes[0].display.video == "qxl"
     plain = tmp_path / "plain.yaml"
     plain.write_text("nodes:\n  n1:\n")
     root = domain_xml(load_lab(plain))
@@ -76,7 +76,8 @@ def test_defaults_vga_for_vnc_qxl_for_spice_and_no_display_keeps_the_cloud_kerne
         ("      vnc: {listen: localhost}\n", 4, "'localhost' is not an IPv4 address"),
         ("      video: none\n      vnc: true\n", 4, "'video: none' leaves nothing for vnc/spice to show"),
         ("      vcn: true\n", 4, "unknown key 'vcn'"),
-        ("      spice: {tls: maybe}\n", 4, "must be true or false"),
+        ("      spice: maybe\n", 4, "spice of display of node 'n1' must be a mapping"),
+        ("      vnc: {password: 12345678, port: 5901}\n", 4, "unknown key 'port'"),
     ],
 )
 def test_bad_display_names_the_line_and_what_would_be_right(tmp_path, display, line, words):

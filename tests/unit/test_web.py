@@ -1,0 +1,84 @@
+"""`kvmlab web` without a lab: who may open what, where a domain's VNC server is, and the page's files."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from types import SimpleNamespace
+
+import pytest
+
+from kvmlab.model import Display, Node, Vnc
+from kvmlab.web import assets
+from kvmlab.web.server import BackgroundWebConsole, WebConsole, vnc_target
+
+LIVE_XML = """<domain><devices>
+  <graphics type='spice' port='5901' autoport='yes'><listen type='address' address='127.0.0.1'/></graphics>
+  <graphics type='vnc' port='5900' autoport='yes' listen='0.0.0.0'><listen type='address' address='0.0.0.0'/></graphics>
+</devices></domain>"""
+
+
+def test_vnc_target_is_read_from_the_live_domain():
+    target = vnc_target(LIVE_XML)
+    assert (target.host, target.port) == ("127.0.0.1", 5900), "a wildcard listen is reached on loopback"
+    assert vnc_target("<domain><devices/></domain>") is None
+    assert vnc_target("<domain><devices><graphics type='vnc' port='-1'/></devices></domain>") is None, "not started yet"
+
+
+class FakeProvider:
+    def domain_state(self, _name: str) -> str:
+        return "running"
+
+
+class FakeHandle:
+    def __init__(self, model: Node) -> None:
+        self.model, self.name, self.roles, self.domain = model, model.name, model.roles, f"kvmlab-x-{model.name}"
+
+    def address(self) -> str:
+        return "10.213.0.10"
+
+
+@pytest.fixture
+def served():
+    if not (assets.NOVNC_DIR / "core" / "rfb.js").is_file():
+        pytest.fail("Debian's novnc package is a prerequisite: apt-get install novnc (scripts/host-setup.sh does)")
+    model = Node("n1", ("nfs-server",), 384, 1, (), ("mgmt",), Display("vga", Vnc(password="s3cr!t")))
+    session = SimpleNamespace(lab=SimpleNamespace(name="x"), run_id="abc123", nodes=[FakeHandle(model)], provider=FakeProvider())
+    with BackgroundWebConsole(WebConsole(session, log=print)) as console:
+        yield console
+
+
+def get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def test_the_page_and_its_lab_need_the_key(served):
+    base = served.url.split("?")[0]
+    assert get(base)[0] == 403 and get(base + "api/lab?key=nope")[0] == 403
+    status, body = get(served.url)
+    assert status == 200 and b"/static/app.js" in body and b"/xterm/lib/xterm.js" in body
+    status, body = get(served.url.replace("/?", "/api/lab?"))
+    lab = json.loads(body)
+    assert status == 200 and lab["lab"] == "x"
+    (node,) = lab["nodes"]
+    assert node["vnc"] and node["vnc_password"] and node["video"] == "vga" and node["token"] in served.tokens
+    assert "s3cr!t" not in body.decode(), "the VNC password itself never leaves the lab file"
+
+
+def test_console_tokens_are_checked_before_any_websocket(served):
+    base = served.url.split("?")[0]
+    for path in ("ws/vnc/forged", "ws/serial/forged"):
+        status, body = get(base + path)
+        assert status == 403 and b"unknown console token" in body
+
+
+def test_the_browser_libraries_are_served(served):
+    base = served.url.split("?")[0]
+    assert get(base + "novnc/core/rfb.js")[0] == 200 and get(base + "static/app.js")[0] == 200
+    status, body = get(base + "xterm/lib/xterm.js")
+    assert status == 200 and b"Terminal" in body
