@@ -1,6 +1,7 @@
 """Checks of the nodes that have a `display:` (OUTLINE 6.1, 6.3): the domain and QEMU carry the
 video model and graphics the lab file asks for, the guest sees the device with its DRM driver
-bound, and each VNC server asks for a password exactly when the lab file sets one."""
+bound, each VNC server asks for a password exactly when the lab file sets one, and a SPICE over
+TLS port completes a handshake trusting only the host's kvmlab CA."""
 
 from __future__ import annotations
 
@@ -106,6 +107,26 @@ def check_vnc_password(lab: Any) -> None:
         )
 
 
+def check_spice_tls(lab: Any) -> None:
+    from kvmlab import spice_tls
+
+    for node in _displayed(lab):
+        spice = node.model.display.spice
+        if not (spice and spice.tls):
+            continue
+        graphics = ET.fromstring(lab.provider.domain_xml(node.domain)).find("./devices/graphics[@type='spice']")
+        assert graphics is not None and graphics.get("defaultMode") == "secure", f"{node.name}: SPICE is not TLS-only in the domain XML"
+        port = int(graphics.get("tlsPort", "-1"))
+        assert port > 0, f"{node.name}: SPICE has no TLS port ({ET.tostring(graphics, encoding='unicode')[:200]})"
+        assert graphics.get("port") in (None, "-1"), f"{node.name}: SPICE also listens in clear text on port {graphics.get('port')}"
+        folder = spice_tls.cert_dir()
+        assert folder is not None, spice_tls.host_problem()
+        subject = spice_tls.handshake_subject(spice.listen, port, folder / "ca-cert.pem")
+        assert subject.startswith("kvmlab SPICE "), (
+            f"{node.name}: SPICE's TLS port presents '{subject}', not the host's kvmlab SPICE certificate"
+        )
+
+
 def _any_display(lab: Lab) -> bool:
     return any(node.display for node in lab.nodes)
 
@@ -118,4 +139,5 @@ CHECKS = (
     Check(ROLE, "domain-and-qemu", check_domain_and_qemu, _any_display),
     Check(ROLE, "guest-sees-device", check_guest_sees_device, _any_display),
     Check(ROLE, "vnc-password", check_vnc_password, _any_vnc),
+    Check(ROLE, "spice-tls", check_spice_tls, lambda lab: any(n.display and n.display.spice and n.display.spice.tls for n in lab.nodes)),
 )

@@ -3,7 +3,7 @@
 display:
   video: virtio                          # vga | qxl | virtio | none
   vnc: {listen: 127.0.0.1, password: s3cret}   # or `vnc: true`
-  spice: true                            # or `spice: {listen: 127.0.0.1}`
+  spice: {tls: true}                     # or `spice: true`; TLS with the host's kvmlab CA
 """
 
 from __future__ import annotations
@@ -56,10 +56,9 @@ def _spice(reader: Reader, node: Node, what: str) -> Spice | None:
     enabled = _enabled(reader, node, what)
     if enabled is not None:
         return Spice() if enabled else None
-    # No `tls:` yet: libvirt takes SPICE's certificates from one host-wide folder (qemu.conf's
-    # spice_tls_x509_cert_dir), and a lab's own CA would need a per-domain one.
-    fields = reader.mapping(node, what, ("listen",))
-    return Spice(reader.optional(fields, "listen", lambda n: _address(reader, n, f"listen of {what}"), Spice.listen))
+    fields = reader.mapping(node, what, ("listen", "tls"))
+    listen = reader.optional(fields, "listen", lambda n: _address(reader, n, f"listen of {what}"), Spice.listen)
+    return Spice(listen, reader.optional(fields, "tls", lambda n: boolean(reader, n, f"tls of {what}"), False))
 
 
 def _address(reader: Reader, node: Node, what: str) -> str:

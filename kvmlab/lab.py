@@ -22,7 +22,7 @@ from kvmlab.checkpoints import Checkpoints, in_parallel
 from kvmlab.errors import HarnessError, LibvirtGone, NodeStopped, PoolFull
 from kvmlab.gc import collect
 from kvmlab.model import Lab, Node, Placement
-from kvmlab.preflight import check_fits, require_host
+from kvmlab.preflight import check_display_support, check_fits, require_host
 from kvmlab.providers.base import Provider
 from kvmlab.redact import redact
 from kvmlab.remote import Remote, Result, SshTarget
@@ -471,6 +471,7 @@ class LabSession:
     def _prepare_image(self) -> images.Image:
         require_host(settings.cache_dir(), settings.pool_dir())
         check_fits(self.lab, settings.pool_dir())
+        check_display_support(self.lab, local_libvirt=self.provider.uri.split(":", 1)[0] in ("qemu", "qemu+unix"))
         image = self._timed("image", lambda: images.ensure_image(self.progress))
         if not self.accel:
             self.accel, reason = accel_mod.choose_accel(image.kernel, settings.cache_dir())

@@ -32,6 +32,7 @@ class Vnc:
 @dataclass(frozen=True)
 class Spice:
     listen: str = "127.0.0.1"
+    tls: bool = False  # every channel on the TLS port, with the host's kvmlab CA (scripts/spice-tls.sh)
 
 
 @dataclass(frozen=True)

@@ -87,6 +87,15 @@ def check_fits(lab: Lab, pool_dir: Path) -> None:
         raise PreflightError(f"lab '{lab.name}' needs about {disk} MiB of disk under {pool_dir} but only {have_disk} MiB is free")
 
 
+def check_display_support(lab: Lab, local_libvirt: bool) -> None:
+    """A node's SPICE over TLS needs the host's SPICE certificates (libvirt reads them from qemu.conf's folder)."""
+    from kvmlab import spice_tls
+
+    tls_nodes = [n.name for n in lab.nodes if n.display and n.display.spice and n.display.spice.tls]
+    if tls_nodes and local_libvirt and (problem := spice_tls.host_problem()):
+        raise PreflightError(f"lab '{lab.name}': {', '.join(tls_nodes)} ask for SPICE over TLS, but {problem}")
+
+
 def require_host(cache_dir: Path, pool_dir: Path) -> None:
     bad = [c for c in host_checks(cache_dir, pool_dir) if not c.ok]
     if bad:

@@ -8,7 +8,7 @@ PACKAGES=(
   libvirt-dev pkg-config gcc python3-dev python3-venv mmdebstrap dnsmasq-base iptables
   libxml2-utils e2fsprogs openssh-client iproute2 graphviz
   # `kvmlab web`: noVNC's browser library; its tests drive Debian's headless Chromium.
-  novnc chromium chromium-driver
+  novnc chromium chromium-driver openssl
 )
 # xterm.js comes from npm (`kvmlab web` fetches it once); the machine's Node.js may already bring npm.
 command -v npm >/dev/null || PACKAGES+=(npm)
@@ -37,6 +37,13 @@ if [ -c /dev/kvm ]; then
 fi
 # The network driver writes here even for networks without DHCP.
 mkdir -p /var/lib/libvirt/dnsmasq
+
+# SPICE over TLS (a node's `display: {spice: {tls: true}}`); a running libvirtd reads qemu.conf again.
+if [ "$(bash "$(dirname "$0")/spice-tls.sh")" = changed ] && pgrep -x libvirtd >/dev/null; then
+  echo "host-setup: restarting libvirtd for SPICE TLS (running domains live on)"
+  pkill -x libvirtd
+  for _ in $(seq 1 50); do pgrep -x libvirtd >/dev/null || break; sleep 0.2; done
+fi
 
 # No systemd as PID 1 here: start the daemons ourselves when they are not running.
 if ! pgrep -x virtlogd >/dev/null; then virtlogd -d; fi
