@@ -8,8 +8,10 @@ one trainee's work and mess do not show in the other's grade; reset, stage reset
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -35,6 +37,23 @@ def ssh(trainee: str, node: str, command: str) -> None:
         [sys.executable, "-m", "kvmlab.cli", "ssh", f"{EXERCISE}-{trainee}", node, command], capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0, f"{node}: {command}: {result.stdout}{result.stderr}"
+
+
+def web_page_links_the_task(lab: str) -> None:
+    """`kvmlab web` on a trainee's lab, as typed: its page lists the lab's nodes and links the task text."""
+    proc = subprocess.Popen([sys.executable, "-m", "kvmlab.cli", "web", lab], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert "?key=" in line, f"kvmlab web printed {line!r}; stderr: {proc.stderr.read() if proc.poll() is not None else ''}"
+        url = line.split(" at ", 1)[1].split()[0]
+        with urllib.request.urlopen(url.replace("/?", "/api/lab?"), timeout=60) as response:
+            page = json.load(response)
+        assert page["task"] and {n["name"] for n in page["nodes"]} == {"nfs1", "hv1"}, page
+        with urllib.request.urlopen(url.replace("/?", "/task?"), timeout=60) as response:
+            assert "The default storage pool" in response.read().decode()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0, proc.stderr.read()
 
 
 def _down(who: str) -> None:
@@ -84,6 +103,8 @@ def test_two_trainees_side_by_side(trainees, tmp_path, monkeypatch):
 
     hint = kvmlab("exercise", "hint", EXERCISE, "1", "--as", bob)
     assert hint.startswith("hint 1 of 2 for 'hv1 has a dir pool 'default'"), hint
+
+    web_page_links_the_task(f"{EXERCISE}-{bob}")
 
     kvmlab("exercise", "reset", EXERCISE, "--as", ann)
     assert "score: 0%" in kvmlab("exercise", "check", EXERCISE, "--as", ann, expect=1)

@@ -84,3 +84,13 @@ def test_bad_display_names_the_line_and_what_would_be_right(tmp_path, display, l
     with pytest.raises(LabFileError) as info:
         lab_with(tmp_path, display)
     assert info.value.line == line and words in info.value.message, info.value.message
+
+
+def test_vnc_password_is_redacted_from_artifacts(tmp_path):
+    from kvmlab.redact import redact
+
+    lab = lab_with(tmp_path, "      vnc: {password: 'S3cr\"t'}\n")
+    xml = ET.tostring(domain_xml(lab), encoding="unicode")
+    assert "S3cr" in xml
+    shown = redact(xml)
+    assert "S3cr" not in shown and ET.fromstring(shown).find("./devices/graphics").get("passwd") == "(redacted)"
