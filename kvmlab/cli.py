@@ -294,11 +294,12 @@ def cmd_console(args: argparse.Namespace) -> int:
 def cmd_web(args: argparse.Namespace) -> int:
     import asyncio
 
-    from kvmlab.cli_exercise import task_html_of_lab
+    from kvmlab.cli_exercise import trainee_session
     from kvmlab.web.server import WebConsole
 
-    session = _attach(args.lab)
-    console = WebConsole(session, log=lambda line: print(f"kvmlab: {line}", file=sys.stderr), task_html=task_html_of_lab(session))
+    # A trainee's lab is named for exercise and trainee, not as its lab file says: attach it as training does.
+    session, task_html = trainee_session(args.lab, _provider()) or (_attach(args.lab), "")
+    console = WebConsole(session, log=lambda line: print(f"kvmlab: {line}", file=sys.stderr), task_html=task_html)
 
     async def serve() -> None:
         url = await console.start(args.address, args.port)

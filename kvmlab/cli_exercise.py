@@ -15,6 +15,7 @@ from kvmlab.errors import HarnessError
 from kvmlab.exercise import Exercise, Objective, all_exercises, find_exercise
 from kvmlab.grading import facts, render, report
 from kvmlab.lab import LabSession
+from kvmlab.providers.base import Provider
 from kvmlab.training import (
     START,
     TraineeState,
@@ -87,15 +88,17 @@ def cmd_start(args: argparse.Namespace) -> int:
     return 0
 
 
-def task_html_of_lab(session: LabSession) -> str:
-    """The task page of the exercise whose lab SESSION is (for `kvmlab web`); empty for other labs."""
+def trainee_session(lab_name: str, provider: Provider) -> tuple[LabSession, str] | None:
+    """The session of a trainee's running exercise lab LAB_NAME and its task page (for `kvmlab web`);
+    None when LAB_NAME is no exercise's lab."""
     from kvmlab import training
 
     for state in training.all_states():
-        if state.lab == session.lab.name and state.finished is None:
+        if state.lab == lab_name and state.finished is None:
+            session = training.attach(state, provider, log=lambda _line: None)
             exercise = state.exercise_def()
-            return _html(exercise, task_text(exercise, session))
-    return ""
+            return session, _html(exercise, task_text(exercise, session))
+    return None
 
 
 def _html(exercise: Exercise, text: str) -> str:
