@@ -10,6 +10,7 @@ import ipaddress
 import itertools
 from dataclasses import dataclass, field
 
+from kvmlab.model import VIDEO_MODELS
 from kvmlab.roles.hypervisor.files import BRIDGE, INNER_INITRD, INNER_KERNEL
 from kvmlab.templating import render_template
 
@@ -36,6 +37,15 @@ class InnerGuest:
     domain_type: str = "qemu"  # kvm when the hypervisor has /dev/kvm (nested)
     memory_mib: int = MEMORY_MIB
     graphics: tuple[Graphics, ...] = field(default=())
+    video: str = ""  # vga, qxl, virtio or none; empty: qxl with SPICE, vga with VNC only, no device without graphics
+
+    @property
+    def video_model(self) -> str:
+        if self.video:
+            return self.video
+        if not self.graphics:
+            return ""
+        return "qxl" if any(g.type == "spice" for g in self.graphics) else "vga"
 
     @property
     def address(self) -> str:
@@ -58,6 +68,8 @@ class InnerGuest:
 def domain_xml(guest: InnerGuest) -> str:
     if guest.domain_type not in ("qemu", "kvm"):
         raise ValueError(f"domain type must be qemu or kvm, not {guest.domain_type!r}")
+    if guest.video and guest.video not in VIDEO_MODELS:
+        raise ValueError(f"video model must be one of {', '.join(VIDEO_MODELS)}, not {guest.video!r}")
     return render_template(
         "roles/hypervisor/inner/domain.xml.j2",
         {
@@ -73,6 +85,7 @@ def domain_xml(guest: InnerGuest) -> str:
             "bridge": BRIDGE,
             "mac": guest.mac,
             "graphics": guest.graphics,
+            "video": guest.video_model,
         },
     )
 

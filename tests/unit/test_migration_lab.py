@@ -134,6 +134,17 @@ def test_inner_guest_kvm_and_graphics():
     graphics = root.find("devices/graphics")
     assert (graphics.get("port"), graphics.get("listen"), graphics.get("passwd")) == ("5911", "10.0.0.5", "s3cret")
     assert root.find("devices/disk") is None
+    assert root.find("devices/video/model").get("type") == "vga", "VNC alone shows a VGA card"
+
+
+def test_inner_guest_chooses_its_video_model():
+    spice = Graphics("spice", 5912, "10.0.0.5")
+    model = lambda guest: ET.fromstring(domain_xml(guest)).find("devices/video/model").get("type")  # noqa: E731
+    assert model(InnerGuest("g", 0, "10.0.0.0/24", graphics=(spice,))) == "qxl"
+    assert model(InnerGuest("g", 0, "10.0.0.0/24", graphics=(spice,), video="virtio")) == "virtio"
+    assert model(InnerGuest("g", 0, "10.0.0.0/24", video="none")) == "none"
+    with pytest.raises(ValueError, match="video model"):
+        domain_xml(InnerGuest("g", 0, "10.0.0.0/24", video="cirrus"))
 
 
 def test_inner_guest_refuses_bad_type_and_full_subnet():
