@@ -149,7 +149,7 @@ class WebConsole:
         await ws.prepare(request)
         try:
             console = self._console(name)
-            queue = await loop.run_in_executor(self._pool, console.join)
+            queue = await console.join()
         except HarnessError as exc:
             await ws.close(code=1011, message=str(exc)[:120].encode())
             return ws
