@@ -139,6 +139,20 @@ def test_vnc_password_is_asked_for_and_only_the_right_one_connects(lab, web):
         wait_until("a screen that is not blank", lambda: (p := driver.execute_script(CANVAS_PROBE)) and p[0] > 0)
 
 
+def test_page_follows_node_states(lab, web):
+    def shown(driver) -> str:
+        return driver.execute_script(
+            "const c = document.querySelector('#nodes tr.node[data-name=\"virtio1\"] td:nth-child(2)'); return c ? c.textContent : '';"
+        )
+
+    with chromium() as driver:
+        driver.get(web.url)
+        wait_until("virtio1 running in the node table", lambda: shown(driver) == "running")
+        with lab.node("virtio1").paused():
+            wait_until("virtio1 paused in the node table", lambda: shown(driver) == "paused", timeout=30)
+        wait_until("virtio1 running again", lambda: shown(driver) == "running", timeout=30)
+
+
 def test_unknown_token_and_missing_key_are_refused(lab, web):
     base = web.url.split("?")[0].rstrip("/")
     for path in ("/ws/vnc/not-a-token", "/ws/serial/not-a-token", "/", "/api/lab", "/api/lab?key=wrong"):

@@ -107,8 +107,20 @@ function openNode(node) {
   screen = openScreen(node);
 }
 
+// Node states change (a test powers one off, a trainee reboots one): refresh them, keep the rest.
+function refreshStates(lab) {
+  for (const node of lab.nodes) {
+    const cell = document.querySelector(`#nodes tr.node[data-name="${CSS.escape(node.name)}"] td:nth-child(2)`);
+    if (cell && cell.textContent !== node.state) {
+      cell.textContent = node.state;
+      cell.className = `state-${node.state}`;
+    }
+  }
+}
+
 const lab = await loadLab();
 showNodes(lab);
+setInterval(() => loadLab().then(refreshStates).catch(() => {}), 5000);
 const wanted = lab.nodes.find((n) => n.name === params.get('node'));
 if (wanted) openNode(wanted);
 window.kvmlab.ready = true;
