@@ -99,7 +99,7 @@ def test_check_overrides_names_a_stray_file_with_a_suggestion_and_its_neighbours
     write(tmp_path, "rols/ceph/ceph.conf.j2", "")
     problems = check_overrides(tmp_path)
     assert problems == [
-        f"{tmp_path}/roles/nfs-server/export.j2: overrides no built-in template (did you mean 'roles/nfs-server/exports.j2'?); built-in templates in roles/nfs-server/: exports.j2",
+        f"{tmp_path}/roles/nfs-server/export.j2: overrides no built-in template (did you mean 'roles/nfs-server/exports.j2'?); built-in templates in roles/nfs-server/: exports.j2, nfs.conf.j2",
         f"{tmp_path}/rols/ceph/ceph.conf.j2: overrides no built-in template (did you mean 'roles/ceph/ceph.conf.j2'?); no built-in templates in rols/ceph/ (closest built-in folder: roles/ceph/)",
     ]
 

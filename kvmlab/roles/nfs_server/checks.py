@@ -104,8 +104,49 @@ def refuses_clients_outside_the_export(lab: Any) -> None:
         assert "access denied" in res.output.lower(), f"{hv_name}: mount from {network} failed, but not as refused: {res.output}"
 
 
+# nfsd's own view of the settings it runs with: read from the running server, not from nfs.conf.
+NFSD_PROC = {"grace-time": "nfsv4gracetime", "lease-time": "nfsv4leasetime", "threads": "threads"}
+NFSD_VERSIONS = {"vers2": "2", "vers3": "3", "vers4": "4", "vers4.0": "4.0", "vers4.1": "4.1", "vers4.2": "4.2"}
+YES = ("y", "yes", "1", "true", "on")
+
+
+def expected_in_effect(option: Any, proc: dict[str, str]) -> tuple[str, str, str] | None:
+    """(where, expected, seen) for an nfs.conf option the running nfsd shows; None when it shows none of it.
+    PROC holds /proc/fs/nfsd's files by name."""
+    if option.section != "nfsd":
+        return None
+    if option.key in NFSD_PROC:
+        name = NFSD_PROC[option.key]
+        return f"/proc/fs/nfsd/{name}", option.value.strip(), proc.get(name, "").strip()
+    if option.key in NFSD_VERSIONS:
+        version = NFSD_VERSIONS[option.key]
+        served = {token[1:]: token[0] for token in proc.get("versions", "").split()}
+        sign = "+" if option.value.strip().lower() in YES else "-"
+        # A version the kernel never lists is not served either.
+        return "/proc/fs/nfsd/versions", f"{sign}{version}", f"{served.get(version, '-')}{version}"
+    return None
+
+
+def nfs_conf_in_effect(lab: Any) -> None:
+    """Each nfs-conf option of the lab file: nfsd runs with it (versions, grace and lease time, threads,
+    from /proc/fs/nfsd); other options as nfs-utils reads them (`nfsconf --get`), which is all they show."""
+    names = " ".join((*NFSD_PROC.values(), "versions"))
+    for server in lab.by_role(ROLE):
+        command = f"cd /proc/fs/nfsd && for f in {names}; do printf '%s=%s\\n' $f \"$(cat $f)\"; done"
+        dump = server.run_expect(command, "read nfsd's settings")
+        proc = dict(line.split("=", 1) for line in dump.splitlines() if "=" in line)
+        for option in lab.lab.nfs_server.nfs_conf:
+            found = expected_in_effect(option, proc)
+            if found is None:
+                seen = server.run(f"nfsconf --get {option.section} {option.key}").stdout.strip()
+                found = (f"nfsconf --get {option.section} {option.key}", option.value, seen)
+            where, expected, seen = found
+            assert seen == expected, f"{server.name}: {option.section}.{option.key}={option.value} is not in effect: {where} shows '{seen}'"
+
+
 CHECKS = (
     Check(ROLE, "exports-published", exports_are_published),
     Check(ROLE, "pool-clients-allowed", pool_clients_are_allowed, applies=lambda lab: bool(_pool_users(lab))),
     Check(ROLE, "refuses-outside-clients", refuses_clients_outside_the_export, applies=lambda lab: bool(_outside_pairs(lab))),
+    Check(ROLE, "nfs-conf-in-effect", nfs_conf_in_effect, applies=lambda lab: bool(lab.nfs_server.nfs_conf)),
 )

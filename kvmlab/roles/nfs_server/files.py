@@ -17,4 +17,10 @@ def files(lab: Lab, pl: Placement, node: Node) -> dict[str, str]:
         }
         for e in lab.nfs_server.exports
     ]
-    return {"exports": render_template("roles/nfs-server/exports.j2", {"exports": exports})}
+    out = {"exports": render_template("roles/nfs-server/exports.j2", {"exports": exports})}
+    if lab.nfs_server.nfs_conf:
+        sections: dict[str, list[tuple[str, str]]] = {}
+        for opt in lab.nfs_server.nfs_conf:
+            sections.setdefault(opt.section, []).append((opt.key, opt.value))
+        out["nfs.conf"] = render_template("roles/nfs-server/nfs.conf.j2", {"sections": sections})
+    return out

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass
 
+from yaml.nodes import Node
+
 from kvmlab.roles.reader import SettingsReader
-from kvmlab.yamlread import abs_path
+from kvmlab.yamlread import Reader, abs_path, boolean, quote
 
 KEY = "nfs-server"
 
@@ -19,8 +22,17 @@ class NfsExport:
 
 
 @dataclass(frozen=True)
+class NfsConfOption:
+    section: str  # e.g. nfsd
+    key: str  # e.g. vers3
+    value: str  # as nfs.conf spells it: booleans are y/n
+
+
+@dataclass(frozen=True)
 class NfsServerSettings:
     exports: tuple[NfsExport, ...] = ()
+    # nfs.conf in the service's own terms (`nfsd: {vers3: n, grace-time: 10}`), passed through as written
+    nfs_conf: tuple[NfsConfOption, ...] = ()
 
 
 NFS_OPTIONS = (
@@ -48,7 +60,8 @@ def parse(sr: SettingsReader) -> NfsServerSettings:
     net_names = tuple(n.name for n in sr.lab.networks)
     if entry is None:
         return NfsServerSettings()
-    fields = reader.mapping(entry[1], "role settings 'nfs-server'", ("exports",))
+    fields = reader.mapping(entry[1], "role settings 'nfs-server'", ("exports", "nfs-conf"))
+    nfs_conf = reader.optional(fields, "nfs-conf", lambda n: _nfs_conf(reader, n), ())
     exports: list[NfsExport] = []
     for item in reader.sequence(reader.required(fields, "exports", entry[1], "nfs-server"), "exports"):
         opts = reader.mapping(item, "an export", ("path", "clients", "options"))
@@ -70,4 +83,26 @@ def parse(sr: SettingsReader) -> NfsServerSettings:
             opts, "options", lambda n: reader.names_list(n, "export options", NFS_OPTIONS, "NFS option"), NfsExport.options
         )
         exports.append(NfsExport(path, clients, options))
-    return NfsServerSettings(tuple(exports))
+    return NfsServerSettings(tuple(exports), nfs_conf)
+
+
+NFS_CONF_NAME = re.compile(r"^[a-z][a-z0-9.-]*$")  # how nfs.conf names its sections and keys (nfsd, vers4.2, grace-time)
+
+
+def _nfs_conf(reader: Reader, value: Node) -> tuple[NfsConfOption, ...]:
+    """nfs.conf's sections and keys are not second-guessed: any name nfs.conf could hold is written as given."""
+    options = []
+    for section, (section_node, body) in reader.named_mapping(value, "nfs-conf").items():
+        if not NFS_CONF_NAME.match(section):
+            raise reader.fail(section_node, f"nfs-conf section '{quote(section)}' is not an nfs.conf section name (e.g. nfsd, mountd)")
+        for key, (key_node, item) in reader.named_mapping(body, f"nfs-conf section '{section}'").items():
+            if not NFS_CONF_NAME.match(key):
+                raise reader.fail(key_node, f"nfs-conf key '{quote(key)}' in [{section}] is not an nfs.conf key (e.g. vers3, grace-time)")
+            if item.tag == "tag:yaml.org,2002:bool":
+                text = "y" if boolean(reader, item, f"nfs-conf {section}.{key}") else "n"
+            else:
+                text = reader.scalar_text(item, f"nfs-conf {section}.{key}")
+                if not text or "\n" in text or not text.isprintable():
+                    raise reader.fail(item, f"nfs-conf {section}.{key} must be one printable line, got '{quote(text)}'")
+            options.append(NfsConfOption(section, key, text))
+    return tuple(options)

@@ -7,6 +7,8 @@ import shlex
 from kvmlab.model import Node
 from kvmlab.roles import RoleContext
 
+NFS_CONF_DROP_IN = "/etc/nfs.conf.d/kvmlab.conf"  # nfs-utils reads nfs.conf.d/*.conf after nfs.conf
+
 
 def setup(ctx: RoleContext, node: Node) -> None:
     remote = ctx.remote(node.name)
@@ -14,5 +16,8 @@ def setup(ctx: RoleContext, node: Node) -> None:
     if paths:
         remote.check(f"mkdir -p {paths}", "create export directories")
     remote.put("/etc/exports", ctx.file(node, "exports"))
-    remote.check("systemctl --no-reload enable --now nfs-server.service", "start the NFS server")
+    if ctx.lab.nfs_server.nfs_conf:
+        remote.put(NFS_CONF_DROP_IN, ctx.file(node, "nfs.conf"))
+    # restart, not start: a server already running would not read nfs.conf again
+    remote.check("systemctl --no-reload enable nfs-server.service && systemctl restart nfs-server.service", "start the NFS server")
     remote.check("exportfs -ra", "publish exports")
