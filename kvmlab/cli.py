@@ -302,6 +302,10 @@ def cmd_web(args: argparse.Namespace) -> int:
     console = WebConsole(session, log=lambda line: print(f"kvmlab: {line}", file=sys.stderr), task_html=task_html)
 
     async def serve() -> None:
+        # Ctrl-C or SIGTERM stop it, even where SIGINT came ignored (a shell's background job).
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
         url = await console.start(args.address, args.port)
         if not ipaddress.ip_address(args.address).is_loopback:
             print(
@@ -310,14 +314,12 @@ def cmd_web(args: argparse.Namespace) -> int:
             )
         print(f"kvmlab web: lab {session.lab.name} at {url}  (Ctrl-C stops it)", flush=True)
         try:
-            await asyncio.Event().wait()
+            await stop.wait()
         finally:
             await console.stop()
 
-    try:
-        asyncio.run(serve())
-    except KeyboardInterrupt:
-        print("kvmlab web: stopped")
+    asyncio.run(serve())
+    print("kvmlab web: stopped")
     return 0
 
 
