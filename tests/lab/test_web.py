@@ -66,6 +66,31 @@ def wait_for_text(driver, text: str, what: str) -> None:
         pytest.fail(f"waited for {what} ({text!r}) on the serial console; it shows:\n{seen[-600:]}")
 
 
+def log_in(driver, keys, node: str, password: str, attempts: int = 3) -> None:
+    """Log in on the serial console as a person would. login turns echo off with TCSAFLUSH after it
+    prints its prompt, so a password typed the instant the prompt shows can be thrown away on a
+    busy guest: wait a moment before typing it, and on no shell prompt try again from the start."""
+
+    def count(text: str) -> int:
+        return serial_text(driver).count(text)
+
+    for attempt in range(1, attempts + 1):
+        # The screen keeps earlier prompts: wait for a new one each time.
+        logins, passwords = count(f"{node} login:"), count("Password:")
+        keys.send_keys("\n")
+        wait_until("a new login prompt", lambda n=logins: count(f"{node} login:") > n)
+        keys.send_keys("root\n")
+        wait_until("the password prompt", lambda n=passwords: count("Password:") > n)
+        time.sleep(2)
+        keys.send_keys(password + "\n")
+        try:
+            wait_until("a shell prompt", lambda: f"root@{node}" in serial_text(driver), timeout=30)
+            return
+        except pytest.fail.Exception:
+            if attempt == attempts:
+                pytest.fail(f"no shell prompt after {attempts} logins on {node}'s serial console; it shows:\n{serial_text(driver)[-600:]}")
+
+
 def test_display_checks_pass(lab):
     results = run_checks(lab, DISPLAY_CHECKS)
     assert [(r.check.id, r.outcome) for r in results] == [(c.id, PASS) for c in DISPLAY_CHECKS], [r.message for r in results]
@@ -78,12 +103,7 @@ def test_serial_console_logs_in_and_runs_a_command(lab, web):
         driver.get(page(web, "virtio1"))
         wait_until("the serial console to open", lambda: driver.execute_script("return window.kvmlab && window.kvmlab.times.serialOpen"))
         keys = driver.find_element(By.CSS_SELECTOR, "#serial .xterm-helper-textarea")
-        keys.send_keys("\n")
-        wait_for_text(driver, "virtio1 login:", "the login prompt")
-        keys.send_keys("root\n")
-        wait_for_text(driver, "Password:", "the password prompt")
-        keys.send_keys(web.console_password + "\n")
-        wait_for_text(driver, "root@virtio1", "a shell prompt")
+        log_in(driver, keys, "virtio1", web.console_password)
         keys.send_keys("echo typed-$((6 * 7))-$(hostname)\n")
         wait_for_text(driver, "typed-42-virtio1", "the command's output")
 
