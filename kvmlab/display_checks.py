@@ -33,6 +33,22 @@ VIDEO = {
 RFB_SECURITY_NONE, RFB_SECURITY_VNC_AUTH = 1, 2
 
 
+@dataclass(frozen=True)
+class VncTarget:
+    host: str
+    port: int
+
+
+def vnc_target(domain_xml: str) -> VncTarget | None:
+    """Where the running domain's VNC server listens (its port is chosen by libvirt when it starts)."""
+    graphics = ET.fromstring(domain_xml).find("./devices/graphics[@type='vnc']")
+    if graphics is None or int(graphics.get("port", "-1")) <= 0:
+        return None
+    listen = graphics.find("listen")
+    host = (listen.get("address") if listen is not None else None) or graphics.get("listen") or "127.0.0.1"
+    return VncTarget("127.0.0.1" if host in ("0.0.0.0", "::") else host, int(graphics.get("port", "0")))
+
+
 def _displayed(lab: Any) -> list[Any]:
     return [node for node in lab.nodes if node.model.display]
 
@@ -90,8 +106,6 @@ def rfb_security_types(host: str, port: int, timeout: float = 10.0) -> list[int]
 
 
 def check_vnc_password(lab: Any) -> None:
-    from kvmlab.web.server import vnc_target
-
     for node in _displayed(lab):
         vnc = node.model.display.vnc
         if not vnc:

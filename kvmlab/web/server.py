@@ -14,35 +14,18 @@ import contextlib
 import json
 import secrets
 import threading
-import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 from aiohttp import WSMsgType, web
 
+from kvmlab.display_checks import vnc_target
 from kvmlab.errors import HarnessError
 from kvmlab.lab import LabSession
 from kvmlab.web import assets
 from kvmlab.web.serial import SharedConsole
 
 CONSOLE_USER = "root"
-
-
-@dataclass(frozen=True)
-class VncTarget:
-    host: str
-    port: int
-
-
-def vnc_target(domain_xml: str) -> VncTarget | None:
-    """Where the running domain's VNC server listens (its port is chosen by libvirt when it starts)."""
-    graphics = ET.fromstring(domain_xml).find("./devices/graphics[@type='vnc']")
-    if graphics is None or int(graphics.get("port", "-1")) <= 0:
-        return None
-    listen = graphics.find("listen")
-    host = (listen.get("address") if listen is not None else None) or graphics.get("listen") or "127.0.0.1"
-    return VncTarget("127.0.0.1" if host in ("0.0.0.0", "::") else host, int(graphics.get("port", "0")))
 
 
 class WebConsole:

@@ -9,9 +9,10 @@ from types import SimpleNamespace
 
 import pytest
 
+from kvmlab.display_checks import vnc_target
 from kvmlab.model import Display, Node, Vnc
 from kvmlab.web import assets
-from kvmlab.web.server import BackgroundWebConsole, WebConsole, vnc_target
+from kvmlab.web.server import BackgroundWebConsole, WebConsole
 
 LIVE_XML = """<domain><devices>
   <graphics type='spice' port='5901' autoport='yes'><listen type='address' address='127.0.0.1'/></graphics>
