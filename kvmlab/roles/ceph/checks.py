@@ -55,11 +55,12 @@ def _client_keyring(mon: Any, client: str) -> str:
 
 
 def cluster_is_healthy(lab: Any) -> None:
-    """The monitor's status (`ceph -s`): the lab's fsid, and health OK or only the warnings EXPECTED_WARNINGS allows."""
+    """The monitor's status (`ceph -s`): the lab's fsid, an active manager, and health OK or only the warnings EXPECTED_WARNINGS allows."""
     mon = _mon(lab)
     status = _mon_json(mon, "status")
     want = fsid(lab.lab, lab.placement)
     assert status["fsid"] == want, f"{mon.name}: the cluster's fsid is {status['fsid']}, this lab run's is {want}"
+    assert status.get("mgrmap", {}).get("available"), f"{mon.name}: no manager is active (mgrmap: {status.get('mgrmap')})"
     health = status["health"]
     unexpected = {name: check.get("summary", {}).get("message", "") for name, check in health.get("checks", {}).items()}
     unexpected = {name: message for name, message in unexpected.items() if name not in EXPECTED_WARNINGS}

@@ -107,15 +107,21 @@ def osds_up_and_in(remote: Remote) -> tuple[int, int] | None:
 
 
 def unexpected_health(remote: Remote) -> list[str] | None:
-    """Checks keeping the cluster from health OK, less EXPECTED_WARNINGS; None if unknown."""
-    res = mon_json(remote, "health")
+    """Checks keeping the cluster from health OK, less EXPECTED_WARNINGS; None if unknown.
+
+    A cluster whose manager is not active yet counts as unhealthy even while health says OK:
+    the monitor raises MGR_DOWN only after mon_mgr_inactive_grace (60 s), and without a manager
+    no PG state is reported, so an early HEALTH_OK under TCG says nothing."""
+    res = mon_json(remote, "status")
     if res.rc != 0:
         return None
-    health = json.loads(res.stdout)
+    status = json.loads(res.stdout)
+    health = status["health"]
+    waiting = [] if status.get("mgrmap", {}).get("available") else ["no active manager yet"]
     if health["status"] == "HEALTH_OK":
-        return []
+        return waiting
     problems = [f"{name}: {c['summary']['message']}" for name, c in health.get("checks", {}).items() if name not in EXPECTED_WARNINGS]
-    return problems if health["status"] == "HEALTH_WARN" else problems or [health["status"]]
+    return waiting + (problems if health["status"] == "HEALTH_WARN" else problems or [health["status"]])
 
 
 # -- ceph-osd -----------------------------------------------------------------
