@@ -52,6 +52,16 @@ class RoleError(HarnessError):
         )
 
 
+class SettingRefused(HarnessError):
+    """The service refused a setting of the lab file when a role step applied it: the lab file is wrong,
+    in the service's own judgement. Points at the setting's file:line:col and quotes the refusal."""
+
+    def __init__(self, where: str, what: str, refusal: str, node: str, command: str) -> None:
+        self.where, self.what, self.refusal, self.node, self.command = where, what, refusal, node, command
+        at = f"{where}: " if where else ""
+        super().__init__(redact(f"{at}{what}: {refusal}\n  on node {node}: {command}"))
+
+
 class Interrupted(HarnessError):
     """The run was stopped by a signal; the lab has been torn down."""
 

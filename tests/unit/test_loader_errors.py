@@ -75,6 +75,56 @@ EXPECTED = {
         3,
         "hypervisor 'hv1' uses the gluster storage but is not on its network 'storage': add it to the node's networks",
     ),
+    "gluster_arbiter_two_nodes.yaml": (
+        6,
+        14,
+        "replica 3 arbiter 1 needs the number of gluster nodes to be a multiple of 3, this lab has 2: gluster1, gluster2",
+    ),
+    "gluster_arbiter_replica_two.yaml": (
+        6,
+        22,
+        "replica 2 with arbiter 1 is not possible: an arbiter volume is replica 3 arbiter 1 (two data bricks and the arbiter in each set); write replica: 3, or leave replica out",
+    ),
+    "gluster_replica_not_dividing.yaml": (
+        8,
+        14,
+        "replica 3 needs the number of gluster nodes to be a multiple of 3, this lab has 4: g1, g2, g3, g4",
+    ),
+    "gluster_disperse_and_replica.yaml": (
+        8,
+        5,
+        "'disperse' and 'replica' cannot go together: a Gluster volume is either replicated (replica: N, and arbiter: 1 for replica 3) or dispersed (disperse: N, redundancy: R); keep one",
+    ),
+    "gluster_disperse_too_small.yaml": (
+        5,
+        23,
+        "disperse 2 is too small: a disperse set needs at least 3 bricks (e.g. disperse: 3, redundancy: 1)",
+    ),
+    "gluster_redundancy_too_big.yaml": (
+        9,
+        17,
+        "redundancy 2 is not possible with disperse 4: each set must lose at least 1 brick and keep more data bricks than redundant ones (disperse > 2 x redundancy); use redundancy: 1",
+    ),
+    "gluster_redundancy_alone.yaml": (
+        7,
+        5,
+        "redundancy needs disperse: it is the number of bricks each disperse set may lose; add e.g. 'disperse: 3'",
+    ),
+    "gluster_option_set_by_role.yaml": (
+        8,
+        7,
+        "gluster option 'network.ping-timeout' is set by the role from its 'ping_timeout' setting: write 'ping_timeout: 10' beside 'options:' instead",
+    ),
+    "gluster_option_without_value.yaml": (
+        7,
+        7,
+        "gluster option performance.quick-read has no value: write it as `gluster volume set` takes it, e.g. 'performance.quick-read: on' or a number",
+    ),
+    "gluster_option_bad_name.yaml": (
+        6,
+        15,
+        "gluster option 'performance cache-size' is not a Gluster option name: write e.g. performance.cache-size",
+    ),
     "iscsi_lun_too_big.yaml": (8, 54, "LUN 'lun0' (2048 MiB) does not fit on disk 'd' (1024 MiB, less 64 MiB for metadata)"),
     "ceph_osd_disk_missing.yaml": (
         3,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -52,11 +53,22 @@ def test_volume_is_a_replica_of_every_node_with_the_options_of_the_lab():
     assert "force" not in script  # bricks are subdirectories of their own mounts: no override needed
     options = "auth.allow '10.213.5.*' storage.owner-uid '64055' storage.owner-gid '64055' network.ping-timeout '5'"
     assert f"gluster --mode=script volume set kvmgluster {options}\n" in script
-    assert script.index("volume set") < script.index("volume start kvmgluster")
+    assert "volume start" not in script  # the join step starts it, after the lab's own options
 
 
-def test_script_files_are_valid_shell(tmp_path):
-    for node, files in _files("gluster").items():
+def test_arbiter_lab_creates_replica_3_arbiter_1_and_lists_its_own_options():
+    script = _files("gluster-arbiter")["gluster1"]["gluster-volume.sh"]
+    assert "gluster --mode=script volume create kvmgluster replica 3 arbiter 1 transport tcp \\\n" in script
+    assert script.count(":/gluster/bricks/1/brick") == 3 and "force" not in script
+    # The role's own options stay one `volume set`; the lab's are set by the join step, one by one, and listed here.
+    assert "network.ping-timeout '5'\n" in script
+    assert re.search(r"\n#   performance.quick-read off   \(\S*labs/gluster-arbiter.yaml:19:7\)\n", script)
+    assert "volume set kvmgluster performance" not in script
+
+
+@pytest.mark.parametrize("lab_name", ["gluster", "gluster-arbiter"])
+def test_script_files_are_valid_shell(tmp_path, lab_name):
+    for node, files in _files(lab_name).items():
         for name, text in files.items():
             if name.endswith(".sh"):
                 (tmp_path / name).write_text(text)

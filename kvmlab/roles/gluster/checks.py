@@ -1,23 +1,32 @@
-"""Checks of the gluster role (book 5.6): the trusted pool, the bricks, the replicated volume, and the hypervisors' pool on it.
+"""Checks of the gluster role (book 5.6): the trusted pool, the bricks, the volume and its type, its options,
+where data lands, and the hypervisors' pool on it.
 
-Nodes are found by role: replica N is the number of gluster nodes (2 or 3). Expectations
-come from the lab's model and the role's files.py helpers. A check raises
-AssertionError naming the node and what it saw.
+Nodes are found by role, one brick on each. Expectations come from the lab's model (the
+volume's type and options as the lab file says them) and the role's files.py helpers.
+A check raises AssertionError naming the node and what it saw.
 """
 
 from __future__ import annotations
 
+import shlex
 import uuid
 import xml.etree.ElementTree as ET
-from typing import Any
+from typing import Any, NamedTuple
 
+from kvmlab.model import Lab, Placement
 from kvmlab.roles import Check
-from kvmlab.roles.gluster.files import brick_path, fstab_line, peer_name, volume_options
+from kvmlab.roles.gluster.files import brick_path, brick_sets, fstab_line, peer_name, volume_options
+from kvmlab.roles.gluster.options import group_options, read_back, same_value
+from kvmlab.roles.gluster.settings import GlusterSettings
 from kvmlab.roles.hypervisor.checks import assert_pool_running, has_hypervisor
 
 ROLE = "gluster"
 
 CONNECTED = "State: Peer in Cluster (Connected)"
+GROUPS = "/var/lib/glusterd/groups"  # the files `gluster volume set VOL group NAME` applies
+GET_MARK = "@@kvmlab-option "  # starts the answer of each option in one script's output
+LINK_FILE_MODE = "---------T"  # a DHT link file: the name on the set it hashes to, the data on another
+CHUNK = 512  # bytes of each disperse fragment per stripe (Gluster's EC chunk)
 
 
 def _brick_names(lab: Any) -> list[str]:
@@ -68,19 +77,48 @@ def bricks_are_directories_on_their_own_xfs_disk(lab: Any) -> None:
         assert entry in fstab, f"{node.name}: /etc/fstab has no '{entry}' line:\n{fstab}"
 
 
-def volume_is_a_started_replica_across_every_node(lab: Any) -> None:
-    """The volume is started, of type Replicate, replica N with one brick on each gluster node, in order."""
+def expected_volume_info(s: GlusterSettings, bricks: int) -> dict[str, str]:
+    """What `gluster volume info VOL --xml` says of a started volume of the lab's type with BRICKS bricks.
+
+    distCount is the number of bricks per set (Gluster's dist_leaf_count), not the number of sets;
+    a replicated volume counts its arbiter in replicaCount (replica 3 arbiter 1).
+    """
+    seen = {
+        "name": s.volume,
+        "statusStr": "Started",
+        "typeStr": s.type_str(bricks),
+        "brickCount": str(bricks),
+        "distCount": str(s.set_size),
+    }
+    if s.disperse:
+        return {**seen, "disperseCount": str(s.disperse), "redundancyCount": str(s.redundancy)}
+    return {**seen, "replicaCount": str(s.replica), "arbiterCount": str(s.arbiter)}
+
+
+def volume_has_the_labs_type(lab: Any) -> None:
+    """The volume is started with the lab file's type, as Gluster reports it: typeStr (Replicate, Distributed-Replicate,
+    Disperse, Distributed-Disperse), brick count, bricks per set, replica and arbiter counts or disperse and redundancy
+    counts; one brick per gluster node, in order; with an arbiter, the last brick of each set is the arbiter."""
     s = lab.lab.gluster
     node = lab.by_role(ROLE)[0]
-    want = _brick_names(lab)
+    want_bricks = _brick_names(lab)
     info = _xml(node, f"gluster volume info {s.volume} --xml", f"gluster volume info {s.volume}")
     vol = info.find("volInfo/volumes/volume")
     assert vol is not None, f"{node.name}: gluster volume info shows no volume {s.volume}: {ET.tostring(info, encoding='unicode')[:600]}"
-    seen = {k: vol.findtext(k) for k in ("name", "statusStr", "typeStr", "replicaCount")}
-    expected = {"name": s.volume, "statusStr": "Started", "typeStr": "Replicate", "replicaCount": str(len(want))}
-    assert seen == expected, f"{node.name}: volume {s.volume} is {seen}, not {expected}"
-    bricks = [b.findtext("name") for b in vol.iter("brick")]
-    assert bricks == want, f"{node.name}: volume {s.volume} has bricks {bricks}, not {want}"
+    want = expected_volume_info(s, len(want_bricks))
+    # An older Gluster without arbiter support prints no arbiterCount: that is no arbiter.
+    seen = {k: vol.findtext(k, "0" if k == "arbiterCount" else None) for k in want}
+    wrong = [f"{k} {seen[k]} (the lab wants {v})" for k, v in want.items() if seen[k] != v]
+    assert not wrong, f"{node.name}: volume {s.volume} is not {s.create_words()} over {len(want_bricks)} bricks: " + ", ".join(wrong)
+    bricks = list(vol.iter("brick"))
+    names = [b.findtext("name") for b in bricks]
+    assert names == want_bricks, f"{node.name}: volume {s.volume} has bricks {names}, not {want_bricks}"
+    if any(b.find("isArbiter") is not None for b in bricks):
+        arbiters = [b.findtext("name") for b in bricks if b.findtext("isArbiter") == "1"]
+        want_arbiters = [f"{peer_name(group[-1].name, s)}:{brick_path(s)}" for group in brick_sets(lab.lab)] if s.arbiter else []
+        assert arbiters == want_arbiters, (
+            f"{node.name}: arbiter bricks of {s.volume} are {arbiters or 'none'}, not {want_arbiters or 'none'}"
+        )
 
 
 def every_brick_is_online(lab: Any) -> None:
@@ -102,18 +140,50 @@ def every_brick_is_online(lab: Any) -> None:
     assert not extra, f"{node.name}: volume {s.volume} has bricks the lab does not: {', '.join(extra)}"
 
 
+def expected_options(lab: Lab, pl: Placement) -> list[tuple[str, str, str]]:
+    """(option, value, where it comes from) of every `volume set` of the volume, in the order they are set."""
+    role = [(name, value, "set by the role") for name, value in volume_options(lab, pl)]
+    return role + [(o.name, o.value, o.where or "the lab file") for o in lab.gluster.options]
+
+
 def volume_options_read_back_as_set(lab: Any) -> None:
-    """Every option the role sets on the volume reads back with its value (asked on the second node)."""
+    """Every option the volume was set with reads back with its value from `gluster volume get VOL OPTION --xml` (asked
+    on the second node): the role's own (auth.allow, owner uid/gid, network.ping-timeout), then the lab file's
+    `options:`, a later one winning. A `group NAME` option stands for the key=value lines of its file in
+    /var/lib/glusterd/groups/. Values compare as Gluster reads them: on/yes/true/enable/1 alike (and their
+    opposites), numbers by value."""
     s = lab.lab.gluster
     node = lab.by_role(ROLE)[1]
+    want: dict[str, tuple[str, str]] = {}
+    for name, value, source in expected_options(lab.lab, lab.placement):
+        if name == "group":
+            text = node.run_expect(f"cat {GROUPS}/{shlex.quote(value)}", f"read gluster option group {value}")
+            want.update((k, (v, f"group {value}, {source}")) for k, v in group_options(text))
+        else:
+            want[name] = (value, source)
+    answers = _volume_get(node, s.volume, list(want))
     wrong = []
-    for option, want in volume_options(lab.lab, lab.placement):
-        out = node.run_expect(f"gluster volume get {s.volume} {option}", f"gluster volume get {option}")
-        values = [fields[1] for fields in (line.split() for line in out.splitlines()) if len(fields) > 1 and fields[0] == option]
-        if values != [want]:
-            seen = " / ".join(values) or "(not listed)"
-            wrong.append(f"{option} is {seen}, not {want}")
+    for name, (value, source) in want.items():
+        seen, problem = read_back(answers.get(name, ""), name)
+        if seen is None:
+            wrong.append(f"{name} ({source}): {problem}")
+        elif not same_value(value, seen):
+            wrong.append(f"{name} is {seen}, not {value} ({source})")
     assert not wrong, f"{node.name}: options of volume {s.volume}: " + "; ".join(wrong)
+
+
+def _volume_get(node: Any, volume: str, names: list[str]) -> dict[str, str]:
+    """The output of `gluster volume get VOLUME NAME --xml` for each of NAMES, asked in one script (an SSH call costs seconds under TCG)."""
+    script = "; ".join(f"echo {shlex.quote(GET_MARK + name)}; gluster volume get {volume} {shlex.quote(name)} --xml 2>&1" for name in names)
+    out = node.run_expect(f"{script}; true", f"gluster volume get {volume}: {len(names)} options")
+    answers: dict[str, list[str]] = {}
+    current: list[str] = []
+    for line in out.splitlines():
+        if line.startswith(GET_MARK):
+            current = answers.setdefault(line[len(GET_MARK) :], [])
+        else:
+            current.append(line)
+    return {name: "\n".join(lines) for name, lines in answers.items()}
 
 
 def brick_roots_belong_to_the_volume_owner(lab: Any) -> None:
@@ -145,41 +215,110 @@ def hypervisor_pool_is_on_the_fuse_mount(lab: Any) -> None:
         assert fstab[0] == want_fstab, f"{hv.name}: /etc/fstab mounts {s.mount} with '{' '.join(fstab[0])}', not '{' '.join(want_fstab)}'"
 
 
-def data_written_through_the_pool_is_on_every_brick(lab: Any) -> None:
-    """A volume and a file written (fsync'd) through each hypervisor's pool are identical on every brick, and gone once deleted."""
+class BrickFile(NamedTuple):
+    size: int
+    mode: str  # as stat -c %A prints it
+    sha256: str
+
+
+def _is_data(f: BrickFile | None) -> bool:
+    """Whether a brick holds the file itself: not a DHT link file (mode ---------T, no data), which points at another set."""
+    return f is not None and not (f.size == 0 and f.mode == LINK_FILE_MODE)
+
+
+def placement_problems(
+    s: GlusterSettings, sets: list[list[str]], name: str, size: int, sha256: str, seen: dict[str, BrickFile | None]
+) -> list[str]:
+    """What is wrong with where a file of SIZE bytes and SHA256, written through the volume, landed on the bricks
+    (SEEN: node -> its brick's copy); SETS are the nodes of each replica or disperse set, in create order."""
+    holding = [group for group in sets if any(_is_data(seen[n]) for n in group)]
+    if len(holding) != 1:
+        held = ", ".join(n for group in holding for n in group if _is_data(seen[n])) or "none"
+        return [f"{name} should be on the bricks of one set of {' / '.join(','.join(g) for g in sets)}; bricks holding it: {held}"]
+    problems = []
+    group = holding[0]
+    if s.disperse:
+        data = s.disperse - s.redundancy
+        fragment = -(-size // (CHUNK * data)) * CHUNK  # each data brick's share, in whole chunks
+        for n in group:
+            f = seen[n]
+            if f is None:
+                problems.append(f"{n}: has no fragment of {name}")
+            elif f.size != fragment:
+                problems.append(
+                    f"{n}: fragment of {name} is {f.size} bytes, not {fragment} (1/{data} of {size} bytes, in {CHUNK}-byte chunks)"
+                )
+            elif f.sha256 == sha256 and size:
+                problems.append(f"{n}: holds the whole of {name}, not a fragment")
+        return problems
+    arbiter = group[-1] if s.arbiter else None
+    for n in group:
+        f = seen[n]
+        if f is None:
+            problems.append(f"{n}: has no copy of {name}")
+        elif n == arbiter:
+            if f.size != 0:
+                problems.append(f"{n}: the arbiter holds {f.size} bytes of {name}; an arbiter holds its name and no data")
+        elif f.sha256 != sha256:
+            problems.append(f"{n}: copy of {name} has sha256 {f.sha256} ({f.size} bytes), not {sha256} ({size} bytes)")
+    return problems
+
+
+def _brick_files(node: Any, s: GlusterSettings, names: tuple[str, ...]) -> dict[str, BrickFile | None]:
+    """Size, mode and sha256 of each of NAMES on NODE's brick, in one command; None for a name the brick does not hold."""
+    brick = brick_path(s)
+    script = (
+        f"cd {brick} && for f in {' '.join(names)}; do "
+        "if [ -e $f ]; then echo $f $(stat -c '%s %A' $f) $(sha256sum < $f | cut -c1-64); else echo $f -; fi; done"
+    )
+    out: dict[str, BrickFile | None] = {}
+    for line in node.run_expect(script, f"look for {', '.join(names)} on the brick").splitlines():
+        fields = line.split()
+        out[fields[0]] = BrickFile(int(fields[1]), fields[2], fields[3]) if len(fields) == 4 else None
+    return out
+
+
+def data_written_through_the_pool_lands_as_the_type_says(lab: Any) -> None:
+    """A volume and a 4 MiB file written (fsync'd) through each hypervisor's pool land on the bricks as the volume's type
+    places them, and are gone from every brick once deleted:
+    - replicated: identical whole copies on every brick of one replica set, i.e. on every brick when there is
+      one set; with an arbiter, the last brick of the set holds the file's name and no data (size 0);
+    - dispersed: a fragment on every brick of one disperse set, each 1/(disperse - redundancy) of the file in
+      whole 512-byte chunks, none of them the whole file;
+    - distributed (several sets): one set holds the file; the others hold nothing, or a DHT link file.
+    The probes stay whole under sharding too: 4 MiB is Gluster's smallest shard block."""
     s = lab.lab.gluster
     nodes = lab.by_role(ROLE)
+    sets = [[n.name for n in group] for group in brick_sets(lab.lab)]
     for hv in lab.by_role("hypervisor"):
         vol, blob = f"probe-{uuid.uuid4().hex[:8]}.qcow2", f"probe-{uuid.uuid4().hex[:8]}.bin"
         hv.run_expect(f"virsh vol-create-as {s.pool} {vol} 16M --format qcow2", f"create a volume in pool {s.pool}")
         try:
             # Count the data as written only once fsync has returned (see DESIGN: Gluster does not fsync by default).
             hv.run_expect(f"dd if=/dev/urandom of={s.mount}/{blob} bs=1M count=4 conv=fsync status=none", f"write {blob}")
+            seen = {node.name: _brick_files(node, s, (vol, blob)) for node in nodes}
+            problems = []
             for name in (vol, blob):
-                want = hv.run_expect(f"sha256sum {s.mount}/{name}").split()[0]
-                for node in nodes:
-                    res = node.run(f"sha256sum {brick_path(s)}/{name}")
-                    assert res.rc == 0, f"{node.name}: {brick_path(s)}/{name}, written by {hv.name}, cannot be read: {res.output}"
-                    got = res.stdout.split()[0]
-                    assert got == want, f"{node.name}: brick copy of {name} has sha256 {got}, {hv.name} wrote {want}"
+                size, sha = hv.run_expect(f"stat -c %s {s.mount}/{name} && sha256sum < {s.mount}/{name} | cut -c1-64").split()
+                on_bricks = {n: seen[n].get(name) for n in seen}
+                problems += placement_problems(s, sets, name, int(size), sha, on_bricks)
+            assert not problems, f"volume {s.volume} ({s.create_words()}), written by {hv.name}: " + "; ".join(problems)
             info = hv.run_expect(f"qemu-img info --output=json {s.mount}/{vol}")
             assert '"format": "qcow2"' in info, f"{hv.name}: {s.mount}/{vol} is not qcow2: {info}"
         finally:
             hv.run(f"virsh vol-delete --pool {s.pool} {vol}; rm -f {s.mount}/{blob}")
         for node in nodes:
-            for name in (vol, blob):
-                assert not node.host.file(f"{brick_path(s)}/{name}").exists, (
-                    f"{node.name}: {brick_path(s)}/{name} is still on the brick after {hv.name} deleted it"
-                )
+            left = [name for name, f in _brick_files(node, s, (vol, blob)).items() if f is not None]
+            assert not left, f"{node.name}: {', '.join(left)} still on brick {brick_path(s)} after {hv.name} deleted them"
 
 
 CHECKS = (
     Check(ROLE, "peers-connected", peers_are_connected_by_their_gluster_names),
     Check(ROLE, "bricks-on-xfs", bricks_are_directories_on_their_own_xfs_disk),
-    Check(ROLE, "volume-started-replica", volume_is_a_started_replica_across_every_node),
+    Check(ROLE, "volume-type", volume_has_the_labs_type),
     Check(ROLE, "bricks-online", every_brick_is_online),
     Check(ROLE, "volume-options", volume_options_read_back_as_set),
     Check(ROLE, "brick-owner", brick_roots_belong_to_the_volume_owner),
     Check(ROLE, "hypervisor-pool-on-fuse-mount", hypervisor_pool_is_on_the_fuse_mount, applies=has_hypervisor),
-    Check(ROLE, "pool-data-on-every-brick", data_written_through_the_pool_is_on_every_brick, applies=has_hypervisor),
+    Check(ROLE, "pool-data-placement", data_written_through_the_pool_lands_as_the_type_says, applies=has_hypervisor),
 )

@@ -1,7 +1,8 @@
 """Files of the gluster role (book 5.6), and the hypervisors' mount and pool for its volume.
 
 Gluster nodes get `gluster-brick.sh` (XFS brick disk, mounted at brick_dir); the first
-one also gets `gluster-volume.sh` (create, configure and start the replicated volume).
+one also gets `gluster-volume.sh` (create the volume with the lab's type, set the role's
+own options; the join step then sets the lab's `options:` one by one and starts it).
 Hypervisors of a lab with gluster nodes get `gluster-mount.sh` (FUSE mount in
 /etc/fstab) and the XML of a `dir` pool on that mount.
 """
@@ -38,8 +39,15 @@ def auth_allow(subnet: ipaddress.IPv4Network) -> str:
     return ",".join(".".join(str(b.network_address).split(".")[:octets] + ["*"] * (4 - octets)) for b in blocks)
 
 
+def brick_sets(lab: Lab) -> list[tuple[Node, ...]]:
+    """The gluster nodes by replica or disperse set: Gluster makes each run of set_size bricks, in create order, one set."""
+    nodes = lab.by_role("gluster")
+    size = lab.gluster.set_size or len(nodes)  # settings not from a lab file: one set of every node
+    return [tuple(nodes[i : i + size]) for i in range(0, len(nodes), size)]
+
+
 def volume_options(lab: Lab, pl: Placement) -> tuple[tuple[str, str], ...]:
-    """The options the role sets on the volume, in order, as gluster reads them back."""
+    """The options the role sets on the volume from its own settings, in order, as gluster reads them back."""
     s = lab.gluster
     return (
         ("auth.allow", auth_allow(pl.subnets[s.network])),
@@ -70,9 +78,14 @@ def files(lab: Lab, pl: Placement, node: Node) -> dict[str, str]:
         )
         if node.name == nodes[0].name:
             bricks = [f"{peer_name(n.name, s)}:{brick_path(s)}" for n in nodes]
-            out["gluster-volume.sh"] = render_template(
-                "roles/gluster/volume.sh.j2", {"volume": s.volume, "bricks": bricks, "options": volume_options(lab, pl)}
-            )
+            context = {
+                "volume": s.volume,
+                "type": s.create_words(),
+                "bricks": bricks,
+                "options": volume_options(lab, pl),
+                "lab_options": s.options,
+            }
+            out["gluster-volume.sh"] = render_template("roles/gluster/volume.sh.j2", context)
     if "hypervisor" in node.roles:
         out["gluster-mount.sh"] = render_template(
             "roles/gluster/mount.sh.j2", {"node": node.name, "volume": s.volume, "mount": s.mount, "fstab": fstab_line(lab)}

@@ -1,20 +1,23 @@
-"""gluster: a replicated Gluster volume over every gluster node, mounted by the hypervisors (book 5.6).
+"""gluster: a Gluster volume with a brick on every gluster node, mounted by the hypervisors (book 5.6).
 
 setup    every gluster node: XFS brick disk mounted at brick_dir, glusterd started
-join     the first gluster node: peer probes, then the volume created, configured, started
+join     the first gluster node: peer probes, then the volume created with the lab's type,
+         the role's options set, the lab's own options set one by one, the volume started
 clients  every hypervisor: FUSE mount in /etc/fstab and a libvirt dir pool on it
 """
 
 from __future__ import annotations
 
+import shlex
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 
-from kvmlab.errors import HarnessError
+from kvmlab.errors import HarnessError, RoleError, SettingRefused
 from kvmlab.model import Node
 from kvmlab.remote import Remote
 from kvmlab.roles import RoleContext
 from kvmlab.roles.gluster.files import SCRIPTS, brick_path, peer_name
+from kvmlab.roles.gluster.options import GlusterOption
 from kvmlab.roles.pools import define_pool
 from kvmlab.wait import wait_until
 
@@ -24,6 +27,7 @@ GLUSTERD_S = 300.0
 PEERS_S = 180.0
 BRICKS_S = 180.0
 CONNECTED = "State: Peer in Cluster (Connected)"
+REFUSED = "volume set: failed"  # how the gluster CLI begins glusterd's refusal of an option or value
 
 
 def setup(ctx: RoleContext, node: Node) -> None:
@@ -57,7 +61,14 @@ def join(ctx: RoleContext, node: Node) -> None:
     ctx.remote(nodes[1].name).check(f"gluster peer probe {peer_name(node.name, s)}", f"name {node.name} on {nodes[1].name}")
     script = f"{SCRIPTS}/gluster-volume.sh"
     remote.put(script, ctx.file(node, "gluster-volume.sh"), 0o755)
-    remote.check(script, f"create, configure and start volume {s.volume}")
+    remote.check(script, f"create and configure volume {s.volume}")
+    # The lab's own options go in before the start: bricks then start with them, none waits for a restart.
+    for option in s.options:
+        set_option(remote, node.name, s.volume, option)
+    remote.check(
+        f"gluster volume info {s.volume} | grep -q '^Status: Started' || gluster --mode=script volume start {s.volume}",
+        f"start volume {s.volume}",
+    )
     bricks = {f"{peer_name(n.name, s)}:{brick_path(s)}" for n in nodes}
     _wait_output(
         remote,
@@ -80,6 +91,18 @@ def attach_hypervisor(ctx: RoleContext, node: Node) -> None:
     remote.put(script, ctx.file(node, "gluster-mount.sh"), 0o755)
     remote.check(script, f"mount gluster volume {s.volume} at {s.mount}")
     define_pool(remote, s.pool, ctx.file(node, f"pool-{s.pool}.xml"))
+
+
+def set_option(remote: Remote, node: str, volume: str, option: GlusterOption) -> None:
+    """`gluster volume set` of one option of the lab file; Gluster's refusal names the option's line in the file."""
+    command = f"gluster --mode=script volume set {volume} {shlex.quote(option.name)} {shlex.quote(option.value)}"
+    res = remote.run(command)
+    if res.rc == 0:
+        return
+    if REFUSED in res.output:  # glusterd answered and said no; anything else is a harness fault
+        refusal = " ".join(line.strip() for line in res.output.splitlines() if line.strip())
+        raise SettingRefused(option.where, f"gluster refused option '{option.name}' = '{option.value}'", refusal, node, command)
+    raise RoleError(node, f"set option {option.name} of volume {volume} ({option.where or 'the lab file'})", command, res.rc, res.output)
 
 
 def _wait_output(remote: Remote, command: str, ready: Callable[[str | None], bool], timeout: float, what: str) -> str:
