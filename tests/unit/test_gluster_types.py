@@ -191,7 +191,7 @@ def _volume_info(bricks: list[str], arbiters: set[str], **counts: str) -> str:
 
 BRICKS = [f"g{i}-mgmt:/gluster/bricks/1/brick" for i in range(1, 4)]
 ARBITER = dict(
-    typeStr="Replicate", brickCount="3", distCount="3", replicaCount="3", arbiterCount="1", disperseCount="0", redundancyCount="0"
+    typeStr="Replicate", brickCount="3", distCount="1", replicaCount="3", arbiterCount="1", disperseCount="0", redundancyCount="0"
 )
 
 
@@ -214,7 +214,7 @@ def test_volume_type_check_says_which_count_differs():
 @pytest.mark.parametrize(
     "nodes,settings,want",
     [
-        (3, "{}", {"typeStr": "Replicate", "brickCount": "3", "distCount": "3", "replicaCount": "3", "arbiterCount": "0"}),
+        (3, "{}", {"typeStr": "Replicate", "brickCount": "3", "distCount": "1", "replicaCount": "3", "arbiterCount": "0"}),
         (
             4,
             "{replica: 2}",
@@ -223,7 +223,7 @@ def test_volume_type_check_says_which_count_differs():
         (
             6,
             "{disperse: 3}",
-            {"typeStr": "Distributed-Disperse", "brickCount": "6", "distCount": "3", "disperseCount": "3", "redundancyCount": "1"},
+            {"typeStr": "Distributed-Disperse", "brickCount": "6", "distCount": "2", "disperseCount": "3", "redundancyCount": "1"},
         ),
     ],
 )

@@ -9,10 +9,12 @@ under TCG). A check raises AssertionError naming the node and what it saw.
 from __future__ import annotations
 
 import json
+import shlex
 import uuid
 from typing import Any
 
 from kvmlab.roles import Check
+from kvmlab.roles.ceph.conf import READERS, RUNNING_SCRIPT, CephConfOption, same_value
 from kvmlab.roles.ceph.files import fsid, pool_size, secret_uuid
 from kvmlab.roles.ceph.query import mon_command
 from kvmlab.roles.ceph.steps import CEPH, EXPECTED_WARNINGS
@@ -67,6 +69,39 @@ def cluster_is_healthy(lab: Any) -> None:
     assert health["status"] in ("HEALTH_OK", "HEALTH_WARN") and not unexpected, f"{mon.name}: the cluster is {health['status']}: " + (
         "; ".join(f"{name}: {message}" for name, message in sorted(unexpected.items())) or "no checks listed"
     )
+
+
+def conf_is_in_effect(lab: Any) -> None:
+    """Each ceph.conf option of the lab file is what the daemons it is for run with (asked through their
+    admin sockets: the monitor and manager on the monitor node, each OSD on its node) and what a
+    client connected to the cluster uses, as Ceph reads the value (1G is 1073741824, yes is true)."""
+    options: tuple[CephConfOption, ...] = lab.lab.ceph.conf
+    mon = _mon(lab)
+    places = [(mon, ("mon", "mgr", "client"), {f"mon.{mon.name}", f"mgr.{mon.name}", "client.admin"})]
+    places += [(node, ("osd",), set()) for node in lab.by_role(OSD)]
+    for node, kinds, must in places:
+        want = {kind: sorted({o.name for o in options if kind in READERS[o.section]}) for kind in kinds}
+        want = {kind: names for kind, names in want.items() if names}
+        if not want:
+            continue
+        seen = json.loads(
+            node.run_expect(f"python3 -c {shlex.quote(RUNNING_SCRIPT)} {shlex.quote(json.dumps(want))}", "the running daemons' options")
+        )
+        daemons = set(seen) | {d for d in must if d.split(".")[0] in want}
+        if "osd" in want:
+            answered = sorted(seen) or "none"
+            assert any(d.startswith("osd.") for d in seen), f"{node.name}: no OSD admin socket answered (daemons seen: {answered})"
+        for daemon in sorted(daemons):
+            got = seen.get(daemon)
+            assert got is not None, f"{node.name}: {daemon} did not answer on its admin socket (answered: {sorted(seen) or 'none'})"
+            for option in options:
+                if daemon.split(".")[0] not in READERS[option.section]:
+                    continue
+                value = got.get(option.name)
+                assert value is not None and same_value(option.value, str(value)), (
+                    f"{node.name}: {daemon} runs with {option.name} = {value!r}, "
+                    f"the lab file sets [{option.section}] {option.name} = {option.value!r} ({option.where})"
+                )
 
 
 def osds_are_up_and_in(lab: Any) -> None:
@@ -216,6 +251,7 @@ def secret_holds_the_client_key(lab: Any) -> None:
 CHECKS = (
     Check(MON, "cluster-healthy", cluster_is_healthy),
     Check(OSD, "osds-up-and-in", osds_are_up_and_in),
+    Check(MON, "conf-in-effect", conf_is_in_effect, applies=lambda lab: bool(lab.ceph.conf)),
     Check(MON, "pool-settings", pool_has_the_lab_settings),
     Check(MON, "client-key-own-pool", client_key_reads_and_writes_its_pool),
     Check(MON, "client-key-refused-elsewhere", client_key_is_refused_on_another_pool),

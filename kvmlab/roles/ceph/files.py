@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 from kvmlab.model import Lab, Node, Placement
+from kvmlab.roles.ceph.conf import by_section
 from kvmlab.templating import render_template
 
 CEPH_ROLES = ("ceph-mon", "ceph-osd", "ceph-admin")
@@ -57,6 +58,7 @@ def files(lab: Lab, pl: Placement, node: Node) -> dict[str, str]:
                 "public_network": str(pl.subnets[lab.ceph.network]),
                 "pool_size": size,
                 "min_size": 2 if size >= 3 else 1,
+                "own": by_section(lab.ceph.conf),
             },
             subject=node.name,
         )

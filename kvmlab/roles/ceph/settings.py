@@ -1,10 +1,11 @@
-"""Settings of the ceph roles: the pool, its placement groups, the client key, OSD disks, network."""
+"""Settings of the ceph roles: the pool, its placement groups, the client key, OSD disks, network, ceph.conf options."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 
+from kvmlab.roles.ceph.conf import CephConfOption, parse_conf
 from kvmlab.roles.reader import SettingsReader
 
 KEY = "ceph"
@@ -19,6 +20,7 @@ class CephSettings:
     osd_disk: str = "osd"
     network: str = ""  # public network; empty: the first network
     libvirt_pool: str = "ceph"
+    conf: tuple[CephConfOption, ...] = ()  # ceph.conf options of the lab's own, per section
 
 
 def parse(sr: SettingsReader) -> CephSettings:
@@ -28,7 +30,7 @@ def parse(sr: SettingsReader) -> CephSettings:
     if not (mons or osds or admins):
         return CephSettings()
     r = sr.reader
-    opts, _where = sr.opts("ceph", ("pool", "pg_num", "client", "osd_disk", "network", "libvirt_pool"))
+    opts, _where = sr.opts("ceph", ("pool", "pg_num", "client", "osd_disk", "network", "libvirt_pool", "conf"))
     anyone = (mons + osds + admins)[0]
     if len(mons) != 1:
         raise r.fail(
@@ -53,4 +55,5 @@ def parse(sr: SettingsReader) -> CephSettings:
         osd_disk=osd_disk,
         network=network,
         libvirt_pool=r.optional(opts, "libvirt_pool", lambda n: r.name(n, "libvirt_pool"), d.libvirt_pool),
+        conf=r.optional(opts, "conf", lambda n: parse_conf(r, n), d.conf),
     )

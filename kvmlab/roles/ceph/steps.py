@@ -21,9 +21,11 @@ import json
 import shlex
 from collections.abc import Callable
 
+from kvmlab.errors import RoleError, SettingRefused
 from kvmlab.model import Lab, Node
 from kvmlab.remote import Remote
 from kvmlab.roles import RoleContext
+from kvmlab.roles.ceph.conf import PROBE_SCRIPT, CephConfOption, same_value
 from kvmlab.roles.ceph.files import has_ceph, monitor, secret_uuid
 from kvmlab.roles.ceph.query import mon_json
 from kvmlab.roles.pools import define_pool
@@ -51,10 +53,33 @@ EXPECTED_WARNINGS: dict[str, str] = {}
 def mon_setup(ctx: RoleContext, node: Node) -> None:
     remote = ctx.remote(node.name)
     remote.put(CONF, ctx.file(node, "ceph.conf"))
+    judge_conf(remote, node.name, ctx.lab.ceph.conf)
     for script in ("mon-bootstrap.sh", "mgr-start.sh"):
         remote.put(f"{SCRIPTS}/{script}", ctx.file(node, script), 0o755)
     remote.check(f"sh {SCRIPTS}/mon-bootstrap.sh", "bootstrap the monitor (keyrings, monmap, mkfs, ceph-mon@)")
     remote.check(f"sh {SCRIPTS}/mgr-start.sh", "create the manager's key and start ceph-mgr@")
+
+
+def judge_conf(remote: Remote, mon: str, options: tuple[CephConfOption, ...]) -> None:
+    """Before the monitor is made: Ceph's own ceph-conf reads each option of the lab's conf for the
+    daemon its section is for. An unknown name, or a value Ceph did not take (it reads back another),
+    fails with the option's line in the lab file and Ceph's words."""
+    if not options:
+        return
+    who = {"global": f"mon.{mon}", "mon": f"mon.{mon}", "mgr": f"mgr.{mon}", "osd": "osd.0", "client": "client.admin"}
+    asked = [(who[o.section], o.name) for o in options]
+    command = f"python3 -c {shlex.quote(PROBE_SCRIPT)} {shlex.quote(json.dumps(asked))}"
+    res = remote.run(command, timeout=300)
+    answers = [json.loads(line) for line in res.stdout.splitlines() if line.startswith("[")]
+    if res.rc != 0 or len(answers) != len(options):
+        raise RoleError(mon, "read the lab's ceph.conf options with ceph-conf", command, res.rc, res.output)
+    for option, (rc, value, said) in zip(options, answers, strict=True):
+        what = f"Ceph refused option [{option.section}] {option.name} = '{option.value}'"
+        shown = f"ceph-conf --name {who[option.section]} --show-config-value {option.name}"
+        if rc != 0:
+            raise SettingRefused(option.where, what, said or value or f"ceph-conf exited {rc}", mon, shown)
+        if not same_value(option.value, value):
+            raise SettingRefused(option.where, what, f"it reads '{value}' instead (a value it could not parse is dropped)", mon, shown)
 
 
 def mon_finish(ctx: RoleContext, node: Node) -> None:

@@ -80,15 +80,15 @@ def bricks_are_directories_on_their_own_xfs_disk(lab: Any) -> None:
 def expected_volume_info(s: GlusterSettings, bricks: int) -> dict[str, str]:
     """What `gluster volume info VOL --xml` says of a started volume of the lab's type with BRICKS bricks.
 
-    distCount is the number of bricks per set (Gluster's dist_leaf_count), not the number of sets;
-    a replicated volume counts its arbiter in replicaCount (replica 3 arbiter 1).
+    distCount is the number of sets the volume distributes over (Gluster 10 says 1 for one
+    replica 3 arbiter 1 set); a replicated volume counts its arbiter in replicaCount.
     """
     seen = {
         "name": s.volume,
         "statusStr": "Started",
         "typeStr": s.type_str(bricks),
         "brickCount": str(bricks),
-        "distCount": str(s.set_size),
+        "distCount": str(bricks // s.set_size),
     }
     if s.disperse:
         return {**seen, "disperseCount": str(s.disperse), "redundancyCount": str(s.redundancy)}

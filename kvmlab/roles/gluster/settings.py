@@ -38,7 +38,7 @@ class GlusterSettings:
 
     @property
     def set_size(self) -> int:
-        """Bricks per replica or disperse set (Gluster's distCount)."""
+        """Bricks per replica or disperse set."""
         return self.disperse or self.replica
 
     def create_words(self) -> str:
