@@ -56,7 +56,7 @@ def test_saved_config_must_have_both_portals():
     tpg = {
         "luns": [{"index": s.index, "storage_object": f"/backstores/{s.plugin}/{s.name}"} for s in stores],
         "portals": [{"ip_address": "10.213.5.10", "port": 3260}],
-        "attributes": {"generate_node_acls": 0},
+        "attributes": {"generate_node_acls": 0, "authentication": 0},
         "node_acls": [{"node_wwn": iscsi_target.initiator_iqn(lab, "hv1"), "mapped_luns": [{"index": 0, "tpg_lun": 0}]}],
     }
     saved = {

@@ -126,7 +126,7 @@ def _saved_config(lab: Lab) -> dict:
                     {
                         "luns": [{"index": s.index, "storage_object": f"/backstores/{s.plugin}/{s.name}"} for s in stores],
                         "portals": [{"ip_address": iscsi_target.portal(lab, PLACEMENT), "port": 3260}],
-                        "attributes": {"generate_node_acls": 0},
+                        "attributes": {"generate_node_acls": 0, "authentication": 0},
                         "node_acls": [
                             {
                                 "node_wwn": iscsi_target.initiator_iqn(lab, a.initiator),

@@ -166,6 +166,42 @@ def netfs_pools_are_active_and_mounted(lab: Any) -> None:
             assert mount.device == source, f"{hv.name}: {pool.target} is mounted from {mount.device}, not {source}"
 
 
+# How the kernel shows an NFS mount option it took under another name (nfs(5)).
+MOUNT_ALIASES = {"nfsvers": "vers", "v3": "vers=3", "v4": "vers=4", "v4.0": "vers=4.0", "v4.1": "vers=4.1", "v4.2": "vers=4.2"}
+
+
+def mount_options_not_in_effect(wanted: tuple[str, ...], in_effect: list[str]) -> list[str]:
+    """The options of WANTED the kernel does not show for the mount (its /proc/mounts options):
+    `nfsvers=3` is shown as vers=3, `vers=4` as the minor version the server agreed (vers=4.2)."""
+    shown = set(in_effect)
+    missing = []
+    for option in wanted:
+        key, eq, value = option.partition("=")
+        option = MOUNT_ALIASES.get(option, f"{MOUNT_ALIASES.get(key, key)}{eq}{value}")
+        if option == "vers=4":
+            if not any(o.startswith("vers=4") for o in shown):
+                missing.append(option)
+        elif option not in shown:
+            missing.append(option)
+    return missing
+
+
+def netfs_mount_options_in_effect(lab: Any) -> None:
+    """Each netfs pool's mount_options are in effect on its mount, as the kernel shows them
+    (what `nfsstat -m` prints): the NFS version served, hard/soft, timeouts, sizes."""
+    for hv in lab.by_role(ROLE):
+        for pool in lab.lab.hypervisor.netfs_pools:
+            if not pool.mount_options:
+                continue
+            mount = hv.host.mount_point(pool.target)
+            assert mount.exists, f"{hv.name}: nothing is mounted at {pool.target}"
+            missing = mount_options_not_in_effect(pool.mount_options, list(mount.options))
+            assert not missing, (
+                f"{hv.name}: pool {pool.name}'s mount at {pool.target} lacks {', '.join(missing)} of its mount_options "
+                f"(in effect: {','.join(mount.options)})"
+            )
+
+
 def netfs_volumes_land_on_the_export(lab: Any) -> None:
     """A volume created in each netfs pool appears in the server's exported directory, owned as the export says."""
     for hv in lab.by_role(ROLE):
@@ -210,4 +246,10 @@ CHECKS = (
     Check(ROLE, "volume-lifecycle", _volume_lifecycle),
     Check(ROLE, "netfs-pools-active", netfs_pools_are_active_and_mounted, applies=_has_netfs),
     Check(ROLE, "netfs-volumes-on-export", netfs_volumes_land_on_the_export, applies=_has_netfs),
+    Check(
+        ROLE,
+        "netfs-mount-options",
+        netfs_mount_options_in_effect,
+        applies=lambda lab: any(p.mount_options for p in lab.hypervisor.netfs_pools),
+    ),
 )

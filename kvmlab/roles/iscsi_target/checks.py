@@ -19,6 +19,12 @@ from kvmlab import storage_waits as waits
 from kvmlab.model import Lab
 from kvmlab.roles import Check
 from kvmlab.roles.hypervisor.checks import assert_pool_running, info_field
+from kvmlab.roles.iscsi_target.chap_checks import (
+    has_chap,
+    sessions_authenticated_with_chap,
+    target_asks_for_chap,
+    wrong_password_is_refused,
+)
 from kvmlab.roles.iscsi_target.files import PORT, Backstore, backstores, initiator_iqn, multipath, portals
 from kvmlab.roles.iscsi_target.settings import IscsiAcl
 
@@ -320,6 +326,9 @@ CHECKS = (
     Check(ROLE, "iscsi-pool", iscsi_pool_lists_the_mapped_luns, applies=_single_portal),
     Check(ROLE, "multipath-maps", multipath_joins_each_lun_over_every_portal, applies=_multipath),
     Check(ROLE, "mpath-pool", mpath_pool_lists_the_multipath_devices, applies=_multipath),
+    Check(ROLE, "chap-on-target", target_asks_for_chap, applies=has_chap),
+    Check(ROLE, "chap-sessions", sessions_authenticated_with_chap, applies=has_chap),
+    Check(ROLE, "chap-wrong-password-refused", wrong_password_is_refused, applies=has_chap),
     Check(ROLE, "stranger-refused", stranger_is_refused_at_login, applies=lambda lab: bool(hypervisor_acls(lab))),
     Check(ROLE, "acl-masks-luns", acl_shows_only_the_luns_it_maps, applies=_single_portal),
 )

@@ -8,10 +8,11 @@ of its `iscsi` pool.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 
 from kvmlab.model import Lab, Node, Placement
-from kvmlab.roles.iscsi_target.settings import IscsiLun, IscsiTargetSettings
+from kvmlab.roles.iscsi_target.settings import IscsiAcl, IscsiLun, IscsiTargetSettings
 from kvmlab.templating import render_template
 
 ROLE = "iscsi-target"
@@ -61,6 +62,37 @@ def acl_nodes(lab: Lab) -> tuple[str, ...]:
     return tuple(acl.initiator for acl in lab.iscsi_target.acls)
 
 
+def acl_of(lab: Lab, node: str) -> IscsiAcl:
+    return next(acl for acl in lab.iscsi_target.acls if acl.initiator == node)
+
+
+SECRET_NAMESPACE = uuid.UUID("0b6f3f7e-2d55-4d0c-9a43-5f8f0e1c7d21")  # any fixed UUID: per-run secret UUIDs below
+
+
+def chap_secret_uuid(lab: Lab, pl: Placement, node: str) -> str:
+    """The UUID of NODE's libvirt secret holding its CHAP password: stable in a run, new in every other."""
+    return str(uuid.uuid5(SECRET_NAMESPACE, f"{lab.name}/{pl.run_id}/iscsi-chap/{node}"))
+
+
+def chap_secret_usage(lab: Lab, node: str) -> str:
+    return f"kvmlab-{lab.name}-{node}-chap"
+
+
+def chap_node_settings(acl: IscsiAcl) -> dict[str, str]:
+    """open-iscsi node settings for the ACL's CHAP: what the initiator answers, and (mutual) what it asks of the target."""
+    if not acl.chap:
+        return {}
+    out = {
+        "node.session.auth.authmethod": "CHAP",
+        "node.session.auth.username": acl.chap.user,
+        "node.session.auth.password": acl.chap.password,
+    }
+    if acl.mutual_chap:
+        out["node.session.auth.username_in"] = acl.mutual_chap.user
+        out["node.session.auth.password_in"] = acl.mutual_chap.password
+    return out
+
+
 def portal(lab: Lab, pl: Placement) -> str:
     """The target's address on the (first) portal network."""
     return pl.address(lab, lab.by_role(ROLE)[0].name, lab.iscsi_target.network)
@@ -92,11 +124,25 @@ def files(lab: Lab, pl: Placement, node: Node) -> dict[str, str]:
         if multipath(settings):
             out.update(_multipath_files(lab, pl, node))
             return out
+        acl = acl_of(lab, node.name)
         out[f"pool-{settings.pool}.xml"] = render_template(
             "roles/iscsi-target/pool.xml.j2",
-            {"name": settings.pool, "host": portal(lab, pl), "port": PORT, "target_iqn": settings.iqn, "initiator_iqn": iqn},
+            {
+                "name": settings.pool,
+                "host": portal(lab, pl),
+                "port": PORT,
+                "target_iqn": settings.iqn,
+                "initiator_iqn": iqn,
+                "chap_user": acl.chap.user if acl.chap else "",
+                "secret_usage": chap_secret_usage(lab, node.name),
+            },
             subject=node.name,
         )
+        if acl.chap:
+            out["secret-iscsi-chap.xml"] = render_template(
+                "libvirt/secret.xml.j2",
+                {"uuid": chap_secret_uuid(lab, pl, node.name), "usage_type": "iscsi", "usage_name": chap_secret_usage(lab, node.name)},
+            )
     return out
 
 
@@ -111,7 +157,10 @@ def _target_files(lab: Lab, pl: Placement) -> dict[str, str]:
     ]
     vgs = [{"disk": d, "device": disk_device(d), "name": vg_name(d), "luns": by_disk[d]} for d in disks if backend[d] == "lvm"]
     index = {lun.name: i for i, lun in enumerate(settings.luns)}
-    acls = [{"iqn": initiator_iqn(lab, a.initiator), "luns": [index[name] for name in a.luns]} for a in settings.acls]
+    acls = [
+        {"iqn": initiator_iqn(lab, a.initiator), "luns": [index[name] for name in a.luns], "chap": a.chap, "mutual": a.mutual_chap}
+        for a in settings.acls
+    ]
     return {
         "prepare-backends.sh": render_template(
             "roles/iscsi-target/prepare-backends.sh.j2",
@@ -123,7 +172,14 @@ def _target_files(lab: Lab, pl: Placement) -> dict[str, str]:
         ),
         "targetcli.batch": render_template(
             "roles/iscsi-target/targetcli.batch.j2",
-            {"iqn": settings.iqn, "luns": stores, "portals": portals(lab, pl), "port": PORT, "acls": acls},
+            {
+                "iqn": settings.iqn,
+                "luns": stores,
+                "portals": portals(lab, pl),
+                "port": PORT,
+                "acls": acls,
+                "chap": any(a["chap"] for a in acls),
+            },
         ),
     }
 
@@ -144,7 +200,12 @@ def _multipath_files(lab: Lab, pl: Placement, node: Node) -> dict[str, str]:
         "multipath.conf": render_template("roles/iscsi-target/multipath.conf.j2", {}, subject=node.name),
         "iscsi-login.sh": render_template(
             "roles/iscsi-target/iscsi-login.sh.j2",
-            {"iqn": settings.iqn, "portals": portals(lab, pl), "port": PORT, "settings": ISCSI_NODE_SETTINGS},
+            {
+                "iqn": settings.iqn,
+                "portals": portals(lab, pl),
+                "port": PORT,
+                "settings": {**ISCSI_NODE_SETTINGS, **chap_node_settings(acl_of(lab, node.name))},
+            },
             subject=node.name,
         ),
         f"pool-{settings.pool}.xml": render_template("roles/iscsi-target/pool-mpath.xml.j2", {"name": settings.pool}, subject=node.name),

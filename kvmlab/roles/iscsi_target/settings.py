@@ -21,9 +21,17 @@ class IscsiLun:
 
 
 @dataclass(frozen=True)
+class Chap:
+    user: str
+    password: str  # the lab file's own; kept out of logs and artifacts (redact.py masks password= values)
+
+
+@dataclass(frozen=True)
 class IscsiAcl:
     initiator: str  # node name; its IQN is derived from it
     luns: tuple[str, ...]
+    chap: Chap | None = None  # the target asks the initiator for these
+    mutual_chap: Chap | None = None  # the initiator asks the target for these (needs chap)
 
 
 @dataclass(frozen=True)
@@ -83,7 +91,7 @@ def parse(sr: SettingsReader) -> IscsiTargetSettings:
     node_names = tuple(n.name for n in sr.lab.nodes)
     acls: list[IscsiAcl] = []
     for item in r.sequence(opts["acls"][1], "acls") if "acls" in opts else ():
-        acl = r.mapping(item, "an ACL", ("initiator", "luns"))
+        acl = r.mapping(item, "an ACL", ("initiator", "luns", "chap", "mutual_chap"))
         initiator_node = r.required(acl, "initiator", item, "an ACL")
         initiator = r.scalar_text(initiator_node, "ACL initiator")
         if initiator not in node_names:
@@ -91,13 +99,45 @@ def parse(sr: SettingsReader) -> IscsiTargetSettings:
         if initiator in (a.initiator for a in acls):
             raise r.fail(initiator_node, f"initiator '{initiator}' has two ACLs")
         mapped = r.names_list(r.required(acl, "luns", item, f"ACL of '{initiator}'"), f"luns of ACL '{initiator}'", lun_names, "LUN")
-        acls.append(IscsiAcl(initiator, mapped))
+        chap = r.optional(acl, "chap", lambda n: _chap(sr, n, f"chap of ACL '{initiator}'"), None)
+        mutual = r.optional(acl, "mutual_chap", lambda n: _chap(sr, n, f"mutual_chap of ACL '{initiator}'"), None)
+        if mutual and not chap:
+            raise r.fail(acl["mutual_chap"][0], f"mutual_chap of ACL '{initiator}' needs chap too: the initiator proves itself first")
+        if mutual and chap and mutual.password == chap.password:
+            raise r.fail(acl["mutual_chap"][1], f"mutual_chap of ACL '{initiator}' must have a password of its own, not chap's")
+        acls.append(IscsiAcl(initiator, mapped, chap, mutual))
+    with_chap = [a for a in acls if a.chap]
+    if with_chap and len(with_chap) != len(acls):
+        bare = next(a.initiator for a in acls if not a.chap)
+        raise r.fail(
+            opts["acls"][1],
+            f"ACL '{with_chap[0].initiator}' has chap, '{bare}' has not: with CHAP on, the target asks every initiator: give each ACL chap",
+        )
     networks = _iscsi_networks(sr, opts, target)
     hypervisors = {n.name for n in sr.lab.by_role("hypervisor")}
     for network in networks:
         sr.clients_reach(network, tuple(a.initiator for a in acls if a.initiator in hypervisors), "iscsi-target")
     pool = r.optional(opts, "pool", lambda n: r.name(n, "pool name"), "iscsi")
     return IscsiTargetSettings(iqn, tuple(luns), tuple(acls), networks[0], pool, networks)
+
+
+CHAP_USER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}$")
+CHAP_PASSWORD_RE = re.compile(r"^[A-Za-z0-9._:@+-]{12,64}$")  # 12 to 16+ characters: what initiators commonly insist on
+
+
+def _chap(sr: SettingsReader, node, what: str) -> Chap:
+    r = sr.reader
+    fields = r.mapping(node, what, ("user", "password"))
+    user = r.identifier(r.required(fields, "user", node, what), f"{what} user", CHAP_USER_RE, "hv1 (letters, digits, . _ : @ -)")
+    password_node = r.required(fields, "password", node, what)
+    password = r.scalar_text(password_node, f"{what} password")
+    if not CHAP_PASSWORD_RE.match(password):
+        # Never echo the password itself, not even in an error.
+        raise r.fail(
+            password_node,
+            f"{what} password must be 12 to 64 characters of letters, digits and . _ : @ + - (it has {len(password)} characters)",
+        )
+    return Chap(user, password)
 
 
 def _iscsi_networks(sr: SettingsReader, opts: Fields, target: str) -> tuple[str, ...]:

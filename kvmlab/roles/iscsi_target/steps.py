@@ -14,7 +14,17 @@ from kvmlab.errors import RoleError
 from kvmlab.model import Lab, Node, Placement
 from kvmlab.remote import Remote
 from kvmlab.roles import RoleContext
-from kvmlab.roles.iscsi_target.files import PORT, acl_nodes, backstores, initiator_iqn, multipath, portals
+from kvmlab.roles.iscsi_target.files import (
+    PORT,
+    acl_nodes,
+    acl_of,
+    backstores,
+    chap_node_settings,
+    chap_secret_uuid,
+    initiator_iqn,
+    multipath,
+    portals,
+)
 from kvmlab.roles.pools import define_pool
 
 FILES_DIR = "/etc/kvmlab/iscsi"
@@ -45,9 +55,37 @@ def attach_hypervisor(ctx: RoleContext, node: Node) -> None:
     remote.put("/etc/iscsi/initiatorname.iscsi", ctx.file(node, "initiatorname.iscsi"))
     remote.check("systemctl --no-reload enable --now iscsid.socket iscsid.service", "start iscsid")
     pool = ctx.lab.iscsi_target.pool
+    _chap(ctx, node, remote)
     if multipath(ctx.lab.iscsi_target):
         _attach_multipath(ctx, node, remote)
     define_pool(remote, pool, ctx.file(node, f"pool-{pool}.xml"))  # pool-start logs in
+
+
+def _chap(ctx: RoleContext, node: Node, remote: Remote) -> None:
+    """The hypervisor's CHAP credentials: its password in a libvirt secret that the iscsi pool's <auth>
+    names; for mutual CHAP, the target's in iscsid.conf (libvirt's <auth> is one-way, and open-iscsi
+    gives new node records iscsid.conf's settings). Passwords travel on stdin, never in a command line."""
+    acl = acl_of(ctx.lab, node.name)
+    if not acl.chap:
+        return
+    mutual = {k: v for k, v in chap_node_settings(acl).items() if k.endswith("_in")}
+    if mutual:
+        remote.check(
+            r"f=/etc/iscsi/iscsid.conf && sed -i '/^node\.session\.auth\.\(username\|password\)_in *=/d' $f && cat >> $f && chmod 600 $f",
+            "give open-iscsi the target's mutual CHAP credentials",
+            stdin="".join(f"{k} = {v}\n" for k, v in mutual.items()),
+        )
+    if multipath(ctx.lab.iscsi_target):
+        return  # iscsi-login.sh sets the credentials on each node record; the mpath pool logs in to nothing
+    remote.put("/etc/kvmlab/secret-iscsi-chap.xml", ctx.file(node, "secret-iscsi-chap.xml"))
+    remote.check("virsh -q secret-define /etc/kvmlab/secret-iscsi-chap.xml", "define the iSCSI CHAP secret")
+    uuid = chap_secret_uuid(ctx.lab, ctx.placement, node.name)
+    remote.check(
+        f'umask 077 && f=$(mktemp) && cat > "$f" && virsh -q secret-set-value --secret {uuid} --file "$f" --plain; '
+        'rc=$?; rm -f "$f"; exit $rc',
+        "store the CHAP password in the secret",
+        stdin=acl.chap.password,
+    )
 
 
 def _attach_multipath(ctx: RoleContext, node: Node, remote: Remote) -> None:
@@ -94,6 +132,25 @@ def config_problems(lab: Lab, pl: Placement, saved: dict) -> list[str]:
     }
     if have_acls != want_acls:
         problems.append(f"ACLs (initiator: mapped LUNs): want {want_acls}, saved {have_acls}")
+    return problems + chap_problems(lab, tpg)
+
+
+def chap_problems(lab: Lab, tpg: dict) -> list[str]:
+    """Where the saved TPG's CHAP differs from the lab's ACLs (a password is never shown, only said to differ)."""
+    acls = lab.iscsi_target.acls
+    want_auth = "1" if any(a.chap for a in acls) else "0"
+    problems = []
+    if str(tpg.get("attributes", {}).get("authentication")) != want_auth:
+        problems.append(f"TPG attribute authentication is {tpg.get('attributes', {}).get('authentication')}, want {want_auth}")
+    saved = {acl.get("node_wwn"): acl for acl in tpg.get("node_acls", [])}
+    for acl in acls:
+        have = saved.get(initiator_iqn(lab, acl.initiator), {})
+        for field, chap in (("chap", acl.chap), ("chap_mutual", acl.mutual_chap)):
+            user, password = (chap.user, chap.password) if chap else ("", "")
+            if have.get(f"{field}_userid", "") != user:
+                problems.append(f"ACL {acl.initiator}: {field}_userid is '{have.get(f'{field}_userid', '')}', want '{user}'")
+            if have.get(f"{field}_password", "") != password:
+                problems.append(f"ACL {acl.initiator}: {field}_password is not the lab file's")
     return problems
 
 
