@@ -8,14 +8,20 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
-from kvmlab import accel, golden, images, preflight, providers, render, runs, settings
-from kvmlab.errors import HarnessError
+from kvmlab import accel, golden, images, matrix, preflight, providers, render, results, runs, settings, variants
+from kvmlab.baseline import compare, regressed
+from kvmlab.baseline import report as baseline_report
+from kvmlab.errors import HarnessError, Interrupted
 from kvmlab.keys import new_keypair
-from kvmlab.loader import load_lab
+from kvmlab.loader import load_lab, load_lab_file
+from kvmlab.model import Lab
 from kvmlab.providers.base import Provider
+from kvmlab.texttable import table as _table
 
 EXIT_INTERRUPTED = 130
 BUILT = "built"  # the checkpoint of a freshly built lab, saved for the next `up` once verified
@@ -23,12 +29,6 @@ BUILT = "built"  # the checkpoint of a freshly built lab, saved for the next `up
 
 def _provider() -> Provider:
     return providers.connect()
-
-
-def _table(headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
-    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows, strict=True)]
-    line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()  # noqa: E731
-    return "\n".join([line(headers), line(tuple("-" * w for w in widths)), *(line(r) for r in rows)])
 
 
 def _runs_of(lab_name: str) -> list[runs.Run]:
@@ -104,13 +104,16 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bring_up(lab_path: str, rebuild: bool, keep_going: bool, cold_boot: bool = False):
-    """A running session of the lab: restored from its saved verified state when it can be, else built; kept up."""
+def _new_session(lab: Lab, keep_going: bool, cold_boot: bool):
     from kvmlab.lab import LabSession
 
-    lab = load_lab(lab_path)
     session = LabSession(lab, _provider(), keep_going=keep_going, cold_boot=cold_boot)
     session.failure_dir = settings.artifacts_dir() / session.run_id / "up"
+    return session
+
+
+def _bring_up(session, rebuild: bool):
+    """SESSION's lab up and kept: restored from its saved verified state when it can be, else built."""
     session.use_saved = not rebuild
     with _teardown_on_signal():
         try:
@@ -133,8 +136,9 @@ def _print_up(session) -> None:
     print(f"  ssh: kvmlab ssh {lab.name} NODE    tear down: kvmlab down {lab.name}")
 
 
-def _verify(session, names: list[str], junit: str | None) -> int:
-    """Run the role checks on SESSION, print the table; save the lab for the next `up` when a fresh build passes."""
+def _verify(session, names: list[str], junit: str | None, started: datetime) -> dict[str, Any]:
+    """Run the role checks on SESSION, print the table; save the lab for the next `up` when a fresh build passes.
+    Returns the run's entry of the results file (kvmlab/results.py), written beside its artifacts."""
     from kvmlab.verify import PASS, checks_for, run_checks, summary, table, write_junit
 
     checks = checks_for(session.lab, names)
@@ -142,69 +146,159 @@ def _verify(session, names: list[str], junit: str | None) -> int:
     if fresh:  # the state to keep is the one before the checks ran
         session.snapshot(BUILT)
     start = time.monotonic()
-    results = run_checks(session, checks, log=session.log)
+    checked = run_checks(session, checks, log=session.log)
     print()
     for failure in session.step_failures:
         print(f"bring-up step failed: {failure}")
-    print(table(results))
-    print(f"\nlab {session.lab.name}: {summary(results, time.monotonic() - start)}")
-    for r in results:
+    print(table(checked))
+    print(f"\nlab {session.lab.name}: {summary(checked, time.monotonic() - start)}")
+    for r in checked:
         if r.outcome != PASS:
             print(f"\n{r.outcome} {r.check.id}:\n{r.message}")
     if junit:
-        write_junit(Path(junit), session.lab, results, session.step_failures)
+        write_junit(Path(junit), session.lab, checked, session.step_failures)
         print(f"\nJUnit XML: {junit}")
-    ok = all(r.outcome == PASS for r in results) and not session.step_failures
+    ok = all(r.outcome == PASS for r in checked) and not session.step_failures
     if ok and fresh and not names:
         golden.save(session, BUILT, session.image, sum(session.phase_s.values()))
     evidence = None
     if not ok:  # what the failed checks' nodes show now, for the report
         evidence = settings.artifacts_dir() / session.run_id / "verify"
-        failed_roles = {r.check.role for r in results if r.outcome != PASS} | {f.role for f in session.step_failures}
+        failed_roles = {r.check.role for r in checked if r.outcome != PASS} | {f.role for f in session.step_failures}
         try:
             nodes = [h.name for h in session.nodes if failed_roles & set(h.roles) and h.remote.answers()]
             session.collect_artifacts(evidence, journal_nodes=nodes)
         except (HarnessError, OSError) as exc:
             print(f"evidence for the report: not all collected ({exc})", file=sys.stderr)
-    _write_report(session, "verify", results, evidence)
-    return 0 if ok else 1
+    _write_report(session, "verify", checked, evidence)
+    return _write_results(session, results.of_run(session, checked, started))
 
 
-def _write_report(session, command: str, results=None, evidence: Path | None = None) -> None:
+def _write_report(session, command: str, checked=None, evidence: Path | None = None) -> None:
     from kvmlab import report
 
     path = settings.artifacts_dir() / session.run_id / f"report-{command}.html"
     try:
-        report.write(report.of_session(session, command, results, evidence), path)
+        report.write(report.of_session(session, command, checked, evidence), path)
     except Exception as exc:  # a page about the run must never stand in the way of its result or error
         print(f"report: not written ({type(exc).__name__}: {exc})", file=sys.stderr)
         return
     print(f"report: {path}", file=sys.stderr)
 
 
+def _write_results(session, run: dict[str, Any]) -> dict[str, Any]:
+    """RUN (a results file's entry) written as the results file of SESSION's run, beside its report."""
+    path = settings.artifacts_dir() / session.run_id / results.file_name()
+    try:
+        results.write(path, [run])
+    except OSError as exc:  # as the report: never in the way of the run's result
+        print(f"results: not written ({exc})", file=sys.stderr)
+    else:
+        print(f"results: {path}", file=sys.stderr)
+    return run
+
+
 def cmd_up(args: argparse.Namespace) -> int:
-    session = _bring_up(args.lab, args.rebuild, keep_going=False, cold_boot=args.cold_boot)
-    rc = _verify(session, [], args.junit) if args.verify else 0
-    if not args.verify:
+    lab = load_lab_file(args.lab).lab(args.variant)
+    started = results.now()
+    session = _bring_up(_new_session(lab, keep_going=False, cold_boot=args.cold_boot), args.rebuild)
+    rc = 0
+    if args.verify:
+        rc = 0 if results.passed(_verify(session, [], args.junit, started)) else 1
+    else:
         _write_report(session, "up")
     _print_up(session)
     return rc
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    file = load_lab_file(args.lab)
+    labs = file.select(args.variant) if args.variant else [file.base]
+    baseline = results.read(Path(args.baseline)) if args.baseline else None  # read first: a wrong path fails before any lab comes up
+    runs_done = _verify_labs(labs, args, lambda lab: _junit_file(args.junit, lab, several=len(labs) > 1))
+    regressed = _compare_with_baseline(runs_done, baseline)
+    return 0 if all(results.passed(r) for r in runs_done) and not regressed else 1
+
+
+def cmd_matrix(args: argparse.Namespace) -> int:
+    file = load_lab_file(args.lab)
+    labs = file.select(args.variant) if args.variant else file.every()
+    baseline = results.read(Path(args.baseline)) if args.baseline else None
+    out = Path(args.junit_dir) if args.junit_dir else settings.artifacts_dir() / f"matrix-{file.base.name}-{results.stamp()}"
+    runs_done = _verify_labs(labs, args, lambda lab: str(out / f"{lab.name}.xml"))
+    print(f"\nmatrix of {file.base.path}:\n{matrix.table(runs_done)}\n\n{matrix.summary(runs_done)}")
+    print(f"JUnit XML: {out}/<lab>.xml, one per lab")
+    try:
+        print(f"results: {results.write(out / results.file_name(), runs_done)}")
+    except OSError as exc:
+        print(f"results: not written ({exc})", file=sys.stderr)
+    regressed = _compare_with_baseline(runs_done, baseline)
+    return 0 if all(results.passed(r) for r in runs_done) and not regressed else 1
+
+
+def _junit_file(junit: str | None, lab: Lab, several: bool) -> str | None:
+    """With several labs, one JUnit file each: FILE.xml becomes FILE-<lab>.xml."""
+    if not junit or not several:
+        return junit
+    path = Path(junit)
+    return str(path.with_name(f"{path.stem}-{lab.name}{path.suffix}"))
+
+
+def _verify_labs(labs: list[Lab], args: argparse.Namespace, junit_for: Callable[[Lab], str | None]) -> list[dict[str, Any]]:
+    """Bring up and check each lab in turn; their results files' entries."""
+    from kvmlab.verify import checks_for
+
+    for lab in labs:  # a wrong --check fails now, not after the first labs have run
+        checks_for(lab, args.check)
+    several = len(labs) > 1
+    done = []
+    for lab in labs:
+        if several:
+            print(f"\n=== lab {lab.name} ({variants.BASE if not lab.variant else 'variant ' + lab.variant}) ===", flush=True)
+        done.append(_verify_lab(lab, args, junit_for(lab), tear_down=several))
+    return done
+
+
+def _verify_lab(lab: Lab, args: argparse.Namespace, junit: str | None, tear_down: bool) -> dict[str, Any]:
+    """Check LAB: the run of it that is up, else a bring-up of it (torn down after its checks if TEAR_DOWN)."""
     from kvmlab.lab import LabSession
 
-    lab = load_lab(args.lab)
+    started = results.now()
     running = [r for r in _runs_of(lab.name) if r.owner_alive() and Path(r.lab_file).resolve() == Path(args.lab).resolve()]
     if running:
         run = max(running, key=lambda r: r.started)
         print(f"lab {lab.name} is up (run {run.run_id}): checking it", file=sys.stderr)
-        session = LabSession.attach(lab, _provider(), run)
-    else:
-        # A step that fails does not stop the bring-up: the checks then say what it broke.
-        session = _bring_up(args.lab, args.rebuild, keep_going=True, cold_boot=args.cold_boot)
-        _print_up(session)
-    return _verify(session, args.check, args.junit)
+        return _verify(LabSession.attach(lab, _provider(), run), args.check, junit, started)
+    # A step that fails does not stop the bring-up: the checks then say what it broke.
+    session = _new_session(lab, keep_going=True, cold_boot=args.cold_boot)
+    try:
+        _bring_up(session, args.rebuild)
+    except Interrupted:
+        raise
+    except HarnessError as exc:  # recorded, so that a matrix goes on with the next lab and a baseline sees it
+        print(f"kvmlab: {exc}", file=sys.stderr)
+        if junit:
+            from kvmlab.verify import write_junit
+
+            write_junit(Path(junit), lab, [], error=str(exc))
+        return _write_results(session, results.of_run(session, [], started, error=str(exc)))
+    _print_up(session)
+    try:
+        return _verify(session, args.check, junit, started)
+    finally:
+        if tear_down:  # labs run one after another: each goes before the next comes up, or they would not fit
+            session.down()
+
+
+def _compare_with_baseline(runs_done: list[dict[str, Any]], baseline: tuple[Path, list[dict[str, Any]]] | None) -> bool:
+    """Print what changed since the BASELINE run; whether a check (or a lab) regressed."""
+    if baseline is None:
+        return False
+    path, before = baseline
+    changes = compare(before, runs_done)
+    known = {run["lab"] for run in before}
+    print("\n" + baseline_report(changes, str(path), sum(run["lab"] in known for run in runs_done)))
+    return regressed(changes)
 
 
 def cmd_roles(args: argparse.Namespace) -> int:
@@ -257,7 +351,7 @@ def _status_of(lab_name: str) -> int:
         print(("\n" if i else "") + f"lab {run.lab} run {run.run_id}: {_owner(run)}, user {run.user}, started {started}, {subnets}")
         print(f"  lab file: {run.lab_file}")
         try:
-            lab = load_lab(run.lab_file)
+            lab = load_lab_file(run.lab_file).named(run.lab)
         except (HarnessError, OSError) as exc:  # moved or edited since: say so, and show the domains alone
             print(f"  (cannot read the lab file: {exc})")
             prefix = render.prefix(run.lab, run.run_id) + "-"
@@ -357,7 +451,7 @@ def _attach(lab_name: str):
     from kvmlab.lab import LabSession
 
     run = _one_run(lab_name)
-    return LabSession.attach(load_lab(run.lab_file), _provider(), run)
+    return LabSession.attach(load_lab_file(run.lab_file).named(run.lab), _provider(), run)
 
 
 def cmd_snapshot(args: argparse.Namespace) -> int:
@@ -419,6 +513,15 @@ def _ip_address(text: str) -> str:
         raise argparse.ArgumentTypeError(f"'{text}' is not an IP address (e.g. 127.0.0.1)") from None
 
 
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    """The options verify and matrix share."""
+    p.add_argument("--rebuild", action="store_true", help="build the lab even if a saved verified state of it exists")
+    p.add_argument("--cold-boot", action="store_true", help="boot every node's kernel instead of cloning a saved generic node of its shape")
+    p.add_argument(
+        "--baseline", metavar="FILE_OR_DIR", help="compare with an earlier results file (or the newest in a folder); a regression fails"
+    )
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kvmlab", description="Multi-VM KVM storage labs from a YAML file.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -444,14 +547,28 @@ def parser() -> argparse.ArgumentParser:
     u.add_argument("--rebuild", action="store_true", help="build the lab even if a saved verified state of it exists")
     u.add_argument("--junit", metavar="FILE", help="with --verify: write the check results as JUnit XML")
     u.add_argument("--cold-boot", action="store_true", help="boot every node's kernel instead of cloning a saved generic node of its shape")
+    u.add_argument("--variant", metavar="NAME", help="bring up this variant of the lab file (its lab is named LAB-NAME)")
     u.set_defaults(fn=cmd_up)
     v = sub.add_parser("verify", help="run the checks of every role in a lab (bringing it up first unless it is up)")
     v.add_argument("lab", help="a lab file, anywhere")
     v.add_argument("--check", action="append", default=[], metavar="NAME", help="only this role's checks (ROLE) or one check (ROLE::CHECK)")
-    v.add_argument("--junit", metavar="FILE", help="write the results as JUnit XML")
-    v.add_argument("--rebuild", action="store_true", help="build the lab even if a saved verified state of it exists")
-    v.add_argument("--cold-boot", action="store_true", help="boot every node's kernel instead of cloning a saved generic node of its shape")
+    v.add_argument("--junit", metavar="FILE", help="write the results as JUnit XML (with several variants: FILE-LAB.xml each)")
+    _add_run_options(v)
+    v.add_argument(
+        "--variant",
+        action="append",
+        metavar="NAME",
+        help="check this variant's lab instead of the file's own (repeatable; 'all': every variant, 'base': the file's own too)",
+    )
     v.set_defaults(fn=cmd_verify)
+    m = sub.add_parser("matrix", help="verify a lab file's own lab and each of its variants, and print a table of checks by variant")
+    m.add_argument("lab", help="a lab file with a 'variants:' mapping")
+    m.add_argument(
+        "--variant", action="append", metavar="NAME", help="only these labs (repeatable; 'base': the file's own; default: base and all)"
+    )
+    m.add_argument("--junit-dir", metavar="DIR", help="where a JUnit file per lab and the results file go (default artifacts/matrix-…)")
+    _add_run_options(m)
+    m.set_defaults(fn=cmd_matrix, check=[])
     sub.add_parser("roles", help="the roles kvmlab has, their settings key and checks").set_defaults(fn=cmd_roles)
     st = sub.add_parser("status", help="labs on this host; with LAB, that lab's runs and nodes")
     st.add_argument("lab", nargs="?", help="lab name: its runs, and each node's state, addresses and roles")

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 PACKAGE = Path(__file__).resolve().parent
 SAVED_PREFIX = "saved-"  # pool volumes of saved labs
 # What shapes a guest's state besides the lab file and the image (golden.py: how the state is saved): a change here invalidates saved labs.
-SOURCES = ("roles", "render.py", "model.py", "loader.py", "yamlread.py", "images.py", "seed.py", "golden.py")
+SOURCES = ("roles", "render.py", "model.py", "loader.py", "variants.py", "yamlread.py", "images.py", "seed.py", "golden.py")
 
 
 class GoldenSession(CheckpointSession, Protocol):

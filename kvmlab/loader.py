@@ -7,12 +7,14 @@ package parses its entry under `roles:` (kvmlab/roles/<role>/settings.py).
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from yaml.nodes import Node
 
 from kvmlab import roles as role_registry
-from kvmlab import yaml_errors
+from kvmlab import variants, yaml_errors
 from kvmlab.display_settings import parse_display
 from kvmlab.errors import LabFileError
 from kvmlab.model import FIRST_NODE_OFFSET, Disk, Lab, Network
@@ -24,6 +26,41 @@ DEFAULT_MEMORY_MIB, DEFAULT_VCPUS = 640, 1
 MEMORY_RANGE_MIB = (256, 65536)
 VCPU_RANGE = (1, 64)
 PREFIX_RANGE = (16, 28)
+TOP_KEYS = ("name", "networks", "nodes", "roles", "templates", variants.KEY, EXTENSION_KEYS)
+
+
+@dataclass(frozen=True)
+class LabFile:
+    """The labs of one lab file: its own (the base) and one per variant, each parsed when the file was read."""
+
+    base: Lab
+    variants: Mapping[str, Lab]  # variant name -> its lab, in file order
+    variants_at: tuple[int, int] = (1, 1)  # line and column of `variants:`: where an unknown variant name points
+
+    def select(self, wanted: Sequence[str]) -> list[Lab]:
+        """The labs of the variants WANTED on the command line ('base': the file's own lab, 'all': every variant)."""
+        try:
+            names = variants.choose(wanted, tuple(self.variants))
+        except variants.UnknownVariant as exc:
+            raise LabFileError(self.base.path, *self.variants_at, exc.message) from None
+        return [self.base if name == variants.BASE else self.variants[name] for name in names]
+
+    def lab(self, variant: str | None = None) -> Lab:
+        """One lab of the file: VARIANT's, or the file's own."""
+        if variant is None:
+            return self.base
+        labs = self.select([variant])
+        if len(labs) != 1:
+            raise LabFileError(self.base.path, *self.variants_at, f"'{variant}' is {len(labs)} labs here: name one variant")
+        return labs[0]
+
+    def every(self) -> list[Lab]:
+        """The file's own lab, then each variant's."""
+        return [self.base, *self.variants.values()]
+
+    def named(self, lab_name: str) -> Lab:
+        """The lab of this file called LAB_NAME (a run's record names its lab, not its variant); the file's own if none is."""
+        return next((lab for lab in self.variants.values() if lab.name == lab_name), self.base)
 
 
 def decode_lab_text(data: bytes, path: str) -> str:
@@ -53,19 +90,28 @@ def _display_path(path: Path) -> str:
         return str(path)
 
 
-def load_lab(path: str | os.PathLike[str]) -> Lab:
+def load_lab(path: str | os.PathLike[str], variant: str | None = None) -> Lab:
+    """The lab of a lab file, or of one of its variants."""
+    return load_lab_file(path).lab(variant)
+
+
+def load_lab_file(path: str | os.PathLike[str]) -> LabFile:
     file = Path(path)
     shown = _display_path(file)
     try:
         data = file.read_bytes()
     except OSError as exc:
         raise LabFileError(shown, 1, 1, f"cannot read lab file: {exc.strerror}") from exc
-    return parse_lab(decode_lab_text(data, shown), shown, default_name=file.stem)
+    return parse_lab_file(decode_lab_text(data, shown), shown, default_name=file.stem)
 
 
 def parse_lab(text: str, path: str, default_name: str) -> Lab:
+    return parse_lab_file(text, path, default_name).base
+
+
+def parse_lab_file(text: str, path: str, default_name: str) -> LabFile:
     try:
-        return _parse_lab(text, path, default_name)
+        return _parse_file(text, path, default_name)
     except LabFileError as exc:
         lines = text.splitlines() or [""]
         if exc.line <= len(lines):
@@ -79,12 +125,39 @@ def parse_lab(text: str, path: str, default_name: str) -> Lab:
         ) from None
 
 
-def _parse_lab(text: str, path: str, default_name: str) -> Lab:
-    reader = Reader(path)
+def _parse_file(text: str, path: str, default_name: str) -> LabFile:
     root = yaml_errors.compose(text, path, "lab file is empty: it needs at least a 'nodes:' mapping")
-    top = reader.mapping(root, "the lab", ("name", "networks", "nodes", "roles", "templates", EXTENSION_KEYS))
+    base = _parse_lab(Reader(path), root, path, default_name)
+    reader = Reader(path)
+    top = reader.mapping(root, "the lab", TOP_KEYS)
+    found = variants.read(reader, top, base.name)
+    labs = {name: _parse_variant(path, root, base, name, key, overrides) for name, (key, overrides) in found.items()}
+    at = top[variants.KEY][0].start_mark if variants.KEY in top else None
+    return LabFile(base, labs, (at.line + 1, at.column + 1) if at else (1, 1))
 
-    name = reader.optional(top, "name", lambda n: reader.lab_name(n), default_name.lower().replace("_", "-"))
+
+# Every variant is parsed when its file is read, even when one lab of the file is asked for: a mistake in a
+# variant then shows at once (in `kvmlab render`, in the unit tests that load labs/, before a matrix brings
+# up its first lab) instead of when its turn comes, maybe an hour into a matrix run. It costs milliseconds a
+# variant. The price is that while one variant is wrong, no lab of the file loads: as with any wrong line.
+def _parse_variant(path: str, root: Node, base: Lab, name: str, key: Node, overrides: Node) -> Lab:
+    reader = Reader(path)  # a reader of its own: its caches go by node identity, and the merged nodes are new
+    full = variants.lab_name(base.name, name)
+    if not LAB_NAME_RE.match(full):
+        too_long = f"variant '{name}' names its lab '{full}' ({len(full)} characters): {LAB_NAME_HINT}"
+        raise reader.fail(key, f"{too_long}; shorten the variant's or the lab's name")
+    try:
+        return _parse_lab(reader, variants.apply(reader, root, overrides), path, full, variant=name)
+    except LabFileError as exc:  # the line may be the base's: say which variant's lab it is wrong in
+        raise LabFileError(exc.path, exc.line, exc.col, f"variant '{name}': {exc.message}") from None
+
+
+def _parse_lab(reader: Reader, root: Node, path: str, default_name: str, variant: str = "") -> Lab:
+    top = reader.mapping(root, "the lab", TOP_KEYS)
+
+    # A variant's lab is named by its variant (variants.read refuses a variant's own 'name:').
+    own_name = lambda: reader.optional(top, "name", lambda n: reader.lab_name(n), default_name.lower().replace("_", "-"))  # noqa: E731
+    name = default_name if variant else own_name()
     if not LAB_NAME_RE.match(name):
         raise LabFileError(
             path, 1, 1, f"lab name '{name}' (from the file name) is not valid: add 'name: <lowercase name>' ({LAB_NAME_HINT})"
@@ -105,11 +178,11 @@ def _parse_lab(text: str, path: str, default_name: str) -> Lab:
     # Each role package parses its own entry, in registry order, seeing what came before it
     # (a netfs pool checks its export against the nfs-server settings parsed first).
     settings = {p.settings.key: p.settings.default for p in role_registry.packages()}
-    lab = Lab(name=name, path=path, networks=networks, nodes=nodes, settings=settings, templates=templates)
+    lab = Lab(name=name, path=path, networks=networks, nodes=nodes, settings=settings, templates=templates, variant=variant)
     for package in role_registry.packages():
         parsed = package.settings.parse(SettingsReader(reader, lab, node_keys, roles_fields, root))
         settings = {**settings, package.settings.key: parsed}
-        lab = Lab(name=name, path=path, networks=networks, nodes=nodes, settings=settings, templates=templates)
+        lab = Lab(name=name, path=path, networks=networks, nodes=nodes, settings=settings, templates=templates, variant=variant)
     return lab
 
 

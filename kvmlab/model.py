@@ -70,6 +70,7 @@ class Lab:
     # role kvmlab has is here, with its defaults when the lab file does not set it.
     settings: Mapping[str, Any] = field(default_factory=dict)
     templates: str = ""  # the lab's own templates folder, layered over kvmlab's
+    variant: str = ""  # the variant of its file this lab is (kvmlab.variants), named <lab>-<variant>; "" for the file's own lab
 
     def __getattr__(self, attr: str) -> Any:
         """A role's settings as an attribute: `lab.iscsi_target` is `lab.settings["iscsi-target"]`."""

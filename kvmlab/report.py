@@ -18,6 +18,7 @@ from kvmlab import graph
 from kvmlab.errors import HarnessError
 from kvmlab.model import Lab
 from kvmlab.redact import redact
+from kvmlab.results import BUILT, RESTORED, bring_up
 
 EVIDENCE_LINES = 80  # of each console log or state file: the end is where a failure shows
 BAR_PX_WIDTH = 760
@@ -90,12 +91,8 @@ def of_session(session: Any, command: str, results: list[Any] | None = None, evi
     rows = [Row(f"bring-up {f.node} {f.role} {f.phase}", "FAIL", 0.0, f.error) for f in session.step_failures]
     rows += [Row(r.check.id, r.outcome, r.seconds, r.message) for r in results or []]
     bad = sum(r.outcome != "pass" for r in rows)
-    if session.restored:
-        how = "restored from its saved state"
-    elif session.phase_s:
-        how = f"built in {sum(session.phase_s.values()):.1f} s"
-    else:
-        how = "already up"
+    came, seconds = bring_up(session)
+    how = {RESTORED: "restored from its saved state", BUILT: f"built in {seconds or 0:.1f} s"}.get(came, "already up")
     checked = f"{len(rows) - bad} of {len(rows)} passed" if rows else "no checks ran"
     return Report(
         title=f"kvmlab {command} {session.lab.name} (run {session.run_id})",

@@ -6,12 +6,13 @@ import os
 import time
 import traceback
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kvmlab import texttable
 from kvmlab.errors import HarnessError
 from kvmlab.model import Lab
 from kvmlab.roles import Check, all_checks
@@ -26,6 +27,7 @@ class CheckResult:
     outcome: str  # PASS, FAIL (the lab is not as its file says) or ERROR (the check could not run)
     seconds: float
     message: str = ""
+    values: Mapping[str, Any] | None = None  # what the check read back, if it returned it (see roles.Check)
 
 
 def checks_for(lab: Lab, names: Iterable[str] = ()) -> list[Check]:
@@ -79,8 +81,10 @@ def run_checks(session: object, checks: Iterable[Check], log: Callable[[str], No
 def run_check(session: object, check: Check, log: Callable[[str], None]) -> CheckResult:
     start = time.monotonic()
     log(f"check {check.id} ...")
+    values = None
     try:
-        check.run(session)
+        returned = check.run(session)
+        values = dict(returned) if isinstance(returned, Mapping) else None
         outcome, message = PASS, ""
     except AssertionError as exc:
         outcome, message = FAIL, str(exc) or _where(exc)
@@ -90,7 +94,7 @@ def run_check(session: object, check: Check, log: Callable[[str], None]) -> Chec
         outcome, message = ERROR, f"{type(exc).__name__}: {exc}\n{_where(exc)}"
     seconds = time.monotonic() - start
     log(f"check {check.id}: {outcome} in {seconds:.1f} s" + (f": {message.splitlines()[0]}" if message else ""))
-    return CheckResult(check, outcome, seconds, message)
+    return CheckResult(check, outcome, seconds, message, values)
 
 
 def _where(exc: BaseException) -> str:
@@ -101,10 +105,7 @@ def _where(exc: BaseException) -> str:
 
 def table(results: list[CheckResult]) -> str:
     rows = [(r.check.role, r.check.name, r.outcome, f"{r.seconds:.1f}", _first_line(r.message)) for r in results]
-    headers = ("role", "check", "result", "s", "what was seen")
-    widths = [max(len(x) for x in col) for col in zip(headers, *rows, strict=True)]
-    line = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()  # noqa: E731
-    return "\n".join([line(headers), line(tuple("-" * w for w in widths)), *(line(r) for r in rows)])
+    return texttable.table(("role", "check", "result", "s", "what was seen"), rows)
 
 
 def _first_line(text: str, limit: int = 160) -> str:
@@ -120,20 +121,23 @@ def summary(results: list[CheckResult], wall_s: float | None = None) -> str:
     return f"{len(results)} checks: {counts[PASS]} passed, {counts[FAIL]} failed, {counts[ERROR]} errors {took}"
 
 
-def write_junit(path: Path, lab: Lab, results: list[CheckResult], setup_failures: Iterable[Any] = ()) -> None:
+def write_junit(path: Path, lab: Lab, results: list[CheckResult], setup_failures: Iterable[Any] = (), error: str = "") -> None:
     """JUnit XML (one testcase per check, classname = role) for CI systems; built with ElementTree, which escapes.
 
     SETUP_FAILURES are the session's StepFailures: each a testcase 'NODE ROLE PHASE' of class bring-up.
+    ERROR: why the lab did not come up at all, as a testcase 'lab' of class bring-up (a CI job then sees it fail).
     """
     failures = list(setup_failures)
     suite = ET.Element(
         "testsuite",
         name=f"kvmlab-verify-{lab.name}",
-        tests=str(len(results) + len(failures)),
+        tests=str(len(results) + len(failures) + bool(error)),
         failures=str(sum(r.outcome == FAIL for r in results)),
-        errors=str(sum(r.outcome == ERROR for r in results) + len(failures)),
+        errors=str(sum(r.outcome == ERROR for r in results) + len(failures) + bool(error)),
         time=f"{sum(r.seconds for r in results):.3f}",
     )
+    if error:
+        ET.SubElement(ET.SubElement(suite, "testcase", classname="bring-up", name="lab"), "error", message=_first_line(error)).text = error
     for failure in failures:  # a role step that failed during the bring-up
         case = ET.SubElement(suite, "testcase", classname="bring-up", name=f"{failure.node} {failure.role} {failure.phase}")
         ET.SubElement(case, "error", message=_first_line(str(failure))).text = str(failure)

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -76,11 +76,15 @@ class Check:
     `applies(model)` says whether the check means anything for a lab (e.g. only when
     a hypervisor has a pool on the role's storage); a check that does not apply is
     left out, never counted as passed.
+
+    A check that reads settings back from the running service may return them as a
+    mapping (setting -> value as read, JSON-serialisable): `kvmlab verify` records it in
+    its results file, and `--baseline` reports a value that changed since an earlier run.
     """
 
     role: str
     name: str
-    run: Callable[[Any], None]
+    run: Callable[[Any], Mapping[str, Any] | None]
     applies: Callable[[Lab], bool] = lambda _lab: True
 
     @property

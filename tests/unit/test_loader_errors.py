@@ -66,7 +66,7 @@ EXPECTED = {
     "unknown_top_key.yaml": (
         3,
         1,
-        "unknown key 'network' in the lab (known: name, networks, nodes, roles, templates, x-*); did you mean 'networks'?",
+        "unknown key 'network' in the lab (known: name, networks, nodes, roles, templates, variants, x-*); did you mean 'networks'?",
     ),
     "vcpus_not_int.yaml": (3, 12, "vcpus of node 'a' must be a whole number between 1 and 64, got 'two'"),
     "vcpus_zero.yaml": (3, 12, "vcpus of node 'a' 0 is out of range: use 1 to 64"),
@@ -161,6 +161,35 @@ EXPECTED = {
     "tab_indent.yaml": (3, 1, "a tab character here: YAML indents with spaces only"),
     "latin1_comment.yaml": (1, 4, "the file is not UTF-8 text: byte 0xE9 here; save it as UTF-8 (iconv -f latin1 -t utf-8)"),
     "control_character.yaml": (4, 6, "character U+0007 is not allowed in a YAML file (control characters are not): remove it"),
+    # Variants are checked when the file is loaded, even for its own lab: a value a variant sets is named at
+    # its line under `variants:`, a base value that a variant makes wrong at the base's line.
+    "variant_value_wrong.yaml": (4, 29, "variant 'big': memory of node 'a' 'lots' is not a size: write e.g. 512M, 2G or 1.5GiB"),
+    "variant_breaks_base_setting.yaml": (
+        8,
+        14,
+        "variant 'two-nodes': replica 3 arbiter 1 needs the number of gluster nodes to be a multiple of 3, this lab has 2: gluster1, gluster2",
+    ),
+    "variant_not_mapping.yaml": (4, 11, "variant 'nfs-v3' must be a mapping (key: value lines), got a list"),
+    "variant_reserved_name.yaml": (4, 3, "variant name 'base' is reserved: `--variant base` runs the file's own lab, `--variant all` every variant"),
+    "variant_bad_name.yaml": (4, 3, "variant name 'NFS_v3' is not a valid name: use 1-15 lowercase letters, digits or '-', starting with a letter"),
+    "variant_has_variants.yaml": (6, 5, "variant 'two' has variants of its own: a variant is one set of overrides; remove this key"),
+    "variant_sets_name.yaml": (5, 9, "variant 'two' sets 'name': a variant's lab is named 'store-two'; remove this key"),
+    "variant_removes_missing_key.yaml": (
+        8,
+        7,
+        "variant 'small': 'hv2: null' removes a key the lab does not have (nodes: hv2; to add it with its defaults write 'hv2: {}') (known: nfs1, hv1); did you mean 'hv1'?",
+    ),
+    "variant_lab_name_too_long.yaml": (
+        5,
+        3,
+        "variant 'arbiter-one' names its lab 'replicated-storage-for-vms-arbiter-one' (38 characters): use 1-32 lowercase letters, digits or '-', starting with a letter; shorten the variant's or the lab's name",
+    ),
+    "variant_unknown_key.yaml": (
+        5,
+        5,
+        "variant 'wide': unknown key 'node' in the lab (known: name, networks, nodes, roles, templates, variants, x-*); did you mean 'nodes'?",
+    ),
+    "variants_not_mapping.yaml": (3, 11, "variants must be a mapping (key: value lines), got a list"),
 }
 
 

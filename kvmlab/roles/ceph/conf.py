@@ -121,7 +121,7 @@ for who, name in json.loads(sys.argv[1]):
 
 # What every running daemon of this node (its admin socket) and a client connected to the cluster
 # use for the given options: {"osd.0": {"osd_max_backfills": "2"}, "client.admin": {...}}.
-RUNNING_SCRIPT = """
+RUNNING_SCRIPT = r"""
 import glob, json, os, socket, struct, sys
 want = json.loads(sys.argv[1])  # {"osd": [names], "client": [names], ...}
 
