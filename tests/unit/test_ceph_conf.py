@@ -137,3 +137,11 @@ def test_a_value_ceph_could_not_parse_is_refused(tmp_path):
     with pytest.raises(SettingRefused, match="it reads '4294967296' instead"):
         judge_conf(FakeRemote([[0, "4294967296", ""]]), "mon1", (option,))
     judge_conf(FakeRemote([[0, "1073741824", ""]]), "mon1", (CephConfOption("global", "osd_memory_target", "1G"),))
+
+
+def test_scripts_sent_over_ssh_hold_no_nul_character():
+    from kvmlab.roles.ceph.conf import PROBE_SCRIPT, RUNNING_SCRIPT
+
+    # A NUL in an SSH command line ends the channel before the command runs.
+    assert "\0" not in RUNNING_SCRIPT and "\0" not in PROBE_SCRIPT
+    assert 'b"\\0"' in RUNNING_SCRIPT  # the admin socket's request terminator, as the script writes it
