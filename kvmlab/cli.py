@@ -262,31 +262,33 @@ def _verify_labs(labs: list[Lab], args: argparse.Namespace, junit_for: Callable[
 def _verify_lab(lab: Lab, args: argparse.Namespace, junit: str | None, tear_down: bool) -> dict[str, Any]:
     """Check LAB: the run of it that is up, else a bring-up of it (torn down after its checks if TEAR_DOWN)."""
     from kvmlab.lab import LabSession
+    from kvmlab.verify import write_junit
 
     started = results.now()
     running = [r for r in _runs_of(lab.name) if r.owner_alive() and Path(r.lab_file).resolve() == Path(args.lab).resolve()]
     if running:
         run = max(running, key=lambda r: r.started)
         print(f"lab {lab.name} is up (run {run.run_id}): checking it", file=sys.stderr)
-        return _verify(LabSession.attach(lab, _provider(), run), args.check, junit, started)
-    # A step that fails does not stop the bring-up: the checks then say what it broke.
-    session = _new_session(lab, keep_going=True, cold_boot=args.cold_boot)
+        session, ours = LabSession.attach(lab, _provider(), run), False
+    else:
+        session, ours = _new_session(lab, keep_going=True, cold_boot=args.cold_boot), True
+    came_up = not ours
     try:
-        _bring_up(session, args.rebuild)
+        if ours:
+            # A step that fails does not stop the bring-up: the checks then say what it broke.
+            _bring_up(session, args.rebuild)
+            came_up = True
+            _print_up(session)
+        return _verify(session, args.check, junit, started)
     except Interrupted:
         raise
     except HarnessError as exc:  # recorded, so that a matrix goes on with the next lab and a baseline sees it
         print(f"kvmlab: {exc}", file=sys.stderr)
         if junit:
-            from kvmlab.verify import write_junit
-
             write_junit(Path(junit), lab, [], error=str(exc))
-        return _write_results(session, results.of_run(session, [], started, error=str(exc)))
-    _print_up(session)
-    try:
-        return _verify(session, args.check, junit, started)
+        return _write_results(session, results.of_run(session, [], started, error=str(exc), came_up=came_up))
     finally:
-        if tear_down:  # labs run one after another: each goes before the next comes up, or they would not fit
+        if tear_down and ours:  # labs run one after another: each goes before the next comes up, or they would not fit
             session.down()
 
 

@@ -1,7 +1,8 @@
 """YAML lab file -> Lab model. Every error names file:line:col and what would be right.
 
 The loader reads the lab's own keys (name, networks, nodes, templates); each role
-package parses its entry under `roles:` (kvmlab/roles/<role>/settings.py).
+package parses its entry under `roles:` (kvmlab/roles/<role>/settings.py). A file's
+`variants:` are further labs, each its overrides merged over the file (kvmlab/variants.py).
 """
 
 from __future__ import annotations
@@ -155,9 +156,8 @@ def _parse_variant(path: str, root: Node, base: Lab, name: str, key: Node, overr
 def _parse_lab(reader: Reader, root: Node, path: str, default_name: str, variant: str = "") -> Lab:
     top = reader.mapping(root, "the lab", TOP_KEYS)
 
-    # A variant's lab is named by its variant (variants.read refuses a variant's own 'name:').
-    own_name = lambda: reader.optional(top, "name", lambda n: reader.lab_name(n), default_name.lower().replace("_", "-"))  # noqa: E731
-    name = default_name if variant else own_name()
+    # A variant's lab is named after its variant (variants.read refuses a variant's own 'name:').
+    name = default_name if variant else reader.optional(top, "name", reader.lab_name, default_name.lower().replace("_", "-"))
     if not LAB_NAME_RE.match(name):
         raise LabFileError(
             path, 1, 1, f"lab name '{name}' (from the file name) is not valid: add 'name: <lowercase name>' ({LAB_NAME_HINT})"

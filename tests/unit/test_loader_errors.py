@@ -170,8 +170,16 @@ EXPECTED = {
         "variant 'two-nodes': replica 3 arbiter 1 needs the number of gluster nodes to be a multiple of 3, this lab has 2: gluster1, gluster2",
     ),
     "variant_not_mapping.yaml": (4, 11, "variant 'nfs-v3' must be a mapping (key: value lines), got a list"),
-    "variant_reserved_name.yaml": (4, 3, "variant name 'base' is reserved: `--variant base` runs the file's own lab, `--variant all` every variant"),
-    "variant_bad_name.yaml": (4, 3, "variant name 'NFS_v3' is not a valid name: use 1-15 lowercase letters, digits or '-', starting with a letter"),
+    "variant_reserved_name.yaml": (
+        4,
+        3,
+        "variant name 'base' is reserved: `--variant base` runs the file's own lab, `--variant all` every variant",
+    ),
+    "variant_bad_name.yaml": (
+        4,
+        3,
+        "variant name 'NFS_v3' is not a valid name: use 1-15 lowercase letters, digits or '-', starting with a letter",
+    ),
     "variant_has_variants.yaml": (6, 5, "variant 'two' has variants of its own: a variant is one set of overrides; remove this key"),
     "variant_sets_name.yaml": (5, 9, "variant 'two' sets 'name': a variant's lab is named 'store-two'; remove this key"),
     "variant_removes_missing_key.yaml": (
