@@ -17,6 +17,7 @@ from typing import Any
 
 from kvmlab import storage_waits as waits
 from kvmlab.model import Lab
+from kvmlab.redact import redact
 from kvmlab.roles import Check
 from kvmlab.roles.hypervisor.checks import assert_pool_running, info_field
 from kvmlab.roles.iscsi_target.chap_checks import (
@@ -25,7 +26,7 @@ from kvmlab.roles.iscsi_target.chap_checks import (
     target_asks_for_chap,
     wrong_password_is_refused,
 )
-from kvmlab.roles.iscsi_target.files import PORT, Backstore, backstores, initiator_iqn, multipath, portals
+from kvmlab.roles.iscsi_target.files import PORT, Backstore, backstores, chap_auth_lines, initiator_iqn, multipath, portals
 from kvmlab.roles.iscsi_target.settings import IscsiAcl
 
 ROLE = "iscsi-target"
@@ -260,8 +261,12 @@ def acl_shows_only_the_luns_it_maps(lab: Any) -> None:
     node = f"iscsiadm -m node -T {settings.iqn} -p {portal} -I {iface}"
     session = f'for s in /sys/class/iscsi_session/session*; do [ "$(cat $s/initiatorname)" = {iqn} ] && echo $s; done'
     # targetcli reading stdin saves the configuration on exit: the clean-up saves it again without the ACL.
-    create = f"{acls} create {iqn} add_mapped_luns=false' '{acls}/{iqn} create mapped_lun={mapped} tpg_lun_or_backstore={lun.index}"
-    target.run_expect(f"printf '%s\\n' '{create}' exit | targetcli", f"a temporary ACL for {iqn} mapping {lun.name} as LUN {mapped}")
+    create = [f"{acls} create {iqn} add_mapped_luns=false", f"{acls}/{iqn} create mapped_lun={mapped} tpg_lun_or_backstore={lun.index}"]
+    # With CHAP on, the temporary ACL takes the hypervisor's credentials: its new node record has them
+    # from iscsid.conf, so the login fails only if the masking is wrong. On stdin: no password in a command line.
+    create += [f"{acls}/{iqn} set auth {line}" for line in chap_auth_lines(hypervisor_acls(lab.lab)[0])]
+    made = target.remote.run("targetcli", stdin="\n".join([*create, "exit", ""]))
+    assert made.rc == 0, f"{target.name}: targetcli could not make a temporary ACL for {iqn}: {redact(made.output)}"
     try:
         hv.run_expect(
             f"iscsiadm -m iface -I {iface} -o new && iscsiadm -m iface -I {iface} -o update -n iface.initiatorname -v {iqn}"

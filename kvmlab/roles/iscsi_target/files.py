@@ -78,6 +78,14 @@ def chap_secret_usage(lab: Lab, node: str) -> str:
     return f"kvmlab-{lab.name}-{node}-chap"
 
 
+def chap_auth_lines(acl: IscsiAcl) -> list[str]:
+    """targetcli's `set auth` arguments for the ACL's CHAP (none without it)."""
+    lines = [f"userid={acl.chap.user} password={acl.chap.password}"] if acl.chap else []
+    if acl.mutual_chap:
+        lines.append(f"mutual_userid={acl.mutual_chap.user} mutual_password={acl.mutual_chap.password}")
+    return lines
+
+
 def chap_node_settings(acl: IscsiAcl) -> dict[str, str]:
     """open-iscsi node settings for the ACL's CHAP: what the initiator answers, and (mutual) what it asks of the target."""
     if not acl.chap:

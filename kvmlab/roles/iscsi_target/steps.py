@@ -63,18 +63,19 @@ def attach_hypervisor(ctx: RoleContext, node: Node) -> None:
 
 def _chap(ctx: RoleContext, node: Node, remote: Remote) -> None:
     """The hypervisor's CHAP credentials: its password in a libvirt secret that the iscsi pool's <auth>
-    names; for mutual CHAP, the target's in iscsid.conf (libvirt's <auth> is one-way, and open-iscsi
-    gives new node records iscsid.conf's settings). Passwords travel on stdin, never in a command line."""
+    names, and every credential (its own, and for mutual CHAP the target's) in iscsid.conf. libvirt
+    logs in through a node record of its own interface made by discovery, which takes iscsid.conf's
+    settings, not the <auth> it set on the default one: without them there, a mutual CHAP login
+    fails. Passwords travel on stdin, never in a command line."""
     acl = acl_of(ctx.lab, node.name)
     if not acl.chap:
         return
-    mutual = {k: v for k, v in chap_node_settings(acl).items() if k.endswith("_in")}
-    if mutual:
-        remote.check(
-            r"f=/etc/iscsi/iscsid.conf && sed -i '/^node\.session\.auth\.\(username\|password\)_in *=/d' $f && cat >> $f && chmod 600 $f",
-            "give open-iscsi the target's mutual CHAP credentials",
-            stdin="".join(f"{k} = {v}\n" for k, v in mutual.items()),
-        )
+    remote.check(
+        r"f=/etc/iscsi/iscsid.conf && sed -i '/^node\.session\.auth\.\(authmethod\|username\|password\)\(_in\)\? *=/d' $f"
+        " && cat >> $f && chmod 600 $f",
+        "give open-iscsi the CHAP credentials",
+        stdin="".join(f"{k} = {v}\n" for k, v in chap_node_settings(acl).items()),
+    )
     if multipath(ctx.lab.iscsi_target):
         return  # iscsi-login.sh sets the credentials on each node record; the mpath pool logs in to nothing
     remote.put("/etc/kvmlab/secret-iscsi-chap.xml", ctx.file(node, "secret-iscsi-chap.xml"))
