@@ -71,7 +71,7 @@ def cluster_is_healthy(lab: Any) -> None:
     )
 
 
-def conf_is_in_effect(lab: Any) -> None:
+def conf_is_in_effect(lab: Any) -> dict[str, str]:
     """Each ceph.conf option of the lab file is what the daemons it is for run with (asked through their
     admin sockets: the monitor and manager on the monitor node, each OSD on its node) and what a
     client connected to the cluster uses, as Ceph reads the value (1G is 1073741824, yes is true)."""
@@ -79,6 +79,7 @@ def conf_is_in_effect(lab: Any) -> None:
     mon = _mon(lab)
     places = [(mon, ("mon", "mgr", "client"), {f"mon.{mon.name}", f"mgr.{mon.name}", "client.admin"})]
     places += [(node, ("osd",), set()) for node in lab.by_role(OSD)]
+    values: dict[str, str] = {}
     for node, kinds, must in places:
         want = {kind: sorted({o.name for o in options if kind in READERS[o.section]}) for kind in kinds}
         want = {kind: names for kind, names in want.items() if names}
@@ -102,6 +103,8 @@ def conf_is_in_effect(lab: Any) -> None:
                     f"{node.name}: {daemon} runs with {option.name} = {value!r}, "
                     f"the lab file sets [{option.section}] {option.name} = {option.value!r} ({option.where})"
                 )
+                values[f"{daemon}:{option.name}"] = str(value)
+    return values  # for a baseline: what each daemon runs with
 
 
 def osds_are_up_and_in(lab: Any) -> None:

@@ -146,7 +146,7 @@ def expected_options(lab: Lab, pl: Placement) -> list[tuple[str, str, str]]:
     return role + [(o.name, o.value, o.where or "the lab file") for o in lab.gluster.options]
 
 
-def volume_options_read_back_as_set(lab: Any) -> None:
+def volume_options_read_back_as_set(lab: Any) -> dict[str, str]:
     """Every option the volume was set with reads back with its value from `gluster volume get VOL OPTION --xml` (asked
     on the second node): the role's own (auth.allow, owner uid/gid, network.ping-timeout), then the lab file's
     `options:`, a later one winning. A `group NAME` option stands for the key=value lines of its file in
@@ -162,14 +162,17 @@ def volume_options_read_back_as_set(lab: Any) -> None:
         else:
             want[name] = (value, source)
     answers = _volume_get(node, s.volume, list(want))
-    wrong = []
+    wrong, values = [], {}
     for name, (value, source) in want.items():
         seen, problem = read_back(answers.get(name, ""), name)
         if seen is None:
             wrong.append(f"{name} ({source}): {problem}")
-        elif not same_value(value, seen):
-            wrong.append(f"{name} is {seen}, not {value} ({source})")
+        else:
+            values[name] = seen
+            if not same_value(value, seen):
+                wrong.append(f"{name} is {seen}, not {value} ({source})")
     assert not wrong, f"{node.name}: options of volume {s.volume}: " + "; ".join(wrong)
+    return values  # for a baseline: what the volume runs with
 
 
 def _volume_get(node: Any, volume: str, names: list[str]) -> dict[str, str]:

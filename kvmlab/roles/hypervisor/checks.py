@@ -186,9 +186,10 @@ def mount_options_not_in_effect(wanted: tuple[str, ...], in_effect: list[str]) -
     return missing
 
 
-def netfs_mount_options_in_effect(lab: Any) -> None:
+def netfs_mount_options_in_effect(lab: Any) -> dict[str, str]:
     """Each netfs pool's mount_options are in effect on its mount, as the kernel shows them
     (what `nfsstat -m` prints): the NFS version served, hard/soft, timeouts, sizes."""
+    values: dict[str, str] = {}
     for hv in lab.by_role(ROLE):
         for pool in lab.lab.hypervisor.netfs_pools:
             if not pool.mount_options:
@@ -200,6 +201,8 @@ def netfs_mount_options_in_effect(lab: Any) -> None:
                 f"{hv.name}: pool {pool.name}'s mount at {pool.target} lacks {', '.join(missing)} of its mount_options "
                 f"(in effect: {','.join(mount.options)})"
             )
+            values[f"{hv.name}:{pool.name}"] = ",".join(mount.options)
+    return values  # for a baseline: the options the kernel mounted with
 
 
 def netfs_volumes_land_on_the_export(lab: Any) -> None:

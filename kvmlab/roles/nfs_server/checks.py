@@ -127,10 +127,11 @@ def expected_in_effect(option: Any, proc: dict[str, str]) -> tuple[str, str, str
     return None
 
 
-def nfs_conf_in_effect(lab: Any) -> None:
+def nfs_conf_in_effect(lab: Any) -> dict[str, str]:
     """Each nfs-conf option of the lab file: nfsd runs with it (versions, grace and lease time, threads,
     from /proc/fs/nfsd); other options as nfs-utils reads them (`nfsconf --get`), which is all they show."""
     names = " ".join((*NFSD_PROC.values(), "versions"))
+    values: dict[str, str] = {}
     for server in lab.by_role(ROLE):
         command = f"cd /proc/fs/nfsd && for f in {names}; do printf '%s=%s\\n' $f \"$(cat $f)\"; done"
         dump = server.run_expect(command, "read nfsd's settings")
@@ -142,6 +143,8 @@ def nfs_conf_in_effect(lab: Any) -> None:
                 found = (f"nfsconf --get {option.section} {option.key}", option.value, seen)
             where, expected, seen = found
             assert seen == expected, f"{server.name}: {option.section}.{option.key}={option.value} is not in effect: {where} shows '{seen}'"
+            values[f"{server.name}:{option.section}.{option.key}"] = seen
+    return values  # for a baseline: what nfsd runs with
 
 
 CHECKS = (
