@@ -15,10 +15,10 @@ from typing import Any
 
 from kvmlab.model import Lab
 from kvmlab.roles.iscsi_target.files import PORT, initiator_iqn, portals
+from kvmlab.roles.iscsi_target.refused_login import assert_login_refused
 
 ROLE = "iscsi-target"
 CONFIGFS = "/sys/kernel/config/target/iscsi"
-LOGIN_AUTH_FAILED = 24  # iscsiadm's exit code for ISCSI_ERR_LOGIN_AUTH_FAILED
 
 # On the target: the TPG's authentication attribute, and per ACL its CHAP users and the SHA-256
 # of its passwords, as LIO holds them now (configfs), not as a file says.
@@ -103,33 +103,8 @@ def wrong_password_is_refused(lab: Any) -> None:
     acl = next(a for a in settings.acls if a.chap)
     hv = lab.node(acl.initiator)
     assert acl.chap is not None
-    iface = "kvmlab-wrong-chap"
     portal = f"{portals(lab.lab, lab.placement)[0]}:{PORT}"
-    node = f"iscsiadm -m node -T {settings.iqn} -p {portal} -I {iface}"
     wrong = f"wrong-{uuid.uuid4().hex[:12]}"
-    hv.run_expect(
-        f"iscsiadm -m iface -I {iface} -o new && "
-        f"iscsiadm -m iface -I {iface} -o update -n iface.initiatorname -v {initiator_iqn(lab.lab, acl.initiator)}",
-        f"an iSCSI interface with {acl.initiator}'s initiator name",
-    )
-    try:
-        hv.run(f"iscsiadm -m discovery -t sendtargets -p {portal} -I {iface} -o nonpersistent")
-        settings_cmd = " && ".join(
-            f"{node} -o update -n {name} -v {shlex.quote(value)}"
-            for name, value in (
-                ("node.session.auth.authmethod", "CHAP"),
-                ("node.session.auth.username", acl.chap.user),
-                ("node.session.auth.password", wrong),
-            )
-        )
-        hv.run_expect(f"{node} -o new >/dev/null && {settings_cmd}", f"a node record with CHAP user {acl.chap.user} and a wrong password")
-        login = hv.run(f"{node} --login")
-        sessions = hv.run("iscsiadm -m session -P 1").stdout
-    finally:
-        hv.run(f"{node} --logout; {node} -o delete; iscsiadm -m iface -I {iface} -o delete")
-    said = login.output.replace("\n", " ")
-    assert login.rc == LOGIN_AUTH_FAILED, (
-        f"{hv.name}: login with a wrong CHAP password exited {login.rc}, not 24 (authorization failure): {said}"
-    )
-    assert "authorization failure" in said, f"{hv.name}: login with a wrong CHAP password failed, but not as unauthorized: {said}"
-    assert f"Iface Name: {iface}" not in sessions, f"{hv.name}: has a session through {iface} after the refused login"
+    record = {"node.session.auth.authmethod": "CHAP", "node.session.auth.username": acl.chap.user, "node.session.auth.password": wrong}
+    how = f"as {acl.initiator} with CHAP user {acl.chap.user} and a wrong password"
+    assert_login_refused(hv, settings.iqn, portal, "kvmlab-wrong-chap", initiator_iqn(lab.lab, acl.initiator), record, how)

@@ -27,6 +27,7 @@ from kvmlab.roles.iscsi_target.chap_checks import (
     wrong_password_is_refused,
 )
 from kvmlab.roles.iscsi_target.files import PORT, Backstore, backstores, chap_auth_lines, initiator_iqn, multipath, portals
+from kvmlab.roles.iscsi_target.refused_login import assert_login_refused
 from kvmlab.roles.iscsi_target.settings import IscsiAcl
 
 ROLE = "iscsi-target"
@@ -223,25 +224,9 @@ def stranger_is_refused_at_login(lab: Any) -> None:
     hv = lab.node(hypervisor_acls(lab.lab)[0].initiator)
     stranger = initiator_iqn(lab.lab, "stranger")
     assert stranger not in {initiator_iqn(lab.lab, acl.initiator) for acl in settings.acls}, f"the lab file gives {stranger} an ACL"
-    iface, portal = "kvmlab-stranger", _addresses(lab)[0]
-    node = f"iscsiadm -m node -T {settings.iqn} -p {portal} -I {iface}"
+    portal = _addresses(lab)[0]
     _assert_portal_answers(hv, portal)
-    hv.run_expect(
-        f"iscsiadm -m iface -I {iface} -o new && iscsiadm -m iface -I {iface} -o update -n iface.initiatorname -v {stranger}",
-        f"an iSCSI interface named {stranger}",
-    )
-    try:
-        # LIO may list the target to anyone: the discovery's outcome says nothing.
-        hv.run(f"iscsiadm -m discovery -t sendtargets -p {portal} -I {iface} -o nonpersistent")
-        hv.run_expect(f"{node} -o new", f"a node record for {stranger}")
-        login = hv.run(f"{node} --login")
-        sessions = hv.run("iscsiadm -m session -P 1").stdout
-    finally:
-        hv.run(f"{node} --logout; {node} -o delete; iscsiadm -m iface -I {iface} -o delete")
-    said = login.output.replace("\n", " ")
-    assert login.rc == 24, f"{hv.name}: login as {stranger} exited {login.rc}, not 24 (authorization failure): {said}"
-    assert "authorization failure" in said, f"{hv.name}: login as {stranger} failed, but not as unauthorized: {said}"
-    assert f"Iface Name: {iface}" not in sessions, f"{hv.name}: has a session as {stranger} after the refused login"
+    assert_login_refused(hv, settings.iqn, portal, "kvmlab-stranger", stranger, {}, f"as {stranger}")
 
 
 def acl_shows_only_the_luns_it_maps(lab: Any) -> None:
