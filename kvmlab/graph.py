@@ -100,8 +100,8 @@ def _node_label(lab: Lab, node: Node) -> str:
         lines += [f"export {e.path} to {e.clients} ({','.join(e.options)})" for e in lab.nfs_server.exports]
     if "local-raid" in node.roles:
         raid = lab.local_raid
-        spare = f" + spare {raid.spare}" if raid.spare else ""
-        lines.append(f"md RAID10 of {' '.join(raid.members)}{spare} -> VG {raid.vg} -> pool {raid.pool} at {raid.mount}")
+        spares = f" + spare {' '.join(raid.spares)}" if raid.spares else ""
+        lines.append(f"md RAID{raid.level} of {' '.join(raid.members)}{spares} -> VG {raid.vg} -> pool {raid.pool} at {raid.mount}")
     return "\n".join(lines)
 
 

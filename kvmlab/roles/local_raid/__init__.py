@@ -1,4 +1,4 @@
-"""local-raid: RAID10 with a spare, LVM and XFS, and a libvirt dir pool on it (book 5.1)."""
+"""local-raid: an MD array (RAID1, 5, 6 or 10) with spares, LVM and XFS, and a libvirt dir pool on it (book 5.1)."""
 
 from kvmlab.roles import Role, RolePackage, Settings
 from kvmlab.roles.local_raid import checks, files, settings, steps
@@ -8,7 +8,7 @@ PACKAGE = RolePackage(
     roles=(
         Role(
             name="local-raid",
-            summary="RAID10 + spare, LVM, XFS and a dir pool on the node itself",
+            summary="MD RAID 1, 5, 6 or 10 (default) with spares, LVM, XFS and a dir pool on the node itself",
             steps={"setup": steps.setup, "clients": steps.clients},
             state_commands=("cat /proc/mdstat", "mdadm --detail /dev/md/kvmlab", "lvs", "findmnt -t xfs"),
         ),

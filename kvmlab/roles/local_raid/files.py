@@ -1,4 +1,4 @@
-"""Files of the local-raid role: the libvirt dir pool on the array's filesystem."""
+"""Files of the local-raid role: the mdadm command that creates the array, LVM and XFS on it, and the libvirt dir pool."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ def files(lab: Lab, pl: Placement, node: Node) -> dict[str, str]:
         return {}
     s = lab.local_raid
     return {
+        "raid-create.sh": render_template("roles/local-raid/create.sh.j2", {"s": s}),
         "raid-setup.sh": render_template("roles/local-raid/setup.sh.j2", {"s": s}),
         f"pool-{s.pool}.xml": render_template("libvirt/pool.xml.j2", {"type": "dir", "name": s.pool, "target": s.mount}),
     }
