@@ -16,6 +16,7 @@ from typing import Any
 from kvmlab.roles import Check
 from kvmlab.roles.ceph.conf import READERS, RUNNING_SCRIPT, CephConfOption, same_value
 from kvmlab.roles.ceph.files import fsid, pool_size, secret_uuid
+from kvmlab.roles.ceph.pools import names_a_pool
 from kvmlab.roles.ceph.query import mon_command
 from kvmlab.roles.ceph.steps import CEPH, EXPECTED_WARNINGS
 from kvmlab.roles.hypervisor.checks import has_hypervisor
@@ -128,16 +129,49 @@ def osds_are_up_and_in(lab: Any) -> None:
     )
 
 
-def pool_has_the_lab_settings(lab: Any) -> None:
-    """The lab's pool has its pg_num, one replica per OSD node (at most 3), and the rbd application."""
+def pools_have_the_lab_settings(lab: Any) -> dict[str, object]:
+    """Every pool of the lab file: its pg_num, replicas (one per OSD node, at most 3, unless the file says), min_size
+    when the file sets it, and its application, as the monitor's pool map has them (`osd pool ls detail`)."""
     s = lab.lab.ceph
     mon = _mon(lab)
-    pg_num = _mon_json(mon, "osd pool get", pool=s.pool, var="pg_num")["pg_num"]
-    assert pg_num == s.pg_num, f"{mon.name}: pool {s.pool} has pg_num {pg_num}, the lab file says {s.pg_num}"
-    size = _mon_json(mon, "osd pool get", pool=s.pool, var="size")["size"]
-    assert size == pool_size(lab.lab), f"{mon.name}: pool {s.pool} keeps {size} replicas, want {pool_size(lab.lab)}"
-    applications = _mon_json(mon, "osd pool application get", pool=s.pool)
-    assert "rbd" in applications, f"{mon.name}: pool {s.pool} has applications {sorted(applications) or 'none'}, not rbd"
+    have = {p["pool_name"]: p for p in _mon_json(mon, "osd pool ls", detail="detail")}
+    seen: dict[str, object] = {}
+    wrong = []
+    for pool in s.pools:
+        got = have.get(pool.name)
+        if got is None:
+            wrong.append(f"no pool {pool.name}")
+            continue
+        applications = sorted(got.get("application_metadata") or {})
+        want = {"pg_num": pool.pg_num, "size": pool.size or pool_size(lab.lab), "application": [pool.application]}
+        if pool.min_size:
+            want["min_size"] = pool.min_size
+        for key, value in want.items():
+            read = applications if key == "application" else got.get(key)
+            seen[f"{pool.name}:{key}"] = read
+            if read != value:
+                wrong.append(f"pool {pool.name} has {key} {read}, the lab file says {value}")
+    assert not wrong, f"{mon.name}: " + "; ".join(wrong) + f" (pools: {', '.join(sorted(have)) or 'none'})"
+    return seen
+
+
+def client_keys_have_their_caps(lab: Any) -> dict[str, object]:
+    """Every client key of the lab file exists with exactly its caps (`auth get`; the key itself is not read out)."""
+    mon = _mon(lab)
+    wrong, seen = [], {}
+    strip_key = "import json,sys; print(json.dumps([e['caps'] for e in json.load(sys.stdin)]))"
+    for client in lab.lab.ceph.clients:
+        entity = f"client.{client.name}"
+        res = mon.run(f"{mon_command('auth get', entity=entity)} | python3 -c {shlex.quote(strip_key)}")
+        if res.rc != 0:
+            wrong.append(f"no key {entity}")
+            continue
+        caps = json.loads(res.stdout)[0]
+        seen[entity] = caps
+        if caps != dict(client.caps):
+            wrong.append(f"{entity} has caps {caps}, the lab file says {dict(client.caps)}")
+    assert not wrong, f"{mon.name}: " + "; ".join(wrong)
+    return seen
 
 
 def client_key_reads_and_writes_its_pool(lab: Any) -> None:
@@ -183,6 +217,11 @@ def client_key_is_refused_on_another_pool(lab: Any) -> None:
         mon.run(mon_command("osd pool rm", pool=other, pool2=other, yes_i_really_really_mean_it=True))
     pools = _mon_json(mon, "osd pool ls")
     assert other not in pools, f"{mon.name}: scratch pool {other} is still there after osd pool rm"
+
+
+def _libvirt_client_names_pools(lab: Any) -> bool:
+    """Only a key whose osd caps name pools can be refused elsewhere (the book's is)."""
+    return names_a_pool(next(c for c in lab.ceph.clients if c.name == lab.ceph.client))
 
 
 def admin_nodes_reach_the_cluster(lab: Any) -> None:
@@ -255,9 +294,10 @@ CHECKS = (
     Check(MON, "cluster-healthy", cluster_is_healthy),
     Check(OSD, "osds-up-and-in", osds_are_up_and_in),
     Check(MON, "conf-in-effect", conf_is_in_effect, applies=lambda lab: bool(lab.ceph.conf)),
-    Check(MON, "pool-settings", pool_has_the_lab_settings),
+    Check(MON, "pool-settings", pools_have_the_lab_settings),
+    Check(MON, "client-caps", client_keys_have_their_caps),
     Check(MON, "client-key-own-pool", client_key_reads_and_writes_its_pool),
-    Check(MON, "client-key-refused-elsewhere", client_key_is_refused_on_another_pool),
+    Check(MON, "client-key-refused-elsewhere", client_key_is_refused_on_another_pool, applies=_libvirt_client_names_pools),
     Check(ADMIN, "admin-cli", admin_nodes_reach_the_cluster),
     Check(MON, "hypervisor-rbd-pool", rbd_pool_is_running_on_each_hypervisor, applies=has_hypervisor),
     Check(MON, "hypervisor-rbd-volumes", rbd_volumes_are_images_of_the_pool, applies=has_hypervisor),

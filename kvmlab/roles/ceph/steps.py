@@ -6,7 +6,7 @@ made the way Ceph's "Manual Deployment" guide makes it:
 - setup   (ceph-mon): keyrings, monmap, `ceph-mon --mkfs`, ceph-mon@ and ceph-mgr@ started
 - join    (ceph-osd): the bootstrap-osd keyring from the monitor, then a bluestore OSD on the
           raw extra disk made by hand (osd-create.sh: `ceph osd new`, `ceph-osd --mkfs`)
-- finish  (ceph-mon): every OSD up and in, the pool, the client key, a healthy cluster;
+- finish  (ceph-mon): every OSD up and in, the pools, the client keys, a healthy cluster;
           (ceph-admin): ceph.conf and the admin keyring, so `ceph -s` works there
 - clients (hypervisor, through attach_hypervisor): a libvirt secret with the client key
           and an rbd pool on the cluster
@@ -27,6 +27,7 @@ from kvmlab.remote import Remote
 from kvmlab.roles import RoleContext
 from kvmlab.roles.ceph.conf import PROBE_SCRIPT, CephConfOption, same_value
 from kvmlab.roles.ceph.files import has_ceph, monitor, secret_uuid
+from kvmlab.roles.ceph.pools import CephClient, CephPool
 from kvmlab.roles.ceph.query import mon_json
 from kvmlab.roles.pools import define_pool
 from kvmlab.wait import wait_until
@@ -93,11 +94,10 @@ def mon_finish(ctx: RoleContext, node: Node) -> None:
         context=lambda: remote.run(f"{CEPH} osd tree", timeout=120).output,
     )
     s = ctx.lab.ceph
-    pool, client = shlex.quote(s.pool), shlex.quote(f"client.{s.client}")
-    remote.check(f"{CEPH} osd pool create {pool} {s.pg_num} {s.pg_num} && rbd pool init {pool}", f"create rbd pool {s.pool}")
-    # get-or-create prints the new keyring: keep it out of every log.
-    caps = shlex.quote(f"allow rwx pool={s.pool}")
-    remote.check(f"{CEPH} auth get-or-create {client} mon 'allow r' osd {caps} >/dev/null", f"create key {client}")
+    for pool in s.pools:
+        create_pool(remote, node.name, pool)
+    for client in s.clients:
+        create_client(remote, node.name, client)
     wait_until(
         lambda: unexpected_health(remote) == [],
         HEALTHY_S,
@@ -105,6 +105,37 @@ def mon_finish(ctx: RoleContext, node: Node) -> None:
         interval=5.0,
         context=lambda: remote.run(f"{CEPH} health detail", timeout=120).output,
     )
+
+
+def create_pool(remote: Remote, mon: str, pool: CephPool) -> None:
+    """The book's commands for a pool; the settings the lab file gives beyond them, one `ceph osd pool set` each."""
+    name = shlex.quote(pool.name)
+    commands = [f"{CEPH} osd pool create {name} {pool.pg_num} {pool.pg_num}"]
+    commands += [f"{CEPH} osd pool set {name} {var} {value}" for var, value in (("size", pool.size), ("min_size", pool.min_size)) if value]
+    if pool.application == "rbd":
+        commands.append(f"rbd pool init {name}")
+    else:
+        commands.append(f"{CEPH} osd pool application enable {name} {shlex.quote(pool.application)}")
+    for command in commands:
+        _ceph_judges(remote, mon, command, pool.where, f"Ceph refused pool {pool.name}", f"create pool {pool.name}")
+
+
+def create_client(remote: Remote, mon: str, client: CephClient) -> None:
+    caps = " ".join(f"{service} {shlex.quote(cap)}" for service, cap in client.caps)
+    # get-or-create prints the new keyring: keep it out of every log.
+    command = f"{CEPH} auth get-or-create {shlex.quote('client.' + client.name)} {caps} >/dev/null"
+    _ceph_judges(remote, mon, command, client.where, f"Ceph refused client key client.{client.name}", f"create key client.{client.name}")
+
+
+def _ceph_judges(remote: Remote, mon: str, command: str, where: str, refused: str, what: str) -> None:
+    """Run COMMAND; Ceph's own refusal ("Error EINVAL: ...") is the lab file's fault, anything else the harness's."""
+    res = remote.run(command, timeout=300)
+    if res.rc == 0:
+        return
+    said = [line.strip() for line in res.output.splitlines() if line.strip().startswith("Error E")]
+    if said:
+        raise SettingRefused(where, refused, " ".join(said), mon, command)
+    raise RoleError(mon, what, command, res.rc, res.output)
 
 
 SETTLE_S = 180.0
