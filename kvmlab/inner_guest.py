@@ -11,12 +11,21 @@ import itertools
 from dataclasses import dataclass, field
 
 from kvmlab.model import VIDEO_MODELS
-from kvmlab.roles.hypervisor.files import BRIDGE, INNER_INITRD, INNER_KERNEL
+from kvmlab.roles.hypervisor.files import BRIDGE, INNER_INITRD, INNER_KERNEL, INNER_KERNEL_GENERIC
 from kvmlab.templating import render_template
 
 FIRST_HOST = 100  # inner guests take .100, .101, ... of the bridged network; lab nodes take .10 and up
 MEMORY_MIB = 96
 TB_CACHE_MIB = 24  # TCG translation cache, capped like the lab nodes' (default is sized like guest RAM)
+
+# A disk's options in libvirt's own terms (<driver> and <target> of domain XML); "" leaves libvirt's default.
+BUSES = ("virtio", "scsi", "sata")
+CACHE_MODES = ("none", "writethrough", "writeback", "directsync", "unsafe")
+IO_MODES = ("", "native", "threads")
+DISCARD_MODES = ("", "unmap", "ignore")
+DETECT_ZEROES_MODES = ("", "on", "off", "unmap")
+DIRECT_CACHE_MODES = ("none", "directsync")  # the modes that open the image with O_DIRECT
+TARGET_DEVS = {"virtio": "vda", "scsi": "sda", "sata": "sda"}
 
 
 @dataclass(frozen=True)
@@ -33,7 +42,11 @@ class InnerGuest:
     index: int  # 0, 1, ...: fixes its address and MAC
     subnet: str  # the bridged lab network, e.g. 10.213.2.0/24
     disk: str = ""  # qcow2 path; empty: no disk
+    bus: str = "virtio"
     cache: str = "none"
+    io: str = ""
+    discard: str = ""
+    detect_zeroes: str = ""
     domain_type: str = "qemu"  # kvm when the hypervisor has /dev/kvm (nested)
     memory_mib: int = MEMORY_MIB
     graphics: tuple[Graphics, ...] = field(default=())
@@ -46,6 +59,15 @@ class InnerGuest:
         if not self.graphics:
             return ""
         return "qxl" if any(g.type == "spice" for g in self.graphics) else "vga"
+
+    @property
+    def target_dev(self) -> str:
+        return TARGET_DEVS.get(self.bus, "")
+
+    @property
+    def kernel(self) -> str:
+        # The hypervisors' cloud kernel has no AHCI driver: a SATA disk needs the generic one.
+        return INNER_KERNEL_GENERIC if self.disk and self.bus == "sata" else INNER_KERNEL
 
     @property
     def address(self) -> str:
@@ -70,24 +92,58 @@ def domain_xml(guest: InnerGuest) -> str:
         raise ValueError(f"domain type must be qemu or kvm, not {guest.domain_type!r}")
     if guest.video and guest.video not in VIDEO_MODELS:
         raise ValueError(f"video model must be one of {', '.join(VIDEO_MODELS)}, not {guest.video!r}")
+    check_disk_options(guest)
     return render_template(
         "roles/hypervisor/inner/domain.xml.j2",
         {
             "domain_type": guest.domain_type,
             "name": guest.name,
             "memory_mib": guest.memory_mib,
-            "kernel": INNER_KERNEL,
+            "kernel": guest.kernel,
             "initrd": INNER_INITRD,
             "cmdline": kernel_args(guest),
             "tb_cache_mib": TB_CACHE_MIB,
             "disk": guest.disk,
+            "bus": guest.bus,
+            "target_dev": guest.target_dev,
             "cache": guest.cache,
+            "io": guest.io,
+            "discard": guest.discard,
+            "detect_zeroes": guest.detect_zeroes,
             "bridge": BRIDGE,
             "mac": guest.mac,
             "graphics": guest.graphics,
             "video": guest.video_model,
         },
     )
+
+
+def check_disk_options(guest: InnerGuest) -> None:
+    """Refuse disk options libvirt does not know, and combinations QEMU refuses (or libvirt quietly changes)."""
+    for what, value, allowed in (
+        ("disk bus", guest.bus, BUSES),
+        ("cache mode", guest.cache, CACHE_MODES),
+        ("io mode", guest.io, IO_MODES),
+        ("discard mode", guest.discard, DISCARD_MODES),
+        ("detect_zeroes mode", guest.detect_zeroes, DETECT_ZEROES_MODES),
+    ):
+        if value not in allowed:
+            raise ValueError(f"{guest.name}: {what} {value!r} is not one of {_choices(allowed)}")
+    if guest.io == "native" and guest.cache not in DIRECT_CACHE_MODES:
+        raise ValueError(
+            f"{guest.name}: io 'native' with cache {guest.cache!r}: native AIO needs the image opened with O_DIRECT, "
+            f"which only cache {' or '.join(DIRECT_CACHE_MODES)} does (QEMU refuses to start otherwise); use io 'threads'"
+        )
+    if guest.detect_zeroes == "unmap" and guest.discard != "unmap":
+        raise ValueError(
+            f"{guest.name}: detect_zeroes 'unmap' with discard {guest.discard!r}: turning zero writes into unmaps "
+            "needs discard 'unmap' (QEMU refuses it otherwise, and libvirt quietly passes 'on' instead); "
+            "use detect_zeroes 'on' or discard 'unmap'"
+        )
+
+
+def _choices(allowed: tuple[str, ...]) -> str:
+    return ", ".join(repr(v) if v else "'' (libvirt's default)" for v in allowed)
 
 
 def kernel_args(guest: InnerGuest) -> str:
