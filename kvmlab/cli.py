@@ -118,9 +118,9 @@ def _bring_up(session, rebuild: bool):
     with _teardown_on_signal():
         try:
             session.up()
-        except BaseException:
+        except BaseException as exc:
             if session.failure_dir is not None and session.failure_dir.is_dir():  # the evidence up() collected
-                _write_report(session, "up", evidence=session.failure_dir)
+                _write_report(session, "up", evidence=session.failure_dir, error=str(exc) or type(exc).__name__)
             raise
     session.mark_kept()
     return session
@@ -174,16 +174,20 @@ def _verify(session, names: list[str], junit: str | None, started: datetime) -> 
     return _write_results(session, results.of_run(session, checked, started))
 
 
-def _write_report(session, command: str, checked=None, evidence: Path | None = None) -> None:
+def _write_report(session, command: str, checked=None, evidence: Path | None = None, error: str = "") -> None:
+    """The run's HTML page and, beside it, its JUnit XML (the checks, and the bring-up steps that failed)."""
     from kvmlab import report
+    from kvmlab.verify import write_junit
 
-    path = settings.artifacts_dir() / session.run_id / f"report-{command}.html"
+    folder = settings.artifacts_dir() / session.run_id
+    path, junit = folder / f"report-{command}.html", folder / f"junit-{command}.xml"
     try:
         report.write(report.of_session(session, command, checked, evidence), path)
+        write_junit(junit, session.lab, checked or [], session.step_failures, error=error)
     except Exception as exc:  # a page about the run must never stand in the way of its result or error
         print(f"report: not written ({type(exc).__name__}: {exc})", file=sys.stderr)
         return
-    print(f"report: {path}", file=sys.stderr)
+    print(f"report: {path}\nJUnit XML: {junit}", file=sys.stderr)
 
 
 def _write_results(session, run: dict[str, Any]) -> dict[str, Any]:

@@ -114,3 +114,17 @@ def test_without_dot_the_report_is_still_written_and_says_why_there_is_no_pictur
     page = html.unescape(path.read_text())
     assert "No picture of the lab: Graphviz's `dot` is not installed" in page
     assert "nfs1: boot" in page
+
+
+def test_every_run_page_has_its_junit_file_beside_it(tmp_path, monkeypatch, capsys):
+    from kvmlab import cli
+
+    monkeypatch.setenv("KVMLAB_ARTIFACTS", str(tmp_path))
+    session = _session(tmp_path, failed_step=True)
+    cli._write_report(session, "up", error="node hv1 did not answer SSH")
+    folder = tmp_path / "abc123"
+    assert (folder / "report-up.html").is_file()
+    suite = ET.parse(folder / "junit-up.xml").getroot()
+    names = sorted(c.get("name") for c in suite.iter("testcase"))
+    assert names == ["hv1 hypervisor clients", "lab"] and suite.get("errors") == "2"
+    assert f"JUnit XML: {folder / 'junit-up.xml'}" in capsys.readouterr().err

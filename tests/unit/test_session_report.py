@@ -64,4 +64,22 @@ def test_a_session_without_labs_writes_no_page(tmp_path, monkeypatch):
     config._kvmlab_report.lab_up(_session(tmp_path))
     plugin.pytest_terminal_summary(SimpleNamespace(write_line=lines.append), config)
     (page,) = tmp_path.glob("report-pytest-*.html")
-    assert lines == [f"kvmlab report: {page}"]
+    assert lines == [f"kvmlab report: {page} (JUnit XML: {page.with_suffix('.xml').name})"]
+    assert page.with_suffix(".xml").is_file()
+
+
+def test_the_junit_file_beside_the_page_has_each_test_with_its_outcome(tmp_path):
+    import xml.etree.ElementTree as ET
+
+    page = SessionReport()
+    page.test_report(_rep("tests/lab/test_x.py::test_a", "call", "passed", 2.0))
+    page.test_report(_rep("tests/lab/test_x.py::test_b", "call", "failed", 1.0, "E   AssertionError: nfs1 is down"))
+    page.test_report(_rep("tests/lab/test_x.py::test_c", "setup", "failed", 1.0, "E   HarnessError: no lab"))
+    page.test_report(_rep("tests/lab/test_x.py::test_d", "setup", "skipped", 0.0, ("f.py", 1, "Skipped: no")))
+    page.write_junit(tmp_path / "r.xml")
+    suite = ET.parse(tmp_path / "r.xml").getroot()
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors"), suite.get("skipped")) == ("4", "1", "1", "1")
+    cases = {c.get("name"): c for c in suite.iter("testcase")}
+    assert cases["test_a"].get("classname") == "tests/lab/test_x.py" and len(cases["test_a"]) == 0
+    assert cases["test_b"].find("failure").get("message") == "E   AssertionError: nfs1 is down"
+    assert cases["test_c"].find("error") is not None and cases["test_d"].find("skipped") is not None
