@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import ipaddress
 import os
 import signal
@@ -19,7 +20,7 @@ from kvmlab.baseline import report as baseline_report
 from kvmlab.errors import HarnessError, Interrupted
 from kvmlab.keys import new_keypair
 from kvmlab.loader import load_lab, load_lab_file
-from kvmlab.model import Lab
+from kvmlab.model import DEFAULT_RELEASE, RELEASES, Lab
 from kvmlab.providers.base import Provider
 from kvmlab.texttable import table as _table
 
@@ -45,12 +46,15 @@ def _one_run(lab_name: str) -> runs.Run:
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     checks = preflight.host_checks(settings.cache_dir(), settings.pool_dir())
-    image = images.cached_image()
-    checks.append(
-        preflight.Check(
-            "image", image.exists(), str(image.directory) if image.exists() else "not built yet: `kvmlab image build` (about 2 minutes)"
+    for release in RELEASES:  # only the default release's image is needed before any lab asks for another
+        built = images.cached_image(release)
+        hint = f"not built yet: `kvmlab image build --release {release}` (2-5 minutes)"
+        checks.append(
+            preflight.Check(
+                f"image {release}", built.exists() or release != DEFAULT_RELEASE, str(built.directory) if built.exists() else hint
+            )
         )
-    )
+    image = images.cached_image()
     if image.exists():
         chosen, reason = accel.choose_accel(image.kernel, settings.cache_dir())
         checks.append(preflight.Check("accelerator", True, f"{chosen.upper()}: {reason}"))
@@ -67,8 +71,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_image_build(args: argparse.Namespace) -> int:
-    image = images.ensure_image(force=args.force)
-    print(image.directory)
+    for release in RELEASES if args.release == "all" else (args.release,):
+        print(images.ensure_image(force=args.force, release=release).directory)
     return 0
 
 
@@ -91,7 +95,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         render.RenderInput(
             lab=lab,
             placement=render.preview_placement(lab),
-            backing=render.Backing(str(settings.pool_dir()), images.recipe_digest()),
+            backing=render.Backing(str(settings.pool_dir()), images.recipe_digest(release=lab.release)),
             accel=args.accel,
             ssh_public_key=keypair.public_openssh,
             host_keys={n.name: (keypair.private_openssh, keypair.public_openssh) for n in lab.nodes},
@@ -202,8 +206,13 @@ def _write_results(session, run: dict[str, Any]) -> dict[str, Any]:
     return run
 
 
+def _on_release(lab: Lab, release: str | None) -> Lab:
+    """LAB on the release the command line chose (--release), else on its own."""
+    return dataclasses.replace(lab, release=release) if release else lab
+
+
 def cmd_up(args: argparse.Namespace) -> int:
-    lab = load_lab_file(args.lab).lab(args.variant)
+    lab = _on_release(load_lab_file(args.lab).lab(args.variant), args.release)
     started = results.now()
     session = _bring_up(_new_session(lab, keep_going=False, cold_boot=args.cold_boot), args.rebuild)
     rc = 0
@@ -217,7 +226,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     file = load_lab_file(args.lab)
-    labs = file.select(args.variant) if args.variant else [file.base]
+    labs = [_on_release(lab, args.release) for lab in (file.select(args.variant) if args.variant else [file.base])]
     baseline = results.read(Path(args.baseline)) if args.baseline else None  # read first: a wrong path fails before any lab comes up
     runs_done = _verify_labs(labs, args, lambda lab: _junit_file(args.junit, lab, several=len(labs) > 1))
     regressed = _compare_with_baseline(runs_done, baseline)
@@ -226,7 +235,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_matrix(args: argparse.Namespace) -> int:
     file = load_lab_file(args.lab)
-    labs = file.select(args.variant) if args.variant else file.every()
+    labs = [_on_release(lab, args.release) for lab in (file.select(args.variant) if args.variant else file.every())]
     baseline = results.read(Path(args.baseline)) if args.baseline else None
     out = Path(args.junit_dir) if args.junit_dir else settings.artifacts_dir() / f"matrix-{file.base.name}-{results.stamp()}"
     runs_done = _verify_labs(labs, args, lambda lab: str(out / f"{lab.name}.xml"))
@@ -519,10 +528,15 @@ def _ip_address(text: str) -> str:
         raise argparse.ArgumentTypeError(f"'{text}' is not an IP address (e.g. 127.0.0.1)") from None
 
 
+def _add_release_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--release", choices=RELEASES, help="run the lab on this Debian release's image instead of its file's `release:`")
+
+
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     """The options verify and matrix share."""
     p.add_argument("--rebuild", action="store_true", help="build the lab even if a saved verified state of it exists")
     p.add_argument("--cold-boot", action="store_true", help="boot every node's kernel instead of cloning a saved generic node of its shape")
+    _add_release_option(p)
     p.add_argument(
         "--baseline", metavar="FILE_OR_DIR", help="compare with an earlier results file (or the newest in a folder); a regression fails"
     )
@@ -537,6 +551,7 @@ def parser() -> argparse.ArgumentParser:
     img = sub.add_parser("image", help="the lab image").add_subparsers(dest="image_command", required=True)
     b = img.add_parser("build", help="build the lab image unless it is cached")
     b.add_argument("--force", action="store_true", help="rebuild even if cached")
+    b.add_argument("--release", choices=(*RELEASES, "all"), default=DEFAULT_RELEASE, help=f"the Debian release (default {DEFAULT_RELEASE})")
     b.set_defaults(fn=cmd_image_build)
     r = sub.add_parser("render", help="write every generated file of a lab without starting anything")
     r.add_argument("lab")
@@ -554,6 +569,7 @@ def parser() -> argparse.ArgumentParser:
     u.add_argument("--junit", metavar="FILE", help="with --verify: write the check results as JUnit XML")
     u.add_argument("--cold-boot", action="store_true", help="boot every node's kernel instead of cloning a saved generic node of its shape")
     u.add_argument("--variant", metavar="NAME", help="bring up this variant of the lab file (its lab is named LAB-NAME)")
+    _add_release_option(u)
     u.set_defaults(fn=cmd_up)
     v = sub.add_parser("verify", help="run the checks of every role in a lab (bringing it up first unless it is up)")
     v.add_argument("lab", help="a lab file, anywhere")

@@ -346,12 +346,12 @@ def _remove_files(meta: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def remove_stale(image_digest: str) -> list[str]:
-    """Remove the state files of generic nodes of images other than IMAGE_DIGEST (an image changes only
+def remove_stale(image_digests: set[str]) -> list[str]:
+    """Remove the state files of generic nodes of images other than IMAGE_DIGESTS (an image changes only
     with its recipe); their volumes become unnamed, and remove_unused_volumes() takes them when free."""
     removed = []
     for meta in sorted(settings.generics_dir().glob("*.json")):
-        if _meta(meta).get("image") != image_digest:
+        if _meta(meta).get("image") not in image_digests:
             _remove_files(meta)
             removed.append(meta.stem)
     return removed

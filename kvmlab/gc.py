@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from kvmlab import checkpoints, clones, golden, runs, settings
 from kvmlab.accel import boot_id
 from kvmlab.errors import HarnessError
-from kvmlab.images import cached_image, remove_stale_builds
+from kvmlab.images import current_digests, remove_stale_builds
 from kvmlab.providers.base import DomainInfo, Provider
 
 NAME_RE = re.compile(r"^kvmlab-(?P<lab>[a-z][a-z0-9-]*?)-(?P<run>[0-9a-f]{6})-")
@@ -115,5 +115,5 @@ def collect(provider: Provider, only_runs: set[str] | None = None) -> Collected:
         runs.release(run_id)
         out.runs.append(run_id)
     if only_runs is None and not runs.all_runs():
-        out.generics = clones.remove_stale(cached_image().digest) + clones.remove_unused_volumes(provider)
+        out.generics = clones.remove_stale(current_digests()) + clones.remove_unused_volumes(provider)
     return out

@@ -16,9 +16,9 @@ from pathlib import Path
 
 from kvmlab import settings
 from kvmlab.errors import HarnessError
+from kvmlab.model import DEFAULT_RELEASE, RELEASES
 from kvmlab.templating import render_template
 
-SUITE = "bookworm"
 ROOT_LABEL = "kvmlab-root"
 ROOT_SIZE_GIB = 8
 RECIPE_VERSION = 6
@@ -164,10 +164,12 @@ def customize_script() -> str:
     )
 
 
-def recipe() -> dict:
+def recipe(release: str = DEFAULT_RELEASE) -> dict:
+    if release not in RELEASES:
+        raise HarnessError(f"no image recipe for Debian release '{release}': kvmlab builds {', '.join(RELEASES)}")
     return {
         "version": RECIPE_VERSION,
-        "suite": SUITE,
+        "suite": release,
         "mirror": settings.debian_mirror(),
         "packages": packages(),
         "customize": customize_script(),
@@ -175,14 +177,19 @@ def recipe() -> dict:
     }
 
 
-def recipe_digest(rec: dict | None = None) -> str:
-    blob = json.dumps(rec or recipe(), sort_keys=True).encode()
+def recipe_digest(rec: dict | None = None, release: str = DEFAULT_RELEASE) -> str:
+    blob = json.dumps(rec or recipe(release), sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def cached_image() -> Image:
-    digest = recipe_digest()
+def cached_image(release: str = DEFAULT_RELEASE) -> Image:
+    digest = recipe_digest(release=release)
     return Image(digest, settings.cache_dir() / "images" / digest)
+
+
+def current_digests() -> set[str]:
+    """The recipe hash of every release's image as kvmlab builds it today (older ones are stale)."""
+    return {recipe_digest(release=r) for r in RELEASES}
 
 
 Progress = Callable[[str], None]
@@ -223,9 +230,9 @@ def _print_progress(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def ensure_image(progress: Progress = _print_progress, force: bool = False) -> Image:
-    """Return the cached image, building it first if its recipe changed."""
-    image = cached_image()
+def ensure_image(progress: Progress = _print_progress, force: bool = False, release: str = DEFAULT_RELEASE) -> Image:
+    """Return RELEASE's cached image, building it first if its recipe changed."""
+    image = cached_image(release)
     if image.exists() and not force:
         return image
     image.directory.parent.mkdir(parents=True, exist_ok=True)
@@ -235,7 +242,7 @@ def ensure_image(progress: Progress = _print_progress, force: bool = False) -> I
         if image.exists() and not force:
             return image
         remove_stale_builds(image.directory.parent, held_digest=image.digest)
-        _build(image, progress)
+        _build(image, release, progress)
     return image
 
 
@@ -253,17 +260,17 @@ def _run(cmd: list[str], what: str, progress: Progress) -> None:
         raise HarnessError(f"image build step '{what}' failed (exit {proc.returncode}): {' '.join(cmd)}\n" + "\n".join(tail))
 
 
-def _build(image: Image, progress: Progress) -> None:
+def _build(image: Image, release: str, progress: Progress) -> None:
     for tool in ("mmdebstrap", "mkfs.ext4", "qemu-img"):
         if not shutil.which(tool):
             raise HarnessError(f"'{tool}' is not installed: run `make deps` (apt-get install mmdebstrap e2fsprogs qemu-utils)")
     started = time.monotonic()
-    rec = recipe()
+    rec = recipe(release)
     mirror = rec["mirror"]
     sources = [
-        f"deb {mirror} {SUITE} main",
-        f"deb {mirror} {SUITE}-updates main",
-        f"deb {mirror.replace('/debian', '/debian-security')} {SUITE}-security main",
+        f"deb {mirror} {release} main",
+        f"deb {mirror} {release}-updates main",
+        f"deb {mirror.replace('/debian', '/debian-security')} {release}-security main",
     ]
     image.directory.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f"{BUILD_PREFIX}{image.digest}-", dir=image.directory.parent) as tmp:
@@ -278,11 +285,11 @@ def _build(image: Image, progress: Progress) -> None:
                 "--verbose",
                 "--include=" + ",".join(rec["packages"]),
                 "--customize-hook=sh " + str(script) + ' "$1"',
-                SUITE,
+                release,
                 str(rootfs),
                 *sources,
             ],
-            f"mmdebstrap {SUITE} with {len(rec['packages'])} packages",
+            f"mmdebstrap {release} with {len(rec['packages'])} packages",
             progress,
         )
         out = work / "out"

@@ -472,7 +472,7 @@ class LabSession:
         require_host(settings.cache_dir(), settings.pool_dir())
         check_fits(self.lab, settings.pool_dir())
         check_display_support(self.lab, local_libvirt=self.provider.uri.split(":", 1)[0] in ("qemu", "qemu+unix"))
-        image = self._timed("image", lambda: images.ensure_image(self.progress))
+        image = self._timed("image", lambda: images.ensure_image(self.progress, release=self.lab.release))
         if not self.accel:
             self.accel, reason = accel_mod.choose_accel(image.kernel, settings.cache_dir())
             self.log(f"accelerator: {self.accel.upper()} — {reason}")

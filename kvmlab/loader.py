@@ -18,7 +18,7 @@ from kvmlab import roles as role_registry
 from kvmlab import variants, yaml_errors
 from kvmlab.display_settings import parse_display
 from kvmlab.errors import LabFileError
-from kvmlab.model import FIRST_NODE_OFFSET, Disk, Lab, Network
+from kvmlab.model import DEFAULT_RELEASE, FIRST_NODE_OFFSET, RELEASES, Disk, Lab, Network
 from kvmlab.model import Node as LabNode
 from kvmlab.roles.reader import SettingsReader
 from kvmlab.yamlread import DISK_RANGE_MIB, EXTENSION_KEYS, LAB_NAME_HINT, LAB_NAME_RE, Fields, Reader, is_null, quote
@@ -27,7 +27,7 @@ DEFAULT_MEMORY_MIB, DEFAULT_VCPUS = 640, 1
 MEMORY_RANGE_MIB = (256, 65536)
 VCPU_RANGE = (1, 64)
 PREFIX_RANGE = (16, 28)
-TOP_KEYS = ("name", "networks", "nodes", "roles", "templates", variants.KEY, EXTENSION_KEYS)
+TOP_KEYS = ("name", "release", "networks", "nodes", "roles", "templates", variants.KEY, EXTENSION_KEYS)
 
 
 @dataclass(frozen=True)
@@ -174,16 +174,23 @@ def _parse_lab(reader: Reader, root: Node, path: str, default_name: str, variant
         if not used_roles & set(settings_keys[key_name]):
             raise reader.fail(key, f"settings for role '{key_name}' are given but no node has that role")
     templates = reader.optional(top, "templates", lambda n: _templates_dir(reader, n, path), "")
+    release = reader.optional(top, "release", lambda n: _release(reader, n), DEFAULT_RELEASE)
 
     # Each role package parses its own entry, in registry order, seeing what came before it
     # (a netfs pool checks its export against the nfs-server settings parsed first).
     settings = {p.settings.key: p.settings.default for p in role_registry.packages()}
-    lab = Lab(name=name, path=path, networks=networks, nodes=nodes, settings=settings, templates=templates, variant=variant)
+    common = {"name": name, "path": path, "networks": networks, "nodes": nodes, "templates": templates, "release": release}
+    common["variant"] = variant
+    lab = Lab(settings=settings, **common)
     for package in role_registry.packages():
         parsed = package.settings.parse(SettingsReader(reader, lab, node_keys, roles_fields, root))
         settings = {**settings, package.settings.key: parsed}
-        lab = Lab(name=name, path=path, networks=networks, nodes=nodes, settings=settings, templates=templates, variant=variant)
+        lab = Lab(settings=settings, **common)
     return lab
+
+
+def _release(reader: Reader, node: Node) -> str:
+    return reader.one_of(node, "release", RELEASES, "a Debian release kvmlab builds images of")
 
 
 def _networks(reader: Reader, top: Fields) -> tuple[tuple[Network, ...], dict[str, Node]]:

@@ -60,6 +60,11 @@ class Node:
     display: Display | None = None
 
 
+# The Debian releases a lab can run on (its `release:`); each has its own image, cached by its recipe hash.
+RELEASES = ("bookworm", "trixie")
+DEFAULT_RELEASE = "bookworm"
+
+
 @dataclass(frozen=True)
 class Lab:
     name: str
@@ -70,6 +75,7 @@ class Lab:
     # role kvmlab has is here, with its defaults when the lab file does not set it.
     settings: Mapping[str, Any] = field(default_factory=dict)
     templates: str = ""  # the lab's own templates folder, layered over kvmlab's
+    release: str = DEFAULT_RELEASE  # the Debian release of its nodes' image
     variant: str = ""  # the variant of its file this lab is (kvmlab.variants), named <lab>-<variant>; "" for the file's own lab
 
     def __getattr__(self, attr: str) -> Any:

@@ -69,6 +69,7 @@ def of_run(session: Any, checks: Sequence[Any], started: datetime, error: str = 
         "lab": lab.name,
         "variant": lab.variant or None,
         "lab_file": lab.path,
+        "release": getattr(lab, "release", None),
         "run": session.run_id,
         "started": started.isoformat(timespec="seconds"),
         "machine": machine(session.accel),

@@ -155,7 +155,7 @@ def test_stale_generic_nodes_are_those_of_other_images_and_their_volumes_stay_fo
     for key, image in (("k-old", "img-1"), ("k-new", "img-2"), ("k-broken", None)):
         _write_generic(tmp_path, key, image, f"generic-{key}-aaaaaa.qcow2")
 
-    removed = clones.remove_stale("img-2")
+    removed = clones.remove_stale({"img-2"})
 
     assert removed == ["k-broken", "k-old"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["k-new.json", "k-new.save"]

@@ -6,6 +6,7 @@ import io
 import stat
 
 import pycdlib
+import pytest
 
 from kvmlab import images
 from kvmlab.keys import new_keypair, write_private
@@ -82,3 +83,14 @@ def test_redact_removes_private_keys():
     pair = new_keypair("unit")
     text = f"before\n{pair.private_openssh}\nafter"
     assert redact(text) == "before\n<private key redacted>\n\nafter"
+
+
+def test_each_release_has_its_own_recipe_and_cache_folder():
+    from kvmlab.errors import HarnessError
+
+    bookworm, trixie = images.recipe("bookworm"), images.recipe("trixie")
+    assert (bookworm["suite"], trixie["suite"]) == ("bookworm", "trixie") and images.recipe() == bookworm
+    assert images.cached_image("trixie").directory != images.cached_image().directory
+    assert images.current_digests() == {images.recipe_digest(release="bookworm"), images.recipe_digest(release="trixie")}
+    with pytest.raises(HarnessError, match="no image recipe for Debian release 'sid': kvmlab builds bookworm, trixie"):
+        images.recipe("sid")

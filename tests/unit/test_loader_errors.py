@@ -26,6 +26,7 @@ EXPECTED = {
     "duplicate_key.yaml": (4, 5, "duplicate key 'memory' in node 'a' (first at line 3)"),
     "duplicate_node.yaml": (4, 3, "duplicate key 'a' in nodes (first at line 2)"),
     "empty_file.yaml": (1, 1, "lab file is empty: it needs at least a 'nodes:' mapping"),
+    "release_unknown.yaml": (2, 10, "release 'bullseye' is not a Debian release kvmlab builds images of (bookworm, trixie)"),
     "empty_nodes.yaml": (1, 8, "nodes is empty: a lab needs at least one node"),
     "export_clients_unknown.yaml": (
         6,
@@ -66,7 +67,7 @@ EXPECTED = {
     "unknown_top_key.yaml": (
         3,
         1,
-        "unknown key 'network' in the lab (known: name, networks, nodes, roles, templates, variants, x-*); did you mean 'networks'?",
+        "unknown key 'network' in the lab (known: name, release, networks, nodes, roles, templates, variants, x-*); did you mean 'networks'?",
     ),
     "vcpus_not_int.yaml": (3, 12, "vcpus of node 'a' must be a whole number between 1 and 64, got 'two'"),
     "vcpus_zero.yaml": (3, 12, "vcpus of node 'a' 0 is out of range: use 1 to 64"),
@@ -195,7 +196,7 @@ EXPECTED = {
     "variant_unknown_key.yaml": (
         5,
         5,
-        "variant 'wide': unknown key 'node' in the lab (known: name, networks, nodes, roles, templates, variants, x-*); did you mean 'nodes'?",
+        "variant 'wide': unknown key 'node' in the lab (known: name, release, networks, nodes, roles, templates, variants, x-*); did you mean 'nodes'?",
     ),
     "variants_not_mapping.yaml": (3, 11, "variants must be a mapping (key: value lines), got a list"),
 }

@@ -55,6 +55,7 @@ def test_a_run_entry_says_what_ran_where_and_how_it_went():
         "lab": "smoke",
         "variant": None,
         "lab_file": entry["lab_file"],
+        "release": "bookworm",
         "run": "abc123",
         "started": "2026-03-01T12:00:00+00:00",
         "bring_up": {"how": "built", "seconds": 120.5, "restored": False},

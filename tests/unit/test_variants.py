@@ -364,3 +364,23 @@ def test_the_readme_error_example_is_what_the_loader_says():
     with pytest.raises(LabFileError) as info:
         parse_lab_file(example + "  one-net: {networks: {storage: null}}\n", "gluster-matrix.yaml", default_name="gluster-matrix")
     assert str(info.value) == f"gluster-matrix.yaml:{shown}"
+
+
+# -- releases -----------------------------------------------------------------------------------------
+
+
+def test_a_lab_runs_on_bookworm_unless_it_or_its_variant_names_another_release(tmp_path):
+    file = load_lab_file(lab_file(tmp_path, STORAGE + VARIANTS + "  on-trixie: {release: trixie}\n"))
+    assert file.base.release == "bookworm" and file.lab("arbiter").release == "bookworm"
+    assert file.lab("on-trixie").release == "trixie" and file.lab("on-trixie").name == "store-on-trixie"
+    assert load_lab_file(lab_file(tmp_path, "release: trixie\n" + STORAGE, "t.yaml")).base.release == "trixie"
+
+
+def test_a_variant_with_an_unknown_release_names_its_line(tmp_path):
+    path = lab_file(tmp_path, STORAGE + "variants:\n  old: {release: buster}\n")
+    with pytest.raises(LabFileError) as err:
+        load_lab_file(path)
+    assert (err.value.line, err.value.message) == (
+        len(STORAGE.splitlines()) + 2,
+        "variant 'old': release 'buster' is not a Debian release kvmlab builds images of (bookworm, trixie)",
+    )
