@@ -23,6 +23,7 @@ from kvmlab.loader import load_lab, load_lab_file
 from kvmlab.model import DEFAULT_RELEASE, RELEASES, Lab
 from kvmlab.providers.base import Provider
 from kvmlab.texttable import table as _table
+from kvmlab.yamlread import LAB_NAME_RE
 
 EXIT_INTERRUPTED = 130
 BUILT = "built"  # the checkpoint of a freshly built lab, saved for the next `up` once verified
@@ -207,8 +208,14 @@ def _write_results(session, run: dict[str, Any]) -> dict[str, Any]:
 
 
 def _on_release(lab: Lab, release: str | None) -> Lab:
-    """LAB on the release the command line chose (--release), else on its own."""
-    return dataclasses.replace(lab, release=release) if release else lab
+    """LAB on the release the command line chose (--release), else on its own. On another release than
+    its file's it is another lab, named LAB-RELEASE, so that both can run side by side."""
+    if not release or release == lab.release:
+        return lab
+    name = f"{lab.name}-{release}"
+    if not LAB_NAME_RE.match(name):
+        raise HarnessError(f"lab {lab.name} on {release} would be named '{name}', longer than a lab name may be: give it a shorter 'name:'")
+    return dataclasses.replace(lab, release=release, name=name)
 
 
 def cmd_up(args: argparse.Namespace) -> int:

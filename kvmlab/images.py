@@ -50,10 +50,10 @@ BASE_PACKAGES = (
 )
 
 
-def packages() -> list[str]:
+def packages(release: str = DEFAULT_RELEASE) -> list[str]:
     from kvmlab.roles import image_packages
 
-    return sorted({*BASE_PACKAGES, *image_packages()})
+    return sorted({*BASE_PACKAGES, *image_packages(release)})
 
 
 # Started by the roles that need them, never at boot.
@@ -171,7 +171,7 @@ def recipe(release: str = DEFAULT_RELEASE) -> dict:
         "version": RECIPE_VERSION,
         "suite": release,
         "mirror": settings.debian_mirror(),
-        "packages": packages(),
+        "packages": packages(release),
         "customize": customize_script(),
         "root_size_gib": ROOT_SIZE_GIB,
     }

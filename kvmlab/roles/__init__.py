@@ -128,6 +128,8 @@ class RolePackage:
     roles: tuple[Role, ...]
     settings: Settings
     image_packages: tuple[str, ...] = ()  # Debian packages baked into the image (guests have no internet)
+    # More packages on a release that splits what image_packages names into several (by release name).
+    release_packages: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     files: Callable[[Lab, Placement, Node], dict[str, str]] = lambda _lab, _pl, _node: {}
     checks: tuple[Check, ...] = ()
 
@@ -169,5 +171,5 @@ def all_checks() -> tuple[Check, ...]:
     return tuple(check for package in packages() for check in package.checks)
 
 
-def image_packages() -> tuple[str, ...]:
-    return tuple(sorted({name for package in packages() for name in package.image_packages}))
+def image_packages(release: str) -> tuple[str, ...]:
+    return tuple(sorted({name for p in packages() for name in (*p.image_packages, *p.release_packages.get(release, ()))}))

@@ -264,3 +264,24 @@ def test_a_single_lab_is_left_up(lab_path, sessions, monkeypatch):
     monkeypatch.setattr(cli, "_bring_up", lambda session, _rebuild: session)
     assert cli.main(["verify", str(lab_path), "--variant", "big"]) == 0
     assert [(s.lab.name, s.downs) for s in sessions] == [("g-big", 0)]
+
+
+# -- releases -----------------------------------------------------------------------------------------
+
+
+def test_release_on_the_command_line_makes_a_lab_of_its_own(lab_path, fake):
+    assert cli.main(["verify", str(lab_path), "--release", "trixie"]) == 0
+    assert cli.main(["matrix", str(lab_path), "--variant", "big", "--release", "trixie"]) == 0
+    assert cli.main(["verify", str(lab_path), "--release", "bookworm"]) == 0  # its file's own release: the same lab
+    assert [name for name, _, _ in fake.calls] == ["g-trixie", "g-big-trixie", "g"]
+    assert cli._on_release(load_lab(lab_path), "trixie").release == "trixie"
+
+
+def test_an_unknown_release_and_a_name_too_long_for_it_are_refused(lab_path, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        cli.parser().parse_args(["up", str(lab_path), "--release", "sid"])
+    assert "argument --release: invalid choice: 'sid'" in capsys.readouterr().err
+    long = tmp_path / "l.yaml"
+    long.write_text(LAB.replace("name: g", "name: " + "a" * 28).split("variants:")[0])
+    with pytest.raises(HarnessError, match=r"on trixie would be named 'a{28}-trixie', longer than a lab name may be"):
+        cli._on_release(load_lab(long), "trixie")

@@ -36,6 +36,18 @@ PACKAGE = RolePackage(
         "nfs-common",
         "busybox-static",  # the inner guests' initramfs userland (migration lab)
     ),
+    # trixie's libvirt 11 ships virtlockd, its lock plugin and the storage backends as packages of their own.
+    release_packages={
+        "trixie": (
+            "libvirt-daemon-lock",
+            "libvirt-daemon-plugin-lockd",
+            "libvirt-daemon-driver-storage-iscsi",
+            "libvirt-daemon-driver-storage-mpath",
+            "libvirt-daemon-driver-storage-logical",
+            "libvirt-daemon-driver-storage-disk",
+            "libvirt-daemon-driver-storage-scsi",
+        )
+    },
     files=files.files,
     checks=checks.CHECKS,
 )
