@@ -27,7 +27,7 @@ DEFAULT_MEMORY_MIB, DEFAULT_VCPUS = 640, 1
 MEMORY_RANGE_MIB = (256, 65536)
 VCPU_RANGE = (1, 64)
 PREFIX_RANGE = (16, 28)
-TOP_KEYS = ("name", "release", "networks", "nodes", "roles", "templates", variants.KEY, EXTENSION_KEYS)
+TOP_KEYS = ("name", "release", "networks", "nodes", "roles", "templates", "failover", variants.KEY, EXTENSION_KEYS)
 
 
 @dataclass(frozen=True)
@@ -186,7 +186,25 @@ def _parse_lab(reader: Reader, root: Node, path: str, default_name: str, variant
         parsed = package.settings.parse(SettingsReader(reader, lab, node_keys, roles_fields, root))
         settings = {**settings, package.settings.key: parsed}
         lab = Lab(settings=settings, **common)
+    if "failover" in top:
+        lab = Lab(settings=settings, failover=_failover(reader, top["failover"][1], lab), **common)
     return lab
+
+
+def _failover(reader: Reader, node: Node, lab: Lab) -> tuple[str, ...]:
+    """The failover scenarios a lab runs after its checks: each needs its roles in the lab (and a RAID a spare)."""
+    from kvmlab.failover import SCENARIOS
+
+    names = reader.names_list(node, "failover", tuple(SCENARIOS), "failover scenario")
+    present = {role for n in lab.nodes for role in n.roles}
+    for item, name in zip(reader.sequence(node, "failover"), names, strict=True):
+        missing = [role for role in SCENARIOS[name].roles if role not in present]
+        if missing:
+            raise reader.fail(item, f"failover scenario '{name}' ({SCENARIOS[name].what}) needs a node with role {', '.join(missing)}")
+        lacks = SCENARIOS[name].lacks(lab)
+        if lacks:
+            raise reader.fail(item, f"failover scenario '{name}' ({SCENARIOS[name].what}) needs {lacks}")
+    return names
 
 
 def _release(reader: Reader, node: Node) -> str:

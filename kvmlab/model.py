@@ -76,6 +76,7 @@ class Lab:
     settings: Mapping[str, Any] = field(default_factory=dict)
     templates: str = ""  # the lab's own templates folder, layered over kvmlab's
     release: str = DEFAULT_RELEASE  # the Debian release of its nodes' image
+    failover: tuple[str, ...] = ()  # failover scenarios kvmlab verify runs after the roles' checks (kvmlab.failover)
     variant: str = ""  # the variant of its file this lab is (kvmlab.variants), named <lab>-<variant>; "" for the file's own lab
 
     def __getattr__(self, attr: str) -> Any:

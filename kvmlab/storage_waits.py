@@ -202,7 +202,7 @@ def parse_ceph_status(text: str) -> CephState:
     pgmap = d.get("pgmap", {})
     return CephState(
         health=d["health"]["status"],
-        checks={k: v.get("summary", {}).get("message", "") for k, v in d["health"].get("checks", {}).items()},
+        checks={k: v.get("summary", {}).get("message", "") for k, v in d["health"].get("checks", {}).items() if not v.get("muted")},
         pgs=int(pgmap.get("num_pgs", 0)),
         pg_states={s["state_name"]: int(s["count"]) for s in pgmap.get("pgs_by_state", [])},
         osds=(int(osdmap["num_osds"]), int(osdmap["num_up_osds"]), int(osdmap["num_in_osds"])),

@@ -32,12 +32,16 @@ class CheckResult:
 
 def checks_for(lab: Lab, names: Iterable[str] = ()) -> list[Check]:
     """The checks of every role present in LAB that mean something for it; NAMES (role or role::check) narrows them."""
-    from kvmlab import display_checks
+    from kvmlab import display_checks, failover
 
     present = {role for node in lab.nodes for role in node.roles}
     if any(node.display for node in lab.nodes):
         present.add(display_checks.ROLE)
-    chosen = [c for c in (*all_checks(), *display_checks.CHECKS) if c.role in present and c.applies(lab)]
+    if lab.failover:
+        present.add(failover.ROLE)
+    # The lab file's failover scenarios come last, in its order (run_checks runs them after the rest).
+    scenarios = sorted((c for c in failover.CHECKS if c.applies(lab)), key=lambda c: lab.failover.index(c.name))
+    chosen = [c for c in (*all_checks(), *display_checks.CHECKS) if c.role in present and c.applies(lab)] + scenarios
     wanted = tuple(names)
     if not wanted:
         return chosen
@@ -58,11 +62,15 @@ CHECK_LANES = max(2, min(4, os.cpu_count() or 1))
 
 
 def run_checks(session: object, checks: Iterable[Check], log: Callable[[str], None] = lambda _line: None) -> list[CheckResult]:
-    """Run CHECKS, a lane per role (at most CHECK_LANES at once); results in CHECKS' order."""
+    """Run CHECKS, a lane per role (at most CHECK_LANES at once); results in CHECKS' order. Failover scenarios
+    break storage on purpose: they run after every other check, one at a time."""
+    from kvmlab.failover import ROLE as FAILOVER
+
     ordered = list(checks)
     lanes: dict[str, list[Check]] = {}
     for check in ordered:
-        lanes.setdefault(check.role, []).append(check)
+        if check.role != FAILOVER:
+            lanes.setdefault(check.role, []).append(check)
     done: dict[int, CheckResult] = {}
 
     def run_lane(lane: list[Check]) -> None:
@@ -75,6 +83,7 @@ def run_checks(session: object, checks: Iterable[Check], log: Callable[[str], No
             future.result()
     finally:
         pool.shutdown(wait=False, cancel_futures=True)  # Ctrl-C: lanes not started are dropped
+    run_lane([c for c in ordered if c.role == FAILOVER])
     return [done[id(check)] for check in ordered]
 
 

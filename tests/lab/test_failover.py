@@ -1,7 +1,7 @@
 """Failover suites (OUTLINE 5.1, 5.3, 5.5, 5.6, 5.7): a fault injected from the host during writes, no acknowledged record lost.
 
 Each test runs on the smallest lab that has its storage; the scenarios live in
-tests/lab/failover_checks.py, which find their nodes by role, so a bigger lab can
+kvmlab/failover.py, which find their nodes by role, so a bigger lab can
 run them again. Every test restores what it broke and waits for the storage to
 recover; `disposable_lab` then reverts the whole lab to its state before the test,
 so that the tests after it do not depend on how well a recovery went.
@@ -13,7 +13,7 @@ import re
 
 import pytest
 
-from tests.lab import failover_checks as checks
+from kvmlab import failover as checks
 
 
 def _report(record_property, facts: dict) -> None:
@@ -24,7 +24,7 @@ def _report(record_property, facts: dict) -> None:
 
 @pytest.mark.lab("raid")
 def test_raid10_member_disappears_spare_rebuilds_data_intact(disposable_lab, record_property):
-    _report(record_property, checks.check_raid10_rebuilds_onto_the_spare_when_a_member_disappears(disposable_lab))
+    _report(record_property, checks.check_raid_rebuilds_onto_a_spare_when_a_member_disappears(disposable_lab))
 
 
 @pytest.mark.lab("multipath")

@@ -67,7 +67,7 @@ EXPECTED = {
     "unknown_top_key.yaml": (
         3,
         1,
-        "unknown key 'network' in the lab (known: name, release, networks, nodes, roles, templates, variants, x-*); did you mean 'networks'?",
+        "unknown key 'network' in the lab (known: name, release, networks, nodes, roles, templates, failover, variants, x-*); did you mean 'networks'?",
     ),
     "vcpus_not_int.yaml": (3, 12, "vcpus of node 'a' must be a whole number between 1 and 64, got 'two'"),
     "vcpus_zero.yaml": (3, 12, "vcpus of node 'a' 0 is out of range: use 1 to 64"),
@@ -196,7 +196,7 @@ EXPECTED = {
     "variant_unknown_key.yaml": (
         5,
         5,
-        "variant 'wide': unknown key 'node' in the lab (known: name, release, networks, nodes, roles, templates, variants, x-*); did you mean 'nodes'?",
+        "variant 'wide': unknown key 'node' in the lab (known: name, release, networks, nodes, roles, templates, failover, variants, x-*); did you mean 'nodes'?",
     ),
     "variants_not_mapping.yaml": (3, 11, "variants must be a mapping (key: value lines), got a list"),
 }

@@ -62,7 +62,7 @@ def test_arbiter_lab_creates_replica_3_arbiter_1_and_lists_its_own_options():
     assert script.count(":/gluster/bricks/1/brick") == 3 and "force" not in script
     # The role's own options stay one `volume set`; the lab's are set by the join step, one by one, and listed here.
     assert "network.ping-timeout '5'\n" in script
-    assert re.search(r"\n#   performance.quick-read off   \(\S*labs/gluster-arbiter.yaml:19:7\)\n", script)
+    assert re.search(r"\n#   performance.quick-read off   \(\S*labs/gluster-arbiter.yaml:20:7\)\n", script)
     assert "volume set kvmgluster performance" not in script
 
 

@@ -1,4 +1,5 @@
-"""Failover scenarios (OUTLINE 5.1, 5.3, 5.5, 5.6, 5.7), shared by the small labs' suite and any bigger lab.
+"""Failover scenarios (OUTLINE 5.1, 5.3, 5.5, 5.6, 5.7): the failover suite runs them, and a lab file names them
+under `failover:` for `kvmlab verify` to run after the roles' checks.
 
 Each scenario finds its nodes by role, starts the integrity writer before the
 fault, checks that I/O goes on during it, restores what it broke, waits for the
@@ -12,15 +13,18 @@ import json
 import shlex
 import time
 import uuid
+from collections.abc import Callable
 from contextlib import suppress
+from dataclasses import dataclass
 from typing import Any
 
 from kvmlab import storage_waits as waits
 from kvmlab.errors import HarnessError
 from kvmlab.integrity import IntegrityError, Workload, compare_replicas
+from kvmlab.roles import Check
 from kvmlab.roles.ceph.steps import EXPECTED_WARNINGS
 from kvmlab.roles.gluster.files import brick_path, peer_name
-from kvmlab.roles.iscsi_target.files import PORT, portal_networks, portals
+from kvmlab.roles.iscsi_target.files import PORT, multipath, portal_networks, portals
 from kvmlab.wait import timeout_for, wait_until
 
 BEFORE = 40  # records acknowledged before the fault
@@ -89,11 +93,19 @@ def check_gluster_power_off_of_the_mounted_server(lab: Any) -> dict[str, Any]:
 
 
 def check_gluster_bricks_agree(lab: Any, work: Workload, name: str) -> int:
-    """Every brick's own copy of NAME, read on its node: each verified record by record, and all identical."""
+    """Every data brick's own copy of NAME, read on its node: each verified record by record, and all identical.
+    An arbiter brick holds the name with no data; a dispersed volume's bricks hold fragments, not copies."""
     s = lab.lab.gluster
+    if not s.replica:
+        return 0
     sums, problems = {}, []
-    for g in lab.by_role("gluster"):
+    for index, g in enumerate(lab.by_role("gluster")):
         brick_file = f"{brick_path(s)}/{name}"
+        if s.arbiter and index % s.replica == s.replica - 1:
+            size = g.run(f"stat -c %s {shlex.quote(brick_file)}").stdout.strip()
+            if size != "0":
+                problems.append(f"{g.name}: the arbiter brick holds {size} bytes of {brick_file}, not a name only")
+            continue
         report = work.verify(g, brick_file)
         if not report.intact:
             problems.append(report.summary())
@@ -123,7 +135,8 @@ def check_gluster_divergent_brick_is_reported(lab: Any) -> str:
         res = victim.run(
             "python3 -c "
             + shlex.quote(
-                f"import os; f = os.open('{flip}', os.O_RDWR); b = os.pread(f, 1, 5 * 4096 + 700); os.pwrite(f, bytes([b[0] ^ 1]), 5 * 4096 + 700); os.fsync(f)"
+                f"import os; f = os.open('{flip}', os.O_RDWR); b = os.pread(f, 1, 5 * 4096 + 700);"
+                " os.pwrite(f, bytes([b[0] ^ 1]), 5 * 4096 + 700); os.fsync(f)"
             )
         )
         assert res.rc == 0, res.output
@@ -261,10 +274,10 @@ def _mdadm_detail(node: Any) -> dict[str, str]:
     return fields
 
 
-def check_raid10_rebuilds_onto_the_spare_when_a_member_disappears(lab: Any) -> dict[str, Any]:
+def check_raid_rebuilds_onto_a_spare_when_a_member_disappears(lab: Any) -> dict[str, Any]:
     s = lab.lab.local_raid
     hv = _one(lab, "local-raid")
-    member = _active_members(hv, (*s.members, s.spare))[1]  # after an earlier run the spare may be a member
+    member = _active_members(hv, (*s.members, *s.spares), len(s.members))[1]  # after an earlier run a spare may be a member
     device = f"/dev/disk/by-id/virtio-{member}"
     name = _name()
     work = Workload(hv, f"{s.mount}/{name}.dat", name=name)
@@ -280,11 +293,10 @@ def check_raid10_rebuilds_onto_the_spare_when_a_member_disappears(lab: Any) -> d
             waits.md_in_sync(hv, ARRAY)
             facts["rebuild_s"] = round(time.monotonic() - t0, 1)
             fields = _mdadm_detail(hv)
-            assert (fields["Active Devices"], fields["Working Devices"], fields["Spare Devices"]) == ("4", "4", "0"), fields
-            spare = hv.run(f"readlink -f /dev/disk/by-id/virtio-{s.spare}").stdout.strip()
-            assert spare in hv.run(f"mdadm --detail {ARRAY} | awk '/active sync/ {{print $NF}}'").stdout.split()
+            members, spares = str(len(s.members)), str(len(s.spares) - 1)
+            assert (fields["Active Devices"], fields["Working Devices"], fields["Spare Devices"]) == (members, members, spares), fields
         _finish(work, lab)
-        # The mirrors themselves: an MD check reads both halves of every mirror and counts differences.
+        # The redundancy itself: an MD check reads every mirror half (or parity) and counts differences.
         md = hv.run(f"basename $(readlink -f {ARRAY})").stdout.strip()
         hv.run(f"echo check > /sys/block/{md}/md/sync_action")
         wait_until(
@@ -301,19 +313,19 @@ def check_raid10_rebuilds_onto_the_spare_when_a_member_disappears(lab: Any) -> d
     finally:
         work.cleanup()
         hv.run(f"rm -f {shlex.quote(work.path)}")
-        _restore_member_as_spare(lab, hv, device)
+        _restore_member_as_spare(lab, hv, device, len(s.spares))
 
 
-def _active_members(hv: Any, disks: tuple[str, ...]) -> list[str]:
+def _active_members(hv: Any, disks: tuple[str, ...], count: int) -> list[str]:
     active = hv.run(f"mdadm --detail {ARRAY} | awk '/active sync/ {{print $NF}}'").stdout.split()
     real = {d: hv.run(f"readlink -f /dev/disk/by-id/virtio-{d}").stdout.strip() for d in disks}
     members = [d for d in disks if real[d] in active]
-    assert len(members) == 4, f"{ARRAY} on {hv.name} has active members {active}, want 4 of {disks}"
+    assert len(members) == count, f"{ARRAY} on {hv.name} has active members {active}, want {count} of {disks}"
     return members
 
 
-def _restore_member_as_spare(lab: Any, hv: Any, device: str) -> None:
-    """The plugged-back disk becomes the new spare, so the array again has 4 members and 1 spare."""
+def _restore_member_as_spare(lab: Any, hv: Any, device: str, spares: int) -> None:
+    """The plugged-back disk becomes a spare again, so the array has as many members and spares as before."""
     wait_until(lambda: hv.run(f"test -b {device}").rc == 0, _progress_s(lab), f"{device} to come back on {hv.name}", interval=1.0)
     real = hv.run(f"readlink -f {device}").stdout.strip()
     if real in hv.run(f"mdadm --detail {ARRAY}").stdout:
@@ -323,7 +335,7 @@ def _restore_member_as_spare(lab: Any, hv: Any, device: str) -> None:
     if res.rc != 0:
         raise HarnessError(f"could not add {device} back to {ARRAY} as a spare: {res.output}")
     wait_until(
-        lambda: _mdadm_detail(hv).get("Spare Devices") == "1",
+        lambda: _mdadm_detail(hv).get("Spare Devices") == str(spares),
         _progress_s(lab),
         f"{device} to be the spare of {ARRAY}",
         context=lambda: hv.run(f"mdadm --detail {ARRAY}").output,
@@ -366,3 +378,61 @@ def check_nfs_hard_mount_rides_out_a_server_restart(lab: Any) -> dict[str, Any]:
         work.cleanup()
         with suppress(HarnessError):
             hv.run(f"rm -f {shlex.quote(work.path)}", timeout=120)
+
+
+# -- as checks of a lab file ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A scenario a lab file names under `failover:`; kvmlab verify runs it after the roles' checks."""
+
+    run: Callable[[Any], dict[str, Any]]
+    roles: tuple[str, ...]  # a lab without a node of each cannot run it
+    what: str
+    lacks: Callable[[Any], str] = lambda _lab: ""  # what else the lab (the model) would need, if anything
+
+
+def _nfs_lacks(lab: Any) -> str:
+    servers = {n.name for n in lab.by_role("nfs-server")}
+    return "" if any(p.server in servers for p in lab.hypervisor.netfs_pools) else "a hypervisor netfs pool on the NFS server"
+
+
+def _multipath_lacks(lab: Any) -> str:
+    return "" if multipath(lab.iscsi_target) else "portals on two networks (iscsi-target 'portals:'), for two paths"
+
+
+def _raid_lacks(lab: Any) -> str:
+    return "" if lab.local_raid.spares else "a spare to rebuild onto (local-raid 'spares:')"
+
+
+SCENARIOS = {
+    "nfs-server-restart": Scenario(
+        check_nfs_hard_mount_rides_out_a_server_restart,
+        ("nfs-server", "hypervisor"),
+        "the NFS server off and on under a hard mount",
+        _nfs_lacks,
+    ),
+    "gluster-server-off": Scenario(
+        check_gluster_power_off_of_the_mounted_server, ("gluster", "hypervisor"), "the Gluster server a hypervisor mounts powered off"
+    ),
+    "ceph-osd-node-down": Scenario(check_ceph_io_goes_on_with_one_osd_node_down, ("ceph-osd", "hypervisor"), "one OSD node powered off"),
+    "multipath-link-cut": Scenario(
+        check_multipath_survives_a_cut_link, ("iscsi-target", "hypervisor"), "one iSCSI path's link cut", _multipath_lacks
+    ),
+    "raid-member-lost": Scenario(
+        check_raid_rebuilds_onto_a_spare_when_a_member_disappears,
+        ("local-raid",),
+        "an array member removed, rebuilt onto a spare",
+        _raid_lacks,
+    ),
+}
+ROLE = "failover"
+
+
+def _check_of(name: str) -> Check:
+    return Check(ROLE, name, lambda lab: SCENARIOS[name].run(lab), lambda lab: name in lab.failover)
+
+
+# Run by kvmlab verify one at a time, after every other check: each one breaks something on purpose.
+CHECKS = tuple(_check_of(name) for name in SCENARIOS)
