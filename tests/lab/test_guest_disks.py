@@ -20,6 +20,7 @@ import pytest
 
 from kvmlab.errors import HarnessError
 from kvmlab.inner_guest import InnerGuest, domain_xml, parse_state
+from kvmlab.roles.hypervisor.guest_disks import CACHE_FLAGS, DEVICE_DRIVERS
 from kvmlab.wait import timeout_for, wait_until
 from tests.lab import migration_helpers as mh
 
@@ -29,15 +30,6 @@ DISK_DIR = "/var/lib/libvirt/images"  # each hypervisor's own ext4 (punches hole
 DISK_MIB = 64
 FILL_MIB = 8
 MIB = 1024 * 1024
-# What libvirt makes of each cache mode: the -blockdev cache flags and the device's write cache.
-CACHE_FLAGS = {
-    "none": ({"direct": True, "no-flush": False}, "on"),
-    "writethrough": ({"direct": False, "no-flush": False}, "off"),
-    "writeback": ({"direct": False, "no-flush": False}, "on"),
-    "directsync": ({"direct": True, "no-flush": False}, "off"),
-    "unsafe": ({"direct": False, "no-flush": True}, "on"),
-}
-DEVICE_DRIVERS = {"virtio": "virtio-blk-pci", "scsi": "scsi-hd", "sata": "ide-hd"}
 
 
 @dataclass(frozen=True)

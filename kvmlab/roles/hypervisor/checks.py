@@ -15,6 +15,7 @@ from typing import Any
 
 from kvmlab.model import Lab
 from kvmlab.roles import Check
+from kvmlab.roles.hypervisor.guest_disks import check_declared_guest_disks
 
 ROLE = "hypervisor"
 
@@ -249,6 +250,7 @@ CHECKS = (
     Check(ROLE, "volume-lifecycle", _volume_lifecycle),
     Check(ROLE, "netfs-pools-active", netfs_pools_are_active_and_mounted, applies=_has_netfs),
     Check(ROLE, "netfs-volumes-on-export", netfs_volumes_land_on_the_export, applies=_has_netfs),
+    Check(ROLE, "guest-disk-options", check_declared_guest_disks, applies=lambda lab: any(g.disk for g in lab.hypervisor.guests)),
     Check(
         ROLE,
         "netfs-mount-options",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from yaml.nodes import Node
+from yaml.nodes import Node, SequenceNode
 
 from kvmlab.model import Lab
 from kvmlab.roles.reader import SettingsReader
@@ -44,11 +44,37 @@ class MigrationSettings:
 
 
 @dataclass(frozen=True)
+class GuestDisk:
+    """An inner guest's disk in libvirt's terms (book 7.3); "" leaves libvirt's default."""
+
+    size_mib: int = 64
+    bus: str = "virtio"
+    cache: str = "none"
+    io: str = ""
+    discard: str = ""
+    detect_zeroes: str = ""
+
+
+@dataclass(frozen=True)
+class DeclaredGuest:
+    """An inner guest the lab file declares: defined and started on its hypervisor at bring-up."""
+
+    name: str
+    on: str  # the hypervisor node it runs on
+    index: int  # fixes its address on the bridged network: .100 + index
+    disk: GuestDisk | None = None
+
+
+FIRST_DECLARED_INDEX = 60  # declared guests take .160 and up; tests' own guests stay below
+
+
+@dataclass(frozen=True)
 class HypervisorSettings:
     netfs_pools: tuple[NetfsPool, ...] = ()
     guest_bridge: str = ""  # a lab network bridged (br0) inside each hypervisor for its inner guests
     inner_guests: bool = False  # build the inner guests' kernel + busybox initramfs
     migration: MigrationSettings | None = None
+    guests: tuple[DeclaredGuest, ...] = ()  # inner guests started at bring-up (`inner_guests:` as a list)
 
 
 def parse(sr: SettingsReader) -> HypervisorSettings:
@@ -93,9 +119,59 @@ def parse(sr: SettingsReader) -> HypervisorSettings:
         lambda n: reader.one_of(n, "guest_bridge", tuple(sorted(hv_nets)), "a network that every hypervisor is on"),
         "",
     )
-    inner = reader.optional(fields, "inner_guests", lambda n: boolean(reader, n, "inner_guests"), False)
+    guests: tuple[DeclaredGuest, ...] = ()
+    if "inner_guests" in fields and isinstance(fields["inner_guests"][1], SequenceNode):
+        guests = _declared_guests(reader, fields["inner_guests"], lab, bridge)
+        inner = True
+    else:
+        inner = reader.optional(fields, "inner_guests", lambda n: boolean(reader, n, "inner_guests"), False)
     migration = reader.optional(fields, "migration", lambda n: _migration_settings(reader, n, lab), None)
-    return HypervisorSettings(tuple(pools), bridge, inner, migration)
+    return HypervisorSettings(tuple(pools), bridge, inner, migration, guests)
+
+
+def _declared_guests(reader: Reader, field: tuple[Node, Node], lab: Lab, bridge: str) -> tuple[DeclaredGuest, ...]:
+    key, node = field
+    if not bridge:
+        raise reader.fail(key, "inner guests need a network to run on: set guest_bridge (a network every hypervisor is on)")
+    if lab.network(bridge).prefix > 24:
+        raise reader.fail(key, f"inner guests take addresses .160 and up of '{bridge}': give it prefix 24 or less")
+    hypervisors = tuple(n.name for n in lab.by_role("hypervisor"))
+    guests: list[DeclaredGuest] = []
+    for item in reader.sequence(node, "inner_guests"):
+        opts = reader.mapping(item, "an inner guest", ("name", "on", "disk"))
+        name = reader.name(reader.required(opts, "name", item, "an inner guest"), "inner guest name")
+        if name in (g.name for g in guests):
+            raise reader.fail(opts["name"][1], f"inner guest name '{name}' is used twice")
+        on = reader.optional(opts, "on", lambda n: reader.one_of(n, "inner guest 'on'", hypervisors, "a hypervisor node"), hypervisors[0])
+        disk = reader.optional(opts, "disk", lambda n: _guest_disk(reader, n, name), None)
+        guests.append(DeclaredGuest(name, on, FIRST_DECLARED_INDEX + len(guests), disk))
+    return tuple(guests)
+
+
+def _guest_disk(reader: Reader, node: Node, guest: str) -> GuestDisk:
+    from kvmlab import inner_guest
+
+    opts = reader.mapping(node, f"disk of inner guest '{guest}'", ("size", "bus", "cache", "io", "discard", "detect_zeroes"))
+    size = reader.optional(opts, "size", lambda n: reader.size_mib(n, f"size of inner guest '{guest}' disk", (16, 4096)), 64)
+
+    def mode(key: str, allowed: tuple[str, ...], default: str) -> str:
+        known = tuple(v for v in allowed if v)
+        return reader.optional(opts, key, lambda n: reader.one_of(n, key, known, f"a {key} mode libvirt knows"), default)
+
+    disk = GuestDisk(
+        size,
+        mode("bus", inner_guest.BUSES, "virtio"),
+        mode("cache", inner_guest.CACHE_MODES, "none"),
+        mode("io", inner_guest.IO_MODES, ""),
+        mode("discard", inner_guest.DISCARD_MODES, ""),
+        mode("detect_zeroes", inner_guest.DETECT_ZEROES_MODES, ""),
+    )
+    options = {k: getattr(disk, k) for k in ("bus", "cache", "io", "discard", "detect_zeroes")}
+    try:  # combinations QEMU refuses, or libvirt quietly changes: refused here, with why
+        inner_guest.check_disk_options(inner_guest.InnerGuest(guest, 0, "10.0.0.0/24", disk="/x.qcow2", **options))
+    except ValueError as exc:
+        raise reader.fail(node, str(exc)) from None
+    return disk
 
 
 def _mount_options(reader: Reader, node: Node) -> tuple[str, ...]:

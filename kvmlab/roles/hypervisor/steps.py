@@ -13,6 +13,7 @@ import shlex
 from kvmlab.model import Node
 from kvmlab.roles import RoleContext
 from kvmlab.roles.hypervisor.files import BRIDGE, ISO_LIBRARY, LOCKSPACE_DIR, PEER_KEY, lockspace_fstab_line, peers
+from kvmlab.roles.hypervisor.guest_disks import start_declared_guests
 from kvmlab.roles.pools import define_pool, start_pool
 
 LIBVIRT_UNITS = "virtlogd.socket virtlockd.socket libvirtd.socket libvirtd-ro.socket libvirtd-admin.socket libvirtd.service"
@@ -73,6 +74,7 @@ def clients(ctx: RoleContext, node: Node) -> None:
     remote = ctx.remote(node.name)
     for pool in ctx.lab.hypervisor.netfs_pools:
         define_pool(remote, pool.name, ctx.file(node, f"pool-{pool.name}.xml"))
+    start_declared_guests(ctx, node)
 
 
 def _bridge(ctx: RoleContext, node: Node) -> None:
