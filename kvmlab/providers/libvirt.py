@@ -402,6 +402,13 @@ class LibvirtProvider:
         self._call(f"resume {name}", lambda: self._domain(name).resume())
 
     @_reconnecting
+    def set_guest_time(self, name: str, seconds: float) -> None:
+        """Set the guest's clock to SECONDS (epoch) through its QEMU guest agent."""
+        whole = int(seconds)
+        when = {"seconds": whole, "nseconds": int((seconds - whole) * 1e9)}
+        self._call(f"set the clock of {name} through its guest agent", lambda: self._domain(name).setTime(when, 0))
+
+    @_reconnecting
     def set_link(self, name: str, mac: str, up: bool) -> None:
         """Plug or unplug the virtual cable of the NIC with MAC; the guest sees carrier loss."""
         root = ET.fromstring(self.domain_xml(name))

@@ -124,3 +124,49 @@ def test_a_restore_waits_for_each_storage_role_present_to_settle(monkeypatch):
     roles["ceph-mon"] = Role("ceph-mon", "", settle=never_settles)
     with pytest.raises(HarnessError, match="Gluster to settle"):
         LabSession(ceph_lab, provider=None).settle_storage()  # type: ignore[arg-type]
+
+
+class _Remote:
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+
+    def answers(self) -> bool:
+        return True
+
+    def check(self, command: str, what: str = "", timeout: float = 0) -> None:
+        self.log.append(command)
+
+
+def _clock_session(agent_answers: set[str], tmp_path: Path, monkeypatch):
+    from types import SimpleNamespace
+
+    from kvmlab import checkpoints
+
+    monkeypatch.setenv("KVMLAB_CHECKPOINTS", str(tmp_path))
+    monkeypatch.setattr(checkpoints, "AGENT_CLOCK_S", 0.3)
+    ssh: list[str] = []
+    agent: list[str] = []
+
+    def set_guest_time(domain: str, seconds: float) -> None:
+        if domain not in agent_answers:
+            raise HarnessError("libvirt: set the clock: Guest agent is not responding")
+        agent.append(domain)
+
+    nodes = [
+        SimpleNamespace(name=n, domain=f"d-{n}", state="running", remote=_Remote(ssh), forget_session=lambda: None, console_tail=str)
+        for n in ("a", "b")
+    ]
+    session = SimpleNamespace(prefix="p", accel="tcg", provider=SimpleNamespace(set_guest_time=set_guest_time), log=lambda _m: None)
+    return checkpoints.Checkpoints(session), nodes, agent, ssh
+
+
+def test_a_restored_node_s_clock_is_set_through_its_agent_without_ssh(tmp_path, monkeypatch):
+    cps, nodes, agent, ssh = _clock_session({"d-a", "d-b"}, tmp_path, monkeypatch)
+    cps._set_clocks(nodes)
+    assert sorted(agent) == ["d-a", "d-b"] and ssh == []
+
+
+def test_a_node_whose_agent_does_not_answer_gets_its_clock_over_ssh(tmp_path, monkeypatch):
+    cps, nodes, agent, ssh = _clock_session({"d-a"}, tmp_path, monkeypatch)
+    cps._set_clocks(nodes)
+    assert agent == ["d-a"] and len(ssh) == 1 and ssh[0].startswith("date -u -s @")
