@@ -383,7 +383,7 @@ class Checkpoints:
         with self._part("resume"):
             for h in handles:  # resumed together so that no node sees its peers frozen
                 provider.resume_domain(h.domain)
-        with self._part("SSH + clocks"):
+        with self._part("clocks"):
             self._set_clocks(handles)
         with self._part("storage settled"):  # part of the revert: a check right after it must not see a transient
             self.session.settle_storage()
