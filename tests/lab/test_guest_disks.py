@@ -8,7 +8,6 @@ discarded range only shrinks an image where the file system can punch holes, and
 
 from __future__ import annotations
 
-import itertools
 import json
 import time
 import urllib.request
@@ -20,7 +19,7 @@ import pytest
 
 from kvmlab.errors import HarnessError
 from kvmlab.inner_guest import InnerGuest, domain_xml, parse_state
-from kvmlab.roles.hypervisor.guest_disks import CACHE_FLAGS, DEVICE_DRIVERS
+from kvmlab.roles.hypervisor.guest_disks import CACHE_FLAGS, DEVICE_DRIVERS, disk_in_qemu, json_args
 from kvmlab.wait import timeout_for, wait_until
 from tests.lab import migration_helpers as mh
 
@@ -105,19 +104,6 @@ def qemu_args(lab, case: Case) -> list[str]:
     return mh.check(lab, case.hv, f"tr '\\0' '\\n' < /proc/{pid}/cmdline").splitlines()
 
 
-def json_args(args: list[str], option: str) -> list[dict]:
-    return [json.loads(value) for flag, value in itertools.pairwise(args) if flag == option and value.startswith("{")]
-
-
-def disk_nodes(args: list[str], path: str) -> tuple[dict, dict, dict]:
-    """The -blockdev nodes of the image (file protocol, qcow2 format) and the -device that uses them."""
-    blockdevs = json_args(args, "-blockdev")
-    storage = next(b for b in blockdevs if b.get("filename") == path)
-    fmt = next(b for b in blockdevs if b.get("file") == storage["node-name"])
-    device = next(d for d in json_args(args, "-device") if d.get("drive") == fmt["node-name"])
-    return storage, fmt, device
-
-
 def disk_request(g: InnerGuest, query: str, timeout: float = 300.0) -> str:
     """The guest's disk CGI: write or discard its disk; returns the output after checking its exit code."""
     try:
@@ -161,7 +147,8 @@ def test_domain_xml_carries_the_options(guests, case):
 def test_qemu_command_line_reflects_the_options(guests, case):
     lab, _ = guests
     args = qemu_args(lab, case)
-    storage, fmt, device = disk_nodes(args, disk_path(case))
+    nodes = disk_in_qemu(args, disk_path(case))
+    storage, fmt, device = nodes["storage"], nodes["format"], nodes["device"]
     cache, write_cache = CACHE_FLAGS[case.cache]
     assert storage["cache"] == cache and fmt["cache"] == cache, (storage, fmt)
     assert device["driver"] == DEVICE_DRIVERS[case.bus], device

@@ -56,7 +56,7 @@ def start_declared_guests(ctx: RoleContext, node: Node) -> None:
         )
 
 
-def _json_args(args: list[str], option: str) -> list[dict[str, Any]]:
+def json_args(args: list[str], option: str) -> list[dict[str, Any]]:
     return [json.loads(value) for flag, value in itertools.pairwise(args) if flag == option and value.startswith("{")]
 
 
@@ -72,11 +72,11 @@ def disk_in_xml(xml: str, path: str) -> dict[str, str]:
 
 def disk_in_qemu(args: list[str], path: str) -> dict[str, Any]:
     """What QEMU's command line gives the image of PATH: its file and qcow2 -blockdev nodes and the -device on them."""
-    blockdevs = _json_args(args, "-blockdev")
+    blockdevs = json_args(args, "-blockdev")
     storage = next((b for b in blockdevs if b.get("filename") == path), None)
     assert storage is not None, f"QEMU was given no -blockdev for {path}"
     fmt = next(b for b in blockdevs if b.get("file") == storage["node-name"])
-    device = next(d for d in _json_args(args, "-device") if d.get("drive") == fmt["node-name"])
+    device = next(d for d in json_args(args, "-device") if d.get("drive") == fmt["node-name"])
     return {"storage": storage, "format": fmt, "device": device}
 
 
