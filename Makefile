@@ -30,7 +30,7 @@ down: venv
 	$(KVMLAB) down smoke
 
 test: image
-	$(PY) -m pytest $(PYTEST_ARGS)
+	PYTHON=$(PY) bash scripts/run-tests.sh $(PYTEST_ARGS)
 
 test-slow: image
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)

@@ -29,7 +29,8 @@ from kvmlab.loader import load_lab
 from kvmlab.providers import connect
 from tests.lab.helpers import ROOT, TINY, UpProcess, leftovers, wait_domain_running
 
-pytestmark = pytest.mark.lab("tiny")
+# alone: libvirtd is restarted and stopped, which every other lab on the host would feel.
+pytestmark = [pytest.mark.lab("tiny"), pytest.mark.alone]
 
 LAB = "hfault"
 MIB = 2**20

@@ -1,7 +1,7 @@
 """`kvmlab matrix labs/matrix.yaml` as an engineer runs it: the file's own lab and its variant built and
 checked one after another, then the same matrix again, restored, compared with the first as a baseline.
 
-Slow (two 6-node labs, ~9 minutes under TCG): `make test-slow`, not CI's `make test`.
+Two 6-node labs, ~9 minutes under TCG: part of `make test`, in one lane beside the other labs.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.lab("matrix"), pytest.mark.slow]
+pytestmark = pytest.mark.lab("matrix")
 LAB_FILE = str(Path(__file__).resolve().parents[2] / "labs" / "matrix.yaml")
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from kvmlab import render, settings
+from kvmlab import render, runs, settings
 from kvmlab.gc import collect
 from kvmlab.lab import LabSession
 from kvmlab.loader import load_lab
@@ -112,7 +112,6 @@ def test_sigkill_during_image_build_then_gc_leaves_no_build_files(tmp_path):
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_interrupted_pytest_run_tears_its_lab_down(provider, sig):
-    before = {d.name for d in provider.list_domains()}
     run = subprocess.Popen(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/lab/test_tiny.py"],
         cwd=ROOT,
@@ -122,13 +121,13 @@ def test_interrupted_pytest_run_tears_its_lab_down(provider, sig):
         start_new_session=True,
         preexec_fn=default_sigint,
     )
+    # The child's own run, by its owner's pid: another lab may come up on this host meanwhile (make test's other lane).
     deadline = time.monotonic() + 300
-    new: set[str] = set()
-    while not new:
+    run_id = None
+    while run_id is None:
         assert time.monotonic() < deadline and run.poll() is None, "the pytest run never started its lab"
-        new = {d.name for d in provider.list_domains() if d.state == "running"} - before
+        run_id = running_run_of(provider, run.pid)
         time.sleep(0.5)
-    run_id = runs_of(new)
     try:
         os.killpg(run.pid, sig)
         out, _ = run.communicate(timeout=180)
@@ -138,9 +137,12 @@ def test_interrupted_pytest_run_tears_its_lab_down(provider, sig):
         collect(provider, only_runs={run_id})  # whatever a failure left
 
 
-def runs_of(domains: set[str]) -> str:
-    (run_id,) = {name.split("-")[2] for name in domains}
-    return run_id
+def running_run_of(provider, pid: int) -> str | None:
+    """The run that process PID owns, once one of its domains is running."""
+    for run in runs.all_runs().values():
+        if run.pid == pid and any(run.run_id in d.name and d.state == "running" for d in provider.list_domains()):
+            return run.run_id
+    return None
 
 
 def test_node_that_never_gets_ready_fails_within_its_deadline(provider, start_up, tmp_path):
