@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import re
+import shlex
 import shutil
+import socket
 from dataclasses import dataclass, field
 
 from kvmlab import checkpoints, clones, golden, runs, settings
 from kvmlab.accel import boot_id
 from kvmlab.errors import HarnessError
 from kvmlab.images import current_digests, remove_stale_builds
+from kvmlab.libvirt_host import host_of
 from kvmlab.providers.base import DomainInfo, Provider
+from kvmlab.remote import run_on_host
 
 NAME_RE = re.compile(r"^kvmlab-(?P<lab>[a-z][a-z0-9-]*?)-(?P<run>[0-9a-f]{6})-")
 
@@ -41,6 +45,8 @@ def run_of(name: str) -> str | None:
 def _domain_owner_dead(dom: DomainInfo, user: str) -> bool:
     if dom.owner_user not in (None, user):
         return False  # another user's lab is never ours to remove
+    if dom.owner_host not in (None, socket.gethostname()):
+        return False  # started from another machine (a shared remote libvirt host): its owner cannot be judged from here
     if dom.owner_pid is None:
         return True
     return dom.owner_boot != boot_id() or not runs.pid_alive(dom.owner_pid)
@@ -107,9 +113,13 @@ def collect(provider: Provider, only_runs: set[str] | None = None) -> Collected:
                     root.name, mine, lambda vol: provider.delete_volume(settings.POOL, vol)
                 )
     touched = {run_of(n) for n in out.domains + out.networks + out.volumes} | {r for r in registry if dead(r)}
+    host = host_of(getattr(provider, "uri", "") or "qemu:///system")
     for run_id in sorted(r for r in touched if r):
-        for path in settings.console_dir().glob(f"kvmlab-*-{run_id}-*.log"):
-            path.unlink(missing_ok=True)
+        if host.local:
+            for path in settings.console_dir().glob(f"kvmlab-*-{run_id}-*.log"):
+                path.unlink(missing_ok=True)
+        else:
+            run_on_host(host, f"rm -f {shlex.quote(str(settings.console_dir()))}/kvmlab-*-{run_id}-*.log")
         for path in [*(settings.state_dir() / "runs").glob(f"kvmlab-*-{run_id}"), *settings.checkpoint_dir().glob(f"kvmlab-*-{run_id}")]:
             shutil.rmtree(path, ignore_errors=True)
         runs.release(run_id)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import os
-import shutil
+import shlex
 import socket
 import sys
 import threading
@@ -21,11 +21,13 @@ from kvmlab import clones, golden, images, keys, render, runs, settings
 from kvmlab.checkpoints import Checkpoints, in_parallel
 from kvmlab.errors import HarnessError, LibvirtGone, NodeStopped, PoolFull
 from kvmlab.gc import collect
+from kvmlab.host_facts import remote_accel, remote_space
+from kvmlab.libvirt_host import host_of, remote_only_refusal
 from kvmlab.model import Lab, Node, Placement
-from kvmlab.preflight import check_display_support, check_fits, require_host
+from kvmlab.preflight import check_display_support, check_fits, require_builder, require_host
 from kvmlab.providers.base import Provider
 from kvmlab.redact import redact
-from kvmlab.remote import Remote, Result, SshTarget
+from kvmlab.remote import Remote, Result, SshTarget, run_on_host
 from kvmlab.roles import PHASES, RoleContext, Step, registry, waits_for
 from kvmlab.seed import build_seed_iso
 from kvmlab.step_graph import StepGraph, Unit
@@ -62,6 +64,8 @@ class NodeStatus:
     error: str | None = None
 
 
+CONSOLE_READ_BYTES = 256 * 1024  # of a console log, for its last lines (a boot prints about 60 KiB)
+ARTIFACT_CONSOLE_BYTES = 16 * 2**20
 ROOT_FS_ERROR = "EXT4-fs error (device vda)"  # what the guest's kernel prints on a corrupt root disk
 
 
@@ -336,9 +340,8 @@ class NodeHandle:
 
     def console_tail(self, lines: int = 30) -> str:
         path = self.session.console_log(self.name)
-        try:
-            text = path.read_text(errors="replace")
-        except OSError:
+        text = self.session.read_console(self.name)
+        if text is None:
             return f"(no console log at {path})"
         tail = [ln.rstrip("\r") for ln in text.splitlines()[-lines:]]
         return f"last {len(tail)} console lines of {self.name} ({path}):\n" + "\n".join("  | " + ln for ln in tail)
@@ -386,6 +389,9 @@ class LabSession:
         self._generics: clones.Generics | None = None
         self.step_graph: StepGraph | None = None  # the role steps of the last bring-up, with their timeline
         self.restore_parts: dict[str, float] = {}  # the last revert's or saved-lab restore's parts (Checkpoints)
+        # This machine, or the remote libvirt host the lab runs on (a stand-in provider without a URI: this machine).
+        self.host = host_of(getattr(self.provider, "uri", "") or "qemu:///system")
+        self._host_cpus: int | None = None
 
     # -- access -------------------------------------------------------------
     @property
@@ -416,10 +422,28 @@ class LabSession:
             key_file=self.run_dir / "id_ed25519",
             known_hosts=self.run_dir / "known_hosts",
             ssh_config=self.run_dir / "ssh_config",
+            via=None if self.host.local else self.host,
         )
 
     def console_log(self, node: str) -> Path:
+        """Where virtlogd writes NODE's console, on the libvirt host."""
         return settings.console_dir() / f"{render.domain_name(self.lab.name, self.run_id, node)}.log"
+
+    def read_console(self, node: str, max_bytes: int = CONSOLE_READ_BYTES) -> str | None:
+        """The end of NODE's console log (read over SSH on a remote host), or None when there is none yet."""
+        path = self.console_log(node)
+        if self.host.local:
+            try:
+                with path.open("rb") as f:
+                    f.seek(max(0, path.stat().st_size - max_bytes))
+                    return f.read().decode(errors="replace")
+            except OSError:
+                return None
+        try:
+            res = run_on_host(self.host, f"tail -c {max_bytes} {shlex.quote(str(path))}", timeout=30)
+        except HarnessError:
+            return None
+        return res.stdout if res.rc == 0 else None
 
     def log(self, message: str) -> None:
         self.progress(f"[{time.monotonic() - self._t0:6.1f}s] {message}")
@@ -463,18 +487,25 @@ class LabSession:
 
     def _up(self) -> None:
         image = self._prepare_image()
-        if self.use_saved and self._restore_saved(image):
+        if self.use_saved and self.host.local and self._restore_saved(image):
             return
         self.prepare(image)
         self._timed("nodes", self._bring_up_nodes)
 
     def _prepare_image(self) -> images.Image:
-        require_host(settings.cache_dir(), settings.pool_dir())
-        check_fits(self.lab, settings.pool_dir())
-        check_display_support(self.lab, local_libvirt=self.provider.uri.split(":", 1)[0] in ("qemu", "qemu+unix"))
+        if self.host.local:
+            require_host(settings.cache_dir(), settings.pool_dir())
+            check_fits(self.lab, settings.pool_dir())
+        else:
+            require_builder(settings.cache_dir())  # the image is built here, then uploaded
+            check_fits(self.lab, settings.pool_dir(), remote_space(self.host, settings.pool_dir()), where=self.host.describe())
+        check_display_support(self.lab, local_libvirt=self.host.local)
         image = self._timed("image", lambda: images.ensure_image(self.progress, release=self.lab.release))
         if not self.accel:
-            self.accel, reason = accel_mod.choose_accel(image.kernel, settings.cache_dir())
+            if self.host.local:
+                self.accel, reason = accel_mod.choose_accel(image.kernel, settings.cache_dir())
+            else:
+                self.accel, reason = remote_accel(self.host)
             self.log(f"accelerator: {self.accel.upper()} — {reason}")
         self.image = image
         return image
@@ -503,7 +534,7 @@ class LabSession:
             self.lab.name,
             self.lab.path,
             {n.name: n.prefix for n in self.lab.networks},
-            extra_taken=self.provider.network_addresses(),
+            extra_taken=[*self.provider.network_addresses(), *self._remote_routes()],
         )
         self.adopt_run(run)
         self._timed("prepare", lambda: self._prepare(image))
@@ -567,7 +598,10 @@ class LabSession:
         )
         self._write_ssh_files(host_keys)
         write_files(self.run_dir / "rendered", self.files)
-        settings.console_dir().mkdir(parents=True, exist_ok=True)
+        if self.host.local:
+            settings.console_dir().mkdir(parents=True, exist_ok=True)
+        else:
+            run_on_host(self.host, f"mkdir -p {shlex.quote(str(settings.console_dir()))}")
         self.ensure_base(image)
         for node in self.lab.nodes:
             self.provider.create_volume(settings.POOL, self.files[f"volumes/{node.name}-root.xml"])
@@ -577,7 +611,7 @@ class LabSession:
 
     def _write_ssh_files(self, host_keys: dict[str, keys.KeyPair]) -> None:
         public = {name: pair.public_openssh for name, pair in host_keys.items()}
-        write_files(self.run_dir, render.render_ssh_files(self.lab, self.placement, self.run_dir, public))
+        write_files(self.run_dir, render.render_ssh_files(self.lab, self.placement, self.run_dir, public, via=self.host))
 
     def ensure_base(self, image: images.Image) -> None:
         pool_xml = render.render_pool_xml(settings.POOL, str(settings.pool_dir()))
@@ -647,7 +681,8 @@ class LabSession:
         graph = self._step_graph(ctx, started)
         self.step_graph = graph
         generics = None
-        if not self.cold_boot and self.image is not None:
+        # Generic nodes' memory files are this machine's: a remote host's nodes boot.
+        if not self.cold_boot and self.image is not None and self.host.local:
             generics = clones.Generics(self.provider, self.image.digest, self.accel, self.log, self._boot_contention())
         self._generics = generics
 
@@ -737,7 +772,23 @@ class LabSession:
 
     def _boot_contention(self) -> float:
         """Nodes boot together and share the host's cores: allow for more than two per core (CPU-bound under TCG)."""
-        return max(1.0, len(self.lab.nodes) / (2 * (os.cpu_count() or 1)))
+        return max(1.0, len(self.lab.nodes) / (2 * self.host_cpus()))
+
+    def host_cpus(self) -> int:
+        if self._host_cpus is None:
+            cpus = os.cpu_count() or 1
+            if not self.host.local:
+                res = run_on_host(self.host, "nproc", timeout=30)
+                cpus = int(res.stdout.strip()) if res.rc == 0 and res.stdout.strip().isdigit() else 1
+            self._host_cpus = cpus
+        return self._host_cpus
+
+    def _remote_routes(self) -> list[str]:
+        """A remote host's own subnets, which its labs' networks must not overlap (this machine's are added by runs)."""
+        if self.host.local:
+            return []
+        res = run_on_host(self.host, " ".join(runs.ROUTES_COMMAND), timeout=30)
+        return [str(net) for net in runs.routed_networks(res.stdout)] if res.rc == 0 else []
 
     def _wait_ready(self, node: Node) -> None:
         handle = self.node(node.name)
@@ -799,6 +850,8 @@ class LabSession:
     # -- checkpoints ------------------------------------------------------
     @property
     def checkpoints(self) -> Checkpoints:
+        if not self.host.local:  # memory files and disk layers are handled as this machine's files
+            raise remote_only_refusal(self.host, "a checkpoint (snapshot, revert, a test's disposable_lab)")
         return Checkpoints(self)
 
     def snapshot(self, name: str) -> float:
@@ -836,9 +889,9 @@ class LabSession:
         dest.mkdir(parents=True, exist_ok=True)
         write_files(dest / "rendered", {k: redact(v) for k, v in self.files.items()})
         for handle in self.nodes:
-            log = self.console_log(handle.name)
-            if log.exists():
-                shutil.copyfile(log, dest / f"console-{handle.name}.log")
+            console = self.read_console(handle.name, max_bytes=ARTIFACT_CONSOLE_BYTES)
+            if console is not None:
+                (dest / f"console-{handle.name}.log").write_text(console)
         roles = registry()
         for name in journal_nodes or []:
             handle = self.node(name)

@@ -74,17 +74,19 @@ def host_checks(cache_dir: Path, pool_dir: Path) -> list[Check]:
     return checks
 
 
-def check_fits(lab: Lab, pool_dir: Path) -> None:
+def check_fits(lab: Lab, pool_dir: Path, have: tuple[int, int] | None = None, where: str = "") -> None:
+    """Refuse a lab the host has no room for. HAVE: (memory, disk) MiB of another host (WHERE), else this machine's."""
     memory, disk = lab_needs(lab)
-    have_mem, have_disk = available_memory_mib(), free_disk_mib(pool_dir)
+    have_mem, have_disk = have or (available_memory_mib(), free_disk_mib(pool_dir))
+    on = f" on {where}" if where else ""
     if memory > have_mem:
         raise PreflightError(
             f"lab '{lab.name}' needs {memory} MiB of memory ({len(lab.nodes)} nodes, {lab.memory_mib} MiB guest RAM "
-            f"+ {OVERHEAD_MIB_PER_NODE} MiB each for QEMU) but only {have_mem} MiB is available: "
+            f"+ {OVERHEAD_MIB_PER_NODE} MiB each for QEMU) but only {have_mem} MiB is available{on}: "
             "stop other labs (`kvmlab status`) or shrink 'memory:'"
         )
     if disk > have_disk:
-        raise PreflightError(f"lab '{lab.name}' needs about {disk} MiB of disk under {pool_dir} but only {have_disk} MiB is free")
+        raise PreflightError(f"lab '{lab.name}' needs about {disk} MiB of disk under {pool_dir}{on} but only {have_disk} MiB is free")
 
 
 def check_display_support(lab: Lab, local_libvirt: bool) -> None:
@@ -98,5 +100,15 @@ def check_display_support(lab: Lab, local_libvirt: bool) -> None:
 
 def require_host(cache_dir: Path, pool_dir: Path) -> None:
     bad = [c for c in host_checks(cache_dir, pool_dir) if not c.ok]
+    if bad:
+        raise PreflightError("; ".join(c.detail for c in bad))
+
+
+BUILDER_CHECKS = ("qemu-img", "mmdebstrap", "cache dir")
+
+
+def require_builder(cache_dir: Path) -> None:
+    """What this machine needs when the lab runs on a remote libvirt host: only what builds the image."""
+    bad = [c for c in host_checks(cache_dir, cache_dir) if c.name in BUILDER_CHECKS and not c.ok]
     if bad:
         raise PreflightError("; ".join(c.detail for c in bad))

@@ -7,18 +7,20 @@ from __future__ import annotations
 
 import logging
 import shlex
+import subprocess
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import paramiko
 import testinfra
 from testinfra.backend.paramiko import ParamikoBackend
 
 from kvmlab.errors import HarnessError, NodeStopped, RoleError
+from kvmlab.libvirt_host import LibvirtHost
 
 CONNECT_TIMEOUT_S = 10
 # A command silent this long asks its node's watch whether the node still exists: a node whose QEMU
@@ -54,6 +56,7 @@ class SshTarget:
     known_hosts: Path
     ssh_config: Path
     user: str = "root"
+    via: LibvirtHost | None = None  # a remote libvirt host: the node's network exists only inside it
 
 
 class Remote:
@@ -73,8 +76,11 @@ class Remote:
         client.load_host_keys(str(self.target.known_hosts))
         client.set_missing_host_key_policy(paramiko.RejectPolicy())  # host keys are pinned at render time
         try:
+            via = self.target.via
+            sock = HostShell.of(via).tunnel(self.target.address, 22) if via is not None and not via.local else None
             client.connect(
                 self.target.address,
+                sock=sock,
                 username=self.target.user,
                 key_filename=str(self.target.key_file),
                 timeout=CONNECT_TIMEOUT_S,
@@ -159,6 +165,96 @@ class Remote:
         backend = _TimedBackend(f"paramiko://{self.target.node}", ssh_config=str(self.target.ssh_config))
         backend.remote = self  # shares our session, and follows it when it reconnects after a reboot
         return testinfra.host.Host(backend)
+
+
+class HostShell:
+    """A remote libvirt host over SSH: commands on it, and TCP tunnels through it to its lab networks.
+
+    One connection per host, shared by every node's session (each tunnel is a channel of it).
+    """
+
+    _shells: ClassVar[dict[LibvirtHost, HostShell]] = {}
+    _shells_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    @classmethod
+    def of(cls, host: LibvirtHost) -> HostShell:
+        with cls._shells_lock:
+            if host not in cls._shells:
+                cls._shells[host] = cls(host)
+            return cls._shells[host]
+
+    def __init__(self, host: LibvirtHost) -> None:
+        self.host = host
+        self._client: paramiko.SSHClient | None = None
+        self._lock = threading.Lock()
+
+    def _connect(self) -> paramiko.SSHClient:
+        host = self.host
+        client = paramiko.SSHClient()
+        known_hosts = host.known_hosts or Path("~/.ssh/known_hosts").expanduser()
+        if known_hosts.exists():
+            client.load_host_keys(str(known_hosts))
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())  # as libvirt's own SSH: a known host only
+        try:
+            client.connect(
+                host.hostname,
+                port=host.port,
+                username=host.user,
+                key_filename=str(host.key_file) if host.key_file else None,
+                timeout=CONNECT_TIMEOUT_S,
+                banner_timeout=CONNECT_TIMEOUT_S,
+                auth_timeout=CONNECT_TIMEOUT_S,
+                look_for_keys=host.key_file is None,
+            )
+        except (OSError, paramiko.SSHException, EOFError) as exc:
+            client.close()
+            raise HarnessError(
+                f"ssh to the libvirt host {host.describe()}: {exc or type(exc).__name__} (kvmlab reaches the guests of a"
+                " remote host through SSH to it, with the URI's user, port, keyfile= and known_hosts=, or ~/.ssh's)"
+            ) from exc
+        transport = client.get_transport()
+        if transport is not None:
+            transport.set_keepalive(15)
+        return client
+
+    @property
+    def client(self) -> paramiko.SSHClient:
+        with self._lock:
+            transport = self._client.get_transport() if self._client else None
+            if transport is None or not transport.is_active():
+                if self._client is not None:
+                    self._client.close()
+                self._client = self._connect()
+            return self._client
+
+    def tunnel(self, address: str, port: int) -> paramiko.Channel:
+        """A TCP connection from the host to ADDRESS:PORT (a guest on one of its lab networks)."""
+        transport = self.client.get_transport()
+        assert transport is not None
+        try:
+            return transport.open_channel("direct-tcpip", (address, port), ("127.0.0.1", 0), timeout=CONNECT_TIMEOUT_S)
+        except (OSError, paramiko.SSHException, EOFError) as exc:
+            raise HarnessError(f"tunnel through {self.host.describe()} to {address}:{port}: {exc or type(exc).__name__}") from exc
+
+    def run(self, command: str, timeout: float = 120.0) -> Result:
+        try:
+            chan = self.client.get_transport().open_session(timeout=CONNECT_TIMEOUT_S)  # type: ignore[union-attr]
+            chan.exec_command(command)
+            out, err = _drain(chan, timeout, lambda: None)
+            return Result(chan.recv_exit_status(), out.decode(errors="replace"), err.decode(errors="replace"))
+        except (OSError, paramiko.SSHException, EOFError) as exc:
+            raise HarnessError(f"on the libvirt host {self.host.describe()}: '{_short(command)}': {exc or type(exc).__name__}") from exc
+
+
+def run_on_host(host: LibvirtHost, command: str, timeout: float = 120.0) -> Result:
+    """Run a shell COMMAND on the libvirt host: this machine, or a remote one over SSH."""
+    if not host.local:
+        return HostShell.of(host).run(command, timeout)
+    try:
+        done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as exc:
+        raise HarnessError(f"'{_short(command)}' still running after {timeout:.0f} s") from exc
+    return Result(done.returncode, done.stdout, done.stderr)
 
 
 class _TimedBackend(ParamikoBackend):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from kvmlab import roles, runs
 from kvmlab.errors import HarnessError
+from kvmlab.libvirt_host import LibvirtHost
 from kvmlab.model import Lab, Node, Placement
 from kvmlab.roles.iscsi_target.files import initiator_iqn
 from kvmlab.templating import render_template, use_overrides
@@ -234,15 +235,33 @@ def render_upload_volume(name: str, size_bytes: int, fmt: str) -> str:
     return render_volume(name, capacity_bytes=size_bytes, fmt=fmt)
 
 
-def render_ssh_files(lab: Lab, placement: Placement, run_dir: Path, host_public_keys: dict[str, str]) -> dict[str, str]:
-    """The harness's own `ssh_config` and `known_hosts` for a run (file name -> text): each node by name, its host key pinned."""
+def render_ssh_files(
+    lab: Lab, placement: Placement, run_dir: Path, host_public_keys: dict[str, str], via: LibvirtHost | None = None
+) -> dict[str, str]:
+    """The harness's own `ssh_config` and `known_hosts` for a run (file name -> text): each node by name, its host key pinned.
+    VIA: the remote libvirt host the lab runs on, which `ssh` goes through to reach the nodes."""
     hosts = []
     for node in lab.nodes:
         addresses = [placement.address(lab, node.name, net) for net in node.networks]
         key = " ".join(host_public_keys[node.name].split()[:2])  # type and key: known_hosts has no comment field
         hosts.append({"name": node.name, "address": addresses[0], "names": [node.name, *addresses], "key": key})
-    context = {"hosts": hosts, "identity_file": str(run_dir / "id_ed25519"), "known_hosts": str(run_dir / "known_hosts")}
+    context = {
+        "hosts": hosts,
+        "identity_file": str(run_dir / "id_ed25519"),
+        "known_hosts": str(run_dir / "known_hosts"),
+        "proxy_command": proxy_command(via) if via is not None and not via.local else "",
+    }
     return {name: render_template(f"ssh/{name}.j2", context) for name in ("ssh_config", "known_hosts")}
+
+
+def proxy_command(via: LibvirtHost) -> str:
+    """`ssh` through the libvirt host, with the user, port, key and known hosts its URI names."""
+    parts = ["ssh", "-W", "%h:%p", "-p", str(via.port), "-o", "BatchMode=yes"]
+    if via.key_file is not None:
+        parts += ["-i", str(via.key_file), "-o", "IdentitiesOnly=yes"]
+    if via.known_hosts is not None:
+        parts += ["-o", f"UserKnownHostsFile={via.known_hosts}"]
+    return " ".join([*parts, via.ssh_destination])
 
 
 def render_pool_xml(name: str, target: str, mode: str = "0755") -> str:

@@ -153,12 +153,23 @@ def _registry() -> Iterator[dict[str, Run]]:
         os.replace(tmp, path)
 
 
+ROUTES_COMMAND = ["ip", "-j", "-4", "route", "show", "table", "all"]
+
+
 def host_networks() -> list[ipaddress.IPv4Network]:
     """Subnets already routed on this host (its own interfaces), which a lab must avoid."""
     try:
-        out = subprocess.run(["ip", "-j", "-4", "route", "show", "table", "all"], capture_output=True, text=True, timeout=10)
-        routes = json.loads(out.stdout or "[]")
-    except (OSError, ValueError, subprocess.TimeoutExpired):
+        out = subprocess.run(ROUTES_COMMAND, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return routed_networks(out.stdout)
+
+
+def routed_networks(routes_json: str) -> list[ipaddress.IPv4Network]:
+    """The destinations of `ip -j -4 route` output (this host's, or a remote libvirt host's)."""
+    try:
+        routes = json.loads(routes_json or "[]")
+    except ValueError:
         return []
     nets = []
     for route in routes:
