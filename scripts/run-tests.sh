@@ -20,6 +20,8 @@ stop_lanes() {
 trap 'stop_lanes' INT TERM
 
 start=$(date +%s)
+# What killed runs left, collected once here rather than by each lane (see fixtures/labs.py).
+"$python" -m kvmlab.cli gc || echo "run-tests: kvmlab gc failed (is libvirtd running?); going on" >&2
 for lane in $(seq "$lanes"); do
     (
         KVMLAB_LANES_DIR=$folder KVMLAB_LANE=$lane "$python" -m pytest "$@" 2>&1

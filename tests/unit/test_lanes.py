@@ -13,6 +13,7 @@ from pathlib import Path
 
 from kvmlab.loader import load_lab
 from kvmlab_fixtures.lanes import runs_ceph
+from tests.lab.helpers import default_sigint
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -39,8 +40,21 @@ def write_tests(folder: Path) -> None:
         (folder / f"test_{name}.py").write_text(TEST_MODULE.format(marks=marks, count=count))
 
 
+def lanes_env(folder: Path) -> dict[str, str]:
+    """run-tests.sh's environment: its `kvmlab gc` on the test driver and private state, so that it cannot
+    take what a lab test of this very run (in another lane) has left on purpose."""
+    private = {name: str(folder / "state" / name) for name in ("KVMLAB_STATE", "KVMLAB_LEASES", "KVMLAB_CHECKPOINT_DIR", "KVMLAB_CACHE")}
+    return {
+        **os.environ,
+        **private,
+        "KVMLAB_CONSOLE_DIR": str(folder / "state" / "console"),
+        "KVMLAB_URI": "test:///default",
+        "PYTHON": sys.executable,
+    }
+
+
 def run_lanes(folder: Path, record: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "RECORD": str(record), "PYTHON": sys.executable}
+    env = {**lanes_env(folder), "RECORD": str(record)}
     return subprocess.run(
         ["bash", str(ROOT / "scripts" / "run-tests.sh"), "-p", "no:cacheprovider", "--rootdir", str(folder), str(folder), *args],
         env=env,
@@ -118,13 +132,13 @@ def test_ctrl_c_stops_every_lane(tmp_path):
             """
         )
     )
-    env = {**os.environ, "PYTHON": sys.executable}
     run = subprocess.Popen(
         ["bash", str(ROOT / "scripts" / "run-tests.sh"), "-p", "no:cacheprovider", "--rootdir", str(tmp_path), str(tmp_path)],
-        env=env,
+        env=lanes_env(tmp_path),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        preexec_fn=default_sigint,  # under make test's own lanes this test inherits SIGINT ignored
     )
     deadline = time.monotonic() + 60
     folder = None
