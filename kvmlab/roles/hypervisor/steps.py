@@ -36,6 +36,10 @@ def setup(ctx: RoleContext, node: Node) -> None:
         "grep -q '^host_uuid_source' /etc/libvirt/libvirtd.conf || echo 'host_uuid_source = \"machine-id\"' >> /etc/libvirt/libvirtd.conf",
         "take libvirt's host UUID from the node's own machine-id",
     )
+    # libvirt records each network's guest MACs there, DHCP or not; the image has no dnsmasq-base,
+    # whose package would make it. Without it, a guest on a network this node's libvirtd created
+    # (a lab that kvmlab brings up on this node through qemu+libssh) does not start.
+    remote.check("mkdir -p /var/lib/libvirt/dnsmasq", "make libvirt's network state folder")
     remote.check(f"systemctl --no-reload enable --now {LIBVIRT_UNITS}", "start libvirtd")
     remote.check(
         "virsh -q pool-info default >/dev/null 2>&1 || virsh -q pool-define-as default dir --target /var/lib/libvirt/images",
