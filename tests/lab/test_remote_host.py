@@ -77,7 +77,7 @@ def test_a_lab_on_a_remote_host_passes_its_checks_answers_ssh_and_goes_down_leav
     assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
     sys.stderr.write(f"remote lab up and verified in {time.monotonic() - start:.1f} s\n")
     assert "accelerator: KVM" in up.stderr + up.stdout, "host1's guests should run under its KVM"
-    assert re.search(r"nfs-server::\S+\s+PASS", up.stdout), up.stdout
+    assert re.search(rf"lab {INNER}: (\d+) checks: \1 passed, 0 failed, 0 errors", up.stdout), up.stdout
 
     # The node runs inside host1 (not here), and `kvmlab ssh` reaches it through host1.
     assert f"kvmlab-{INNER}-" in on_host("virsh list --name")
