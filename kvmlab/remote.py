@@ -100,10 +100,7 @@ class Remote:
     @property
     def client(self) -> paramiko.SSHClient:
         with self._lock:
-            transport = self._client.get_transport() if self._client else None
-            if transport is None or not transport.is_active():
-                self.close_unlocked()
-                self._client = self._connect()
+            self._client = _alive_or_new(self._client, self._connect)
             return self._client
 
     def close_unlocked(self) -> None:
@@ -220,11 +217,7 @@ class HostShell:
     @property
     def client(self) -> paramiko.SSHClient:
         with self._lock:
-            transport = self._client.get_transport() if self._client else None
-            if transport is None or not transport.is_active():
-                if self._client is not None:
-                    self._client.close()
-                self._client = self._connect()
+            self._client = _alive_or_new(self._client, self._connect)
             return self._client
 
     def tunnel(self, address: str, port: int) -> paramiko.Channel:
@@ -285,6 +278,16 @@ class _TimedBackend(ParamikoBackend):
             chan.close()
             raise HarnessError(f"{self.host.name}: command still running after {TEST_COMMAND_TIMEOUT_S} s: {command.decode()}") from exc
         return chan.recv_exit_status(), stdout, stderr
+
+
+def _alive_or_new(client: paramiko.SSHClient | None, connect: Callable[[], paramiko.SSHClient]) -> paramiko.SSHClient:
+    """CLIENT while its transport is up; otherwise it is closed and CONNECT makes a new one (after a reboot, a revert)."""
+    transport = client.get_transport() if client is not None else None
+    if client is not None and transport is not None and transport.is_active():
+        return client
+    if client is not None:
+        client.close()
+    return connect()
 
 
 def _drain(chan: paramiko.Channel, timeout: float, stopped: Watch) -> tuple[bytes, bytes]:
