@@ -114,14 +114,7 @@ class Remote:
 
     def run(self, command: str, timeout: float = 600.0, stdin: str | None = None) -> Result:
         try:
-            chan = self.client.get_transport().open_session(timeout=CONNECT_TIMEOUT_S)  # type: ignore[union-attr]
-            chan.settimeout(timeout)
-            chan.exec_command(command)
-            if stdin is not None:
-                chan.sendall(stdin.encode())
-                chan.shutdown_write()
-            out, err = _drain(chan, timeout, self._stopped)
-            return Result(chan.recv_exit_status(), out.decode(errors="replace"), err.decode(errors="replace"))
+            return _execute(self.client.get_transport(), command, timeout, self._stopped, stdin)  # type: ignore[arg-type]
         except NodeStopped as exc:
             self.close()
             raise exc.at(f"while running `{_short(command)}`") from None
@@ -231,10 +224,7 @@ class HostShell:
 
     def run(self, command: str, timeout: float = 120.0) -> Result:
         try:
-            chan = self.client.get_transport().open_session(timeout=CONNECT_TIMEOUT_S)  # type: ignore[union-attr]
-            chan.exec_command(command)
-            out, err = _drain(chan, timeout, lambda: None)
-            return Result(chan.recv_exit_status(), out.decode(errors="replace"), err.decode(errors="replace"))
+            return _execute(self.client.get_transport(), command, timeout, lambda: None)  # type: ignore[arg-type]
         except (OSError, paramiko.SSHException, EOFError) as exc:
             raise HarnessError(f"on the libvirt host {self.host.describe()}: '{_short(command)}': {exc or type(exc).__name__}") from exc
 
@@ -267,17 +257,13 @@ class _TimedBackend(ParamikoBackend):
     def _exec_command(self, command: bytes) -> tuple[int, bytes, bytes]:
         transport = self.remote.client.get_transport()
         assert transport is not None
-        chan = transport.open_session(timeout=CONNECT_TIMEOUT_S)
-        chan.exec_command(command)
         try:
-            stdout, stderr = _drain(chan, TEST_COMMAND_TIMEOUT_S, self.remote._stopped)
+            return _execute_bytes(transport, command, TEST_COMMAND_TIMEOUT_S, self.remote._stopped)
         except NodeStopped as exc:
             self.remote.close()
             raise exc.at(f"while running `{_short(command.decode(errors='replace'))}`") from None
         except HarnessError as exc:
-            chan.close()
             raise HarnessError(f"{self.host.name}: command still running after {TEST_COMMAND_TIMEOUT_S} s: {command.decode()}") from exc
-        return chan.recv_exit_status(), stdout, stderr
 
 
 def _alive_or_new(client: paramiko.SSHClient | None, connect: Callable[[], paramiko.SSHClient]) -> paramiko.SSHClient:
@@ -288,6 +274,69 @@ def _alive_or_new(client: paramiko.SSHClient | None, connect: Callable[[], param
     if client is not None:
         client.close()
     return connect()
+
+
+def _execute(transport: paramiko.Transport, command: str, timeout: float, stopped: Watch, stdin: str | None = None) -> Result:
+    rc, out, err = _execute_bytes(transport, command.encode(), timeout, stopped, stdin)
+    return Result(rc, out.decode(errors="replace"), err.decode(errors="replace"))
+
+
+def _execute_bytes(
+    transport: paramiko.Transport, command: bytes, timeout: float, stopped: Watch, stdin: str | None = None
+) -> tuple[int, bytes, bytes]:
+    """Run COMMAND on a new channel of TRANSPORT, within TIMEOUT, asking STOPPED whether its node is gone."""
+    chan = transport.open_session(timeout=CONNECT_TIMEOUT_S)
+    deadline = time.monotonic() + timeout
+    with _ChannelGuard(chan, stopped, deadline):
+        chan.exec_command(command)
+    if stdin is not None:
+        chan.settimeout(timeout)
+        chan.sendall(stdin.encode())
+        chan.shutdown_write()
+    out, err = _drain(chan, timeout, stopped)
+    with _ChannelGuard(chan, stopped, deadline):
+        rc = chan.recv_exit_status()
+    return rc, out, err
+
+
+class _ChannelGuard:
+    """Bounds one of paramiko's waits that have no deadline (the answer to an exec request, the exit
+    status): a node killed at that moment never answers and would hold its caller for good. A watcher
+    closes the channel, which ends paramiko's wait, once STOPPED names a cause or DEADLINE passes; the
+    block then raises that cause, or a timeout."""
+
+    def __init__(self, chan: paramiko.Channel, stopped: Watch, deadline: float) -> None:
+        self.chan, self.stopped, self.deadline = chan, stopped, deadline
+        self.cause: NodeStopped | None = None
+        self.error: Exception | None = None
+        self.expired = False
+        self._done = threading.Event()
+        self._watcher = threading.Thread(target=self._watch, daemon=True)
+
+    def _watch(self) -> None:
+        while not self._done.wait(WATCH_INTERVAL_S):
+            try:
+                self.cause = self.stopped()
+            except Exception as exc:  # libvirt itself is gone: the caller is told, as by _drain
+                self.error = exc
+            self.expired = time.monotonic() > self.deadline
+            if self.cause is not None or self.error is not None or self.expired:
+                self.chan.close()
+                return
+
+    def __enter__(self) -> _ChannelGuard:
+        self._watcher.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._watcher.join()
+        if self.cause is not None:
+            raise self.cause from None
+        if self.error is not None:
+            raise self.error
+        if self.expired:
+            raise HarnessError("command produced no result before its timeout") from None
 
 
 def _drain(chan: paramiko.Channel, timeout: float, stopped: Watch) -> tuple[bytes, bytes]:
