@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shlex
 import socket
@@ -22,6 +21,7 @@ from kvmlab.checkpoints import Checkpoints, in_parallel
 from kvmlab.errors import HarnessError, LibvirtGone, NodeStopped, PoolFull
 from kvmlab.gc import collect
 from kvmlab.host_facts import remote_accel, remote_space
+from kvmlab.host_locks import host_locked
 from kvmlab.libvirt_host import host_of, remote_only_refusal
 from kvmlab.model import Lab, Node, Placement
 from kvmlab.preflight import check_display_support, check_fits, require_builder, require_host
@@ -529,15 +529,24 @@ class LabSession:
     def prepare(self, image: images.Image | None = None) -> None:
         """Everything before the first domain starts: image, accelerator, leases, keys, files, volumes, networks."""
         image = image or self._prepare_image()
-        run = runs.register(
-            self.run_id,
-            self.lab.name,
-            self.lab.path,
-            {n.name: n.prefix for n in self.lab.networks},
-            extra_taken=[*self.provider.network_addresses(), *self._remote_routes()],
-        )
-        self.adopt_run(run)
         self._timed("prepare", lambda: self._prepare(image))
+
+    def _prepare(self, image: images.Image) -> None:
+        # The host's networks say which subnets are taken; they are read, chosen from and added to
+        # under the host's lock, so a client with another registry (or on another machine) cannot
+        # take the same subnet in between.
+        with host_locked(self.host, "subnets", "the host's subnet lock", timeout=300):
+            run = runs.register(
+                self.run_id,
+                self.lab.name,
+                self.lab.path,
+                {n.name: n.prefix for n in self.lab.networks},
+                extra_taken=[*self.provider.network_addresses(), *self._remote_routes()],
+            )
+            self.adopt_run(run)
+            self._render(image)
+            self.create_networks()
+        self._provision(image)
 
     def adopt_run(self, run: runs.Run) -> None:
         """This session is RUN from now on: its names, subnets and teardown."""
@@ -565,14 +574,21 @@ class LabSession:
         self.files = {str(p.relative_to(rendered)): p.read_text() for p in rendered.rglob("*") if p.is_file()}
 
     def create_networks_and_seeds(self) -> None:
+        self.create_networks()
+        self.create_seeds()
+
+    def create_networks(self) -> None:
         for net in self.lab.networks:
             self.provider.create_network(self.files[f"networks/{net.name}.xml"])
+
+    def create_seeds(self) -> None:
         for node in self.lab.nodes:
             prefix = f"seed/{node.name}/"
             seed = build_seed_iso({k[len(prefix) :]: v for k, v in self.files.items() if k.startswith(prefix)})
             self._upload(render.volume_name(self.lab.name, self.run_id, node.name, "seed.iso"), seed, "raw")
 
-    def _prepare(self, image: images.Image) -> None:
+    def _render(self, image: images.Image) -> None:
+        """Keys, and every file of the run (libvirt XML, seeds, role files, SSH config), written to its folder."""
         self.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         client = keys.new_keypair(f"kvmlab-{self.prefix}")
         keys.write_private(self.run_dir / "id_ed25519", client.private_openssh)
@@ -598,6 +614,9 @@ class LabSession:
         )
         self._write_ssh_files(host_keys)
         write_files(self.run_dir / "rendered", self.files)
+
+    def _provision(self, image: images.Image) -> None:
+        """What the run's domains need on the host besides their networks: console folder, base image, volumes, seeds."""
         if self.host.local:
             settings.console_dir().mkdir(parents=True, exist_ok=True)
         else:
@@ -607,7 +626,7 @@ class LabSession:
             self.provider.create_volume(settings.POOL, self.files[f"volumes/{node.name}-root.xml"])
             for disk in node.disks:
                 self.provider.create_volume(settings.POOL, self.files[f"volumes/{node.name}-{disk.name}.xml"])
-        self.create_networks_and_seeds()
+        self.create_seeds()
 
     def _write_ssh_files(self, host_keys: dict[str, keys.KeyPair]) -> None:
         public = {name: pair.public_openssh for name, pair in host_keys.items()}
@@ -617,10 +636,9 @@ class LabSession:
         pool_xml = render.render_pool_xml(settings.POOL, str(settings.pool_dir()))
         parts = (("qcow2", image.root, "qcow2"), *((suffix, path, "raw") for suffix, path in image.boot_files()))
         complete = f"base-{image.digest}.complete"
-        # Two runs starting together, of any user, must not both upload the same base image.
-        settings.lease_dir().mkdir(parents=True, exist_ok=True)
-        with open(settings.lease_dir() / "pool.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        # Two runs starting together, of any user or client, must not both upload the same base image;
+        # one may wait for the other's upload (minutes over a slow link).
+        with host_locked(self.host, "pool", "the host's image pool lock", timeout=3600):
             self.provider.ensure_pool(settings.POOL, pool_xml)
             if self.provider.has_volume(settings.POOL, complete):
                 return

@@ -10,7 +10,8 @@ import shlex
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -221,6 +222,26 @@ class HostShell:
             return transport.open_channel("direct-tcpip", (address, port), ("127.0.0.1", 0), timeout=CONNECT_TIMEOUT_S)
         except (OSError, paramiko.SSHException, EOFError) as exc:
             raise HarnessError(f"tunnel through {self.host.describe()} to {address}:{port}: {exc or type(exc).__name__}") from exc
+
+    @contextmanager
+    def locked(self, path: str, what: str, timeout: float = 120.0) -> Iterator[None]:
+        """Hold an exclusive flock(1) on PATH on the host for the block: a command that keeps the lock
+        while its SSH channel is open, so a client that dies lets go of it with its connection."""
+        chan = self.client.get_transport().open_session(timeout=CONNECT_TIMEOUT_S)  # type: ignore[union-attr]
+        try:
+            directory = shlex.quote(str(Path(path).parent))
+            hold = "sh -c 'echo locked; exec cat >/dev/null'"
+            chan.exec_command(f"mkdir -p {directory} && exec flock -x -w {timeout:.0f} {shlex.quote(path)} {hold}")
+            chan.settimeout(timeout + CONNECT_TIMEOUT_S)
+            try:
+                answer = chan.makefile("rb").readline().decode(errors="replace").strip()
+            except TimeoutError:
+                answer = ""
+            if answer != "locked":
+                raise HarnessError(f"could not take {what} ({path} on the libvirt host {self.host.describe()}) within {timeout:.0f} s")
+            yield
+        finally:
+            chan.close()
 
     def run(self, command: str, timeout: float = 120.0) -> Result:
         try:

@@ -34,15 +34,13 @@ def remote_uri(lab: LabSession) -> str:
     )
 
 
-@pytest.fixture
-def inner(lab: LabSession, tmp_path: Path):
-    """Run `kvmlab` against host1; the inner lab's file, and a function running a command on host1."""
-    lab_file = tmp_path / f"{INNER}.yaml"
+def client_of_host1(lab: LabSession, folder: Path, name: str):
+    """A client of host1 with a lab file NAME.yaml (labs/tiny.yaml), as on another machine: its own run
+    registry, leases and run files. Returns the lab file, its environment and a function running `kvmlab`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lab_file = folder / f"{name}.yaml"
     lab_file.write_text((ROOT / "labs" / "tiny.yaml").read_text())
-    # A client of its own: its run registry, leases and run files apart from this session's, as on another machine.
-    private = {
-        name: str(tmp_path / name.lower()) for name in ("KVMLAB_STATE", "KVMLAB_LEASES", "KVMLAB_CHECKPOINT_DIR", "KVMLAB_ARTIFACTS")
-    }
+    private = {var: str(folder / var.lower()) for var in ("KVMLAB_STATE", "KVMLAB_LEASES", "KVMLAB_CHECKPOINT_DIR", "KVMLAB_ARTIFACTS")}
     # host1's KVM is nested in a TCG machine: its guests boot at TCG's pace, against deadlines made for real KVM.
     env = {**os.environ, **private, "KVMLAB_URI": remote_uri(lab), "KVMLAB_TIMEOUT_SCALE": "3"}
 
@@ -53,6 +51,14 @@ def inner(lab: LabSession, tmp_path: Path):
         sys.stderr.write(f"$ kvmlab {' '.join(args)}  (exit {res.returncode})\n{res.stdout[-4000:]}{res.stderr[-4000:]}\n")
         return res
 
+    return lab_file, env, kvmlab
+
+
+@pytest.fixture
+def inner(lab: LabSession, tmp_path: Path):
+    """Run `kvmlab` against host1; the inner lab's file, and a function running a command on host1."""
+    lab_file, env, kvmlab = client_of_host1(lab, tmp_path, INNER)
+
     def on_host(command: str) -> str:
         return lab.node("host1").run_expect(command)
 
@@ -60,13 +66,13 @@ def inner(lab: LabSession, tmp_path: Path):
     kvmlab("down", INNER, "--force", timeout=300)
 
 
-def leftovers_on(on_host) -> str:
-    """Every kvmlab object of the inner lab left on host1: domains, networks, volumes, console logs."""
+def leftovers_on(on_host, name: str = INNER) -> str:
+    """Every kvmlab object of lab NAME left on host1: domains, networks, volumes, console logs."""
     return on_host(
-        f"virsh list --all --name | grep -- '-{INNER}-' ;"
-        f" virsh net-list --all --name | grep -- '-{INNER}-' ;"
-        f" virsh vol-list kvmlab 2>/dev/null | grep -- '-{INNER}-' ;"
-        f" ls /var/lib/kvmlab/console 2>/dev/null | grep -- '-{INNER}-' ; true"
+        f"virsh list --all --name | grep -- '-{name}-' ;"
+        f" virsh net-list --all --name | grep -- '-{name}-' ;"
+        f" virsh vol-list kvmlab 2>/dev/null | grep -- '-{name}-' ;"
+        f" ls /var/lib/kvmlab/console 2>/dev/null | grep -- '-{name}-' ; true"
     ).strip()
 
 
@@ -115,3 +121,46 @@ def test_a_killed_up_on_a_remote_host_is_collected_by_gc(inner):
     gc = kvmlab("gc", timeout=300)
     assert gc.returncode == 0, gc.stderr
     assert leftovers_on(on_host) == ""
+
+
+def test_two_clients_bring_labs_up_on_one_host_at_once_on_subnets_of_their_own(lab: LabSession, tmp_path: Path):
+    """Each client has its own registry, so only host1 can tell them apart: both choose their subnet
+    under host1's lock from the networks host1 runs, and neither takes the other's."""
+    names = ("rtiny", "rtiny2")
+    clients = [client_of_host1(lab, tmp_path / name, name) for name in names]
+    ups = [
+        subprocess.Popen(
+            [sys.executable, "-m", "kvmlab.cli", "up", str(lab_file)],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        for lab_file, env, _kvmlab in clients
+    ]
+    try:
+        outputs = [up.communicate(timeout=1200)[0] for up in ups]
+        for name, up, out in zip(names, ups, outputs, strict=True):
+            sys.stderr.write(f"$ kvmlab up {name}.yaml (exit {up.returncode})\n{out[-3000:]}\n")
+            assert up.returncode == 0, f"{name}: {out[-3000:]}"
+        subnets = [re.search(r"run [0-9a-f]{6}: mgmt (\S+)", out) for out in outputs]
+        assert all(subnets), outputs
+        assert subnets[0].group(1) != subnets[1].group(1), [m.group(1) for m in subnets]  # type: ignore[union-attr]
+
+        host1 = lab.node("host1")
+        for name in names:
+            assert f"kvmlab-{name}-" in host1.run_expect("virsh list --name")
+        for name, (_file, _env, kvmlab) in zip(names, clients, strict=True):
+            ssh = kvmlab("ssh", name, "n1", "hostname", timeout=120)
+            assert ssh.returncode == 0 and ssh.stdout.strip() == "n1", ssh.stderr
+    finally:
+        for up in ups:
+            if up.poll() is None:
+                os.killpg(up.pid, signal.SIGKILL)
+                up.wait(60)
+        for name, (_file, _env, kvmlab) in zip(names, clients, strict=True):
+            kvmlab("down", name, "--force", timeout=300)
+    for name in names:
+        assert leftovers_on(lambda command: lab.node("host1").run_expect(command), name) == ""
