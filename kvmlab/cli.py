@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from kvmlab import accel, golden, images, matrix, preflight, providers, render, results, runs, settings, variants
+from kvmlab import accel, golden, hosts_file, images, matrix, preflight, providers, render, results, runs, settings, variants
 from kvmlab.baseline import compare, regressed
 from kvmlab.baseline import report as baseline_report
 from kvmlab.errors import HarnessError, Interrupted
@@ -29,8 +29,22 @@ EXIT_INTERRUPTED = 130
 BUILT = "built"  # the checkpoint of a freshly built lab, saved for the next `up` once verified
 
 
-def _provider() -> Provider:
-    return providers.connect()
+def _provider(uri: str | None = None) -> Provider:
+    """The provider of the libvirt host at URI (default KVMLAB_URI's)."""
+    return providers.connect(uri)
+
+
+def _provider_of(run: runs.Run) -> Provider:
+    """The libvirt host RUN was brought up on (a run placed by --hosts records its host's URI)."""
+    return _provider(run.uri or None)
+
+
+def _by_host(found: list[runs.Run]) -> dict[str, list[runs.Run]]:
+    """FOUND grouped by the URI of the libvirt host each runs on."""
+    groups: dict[str, list[runs.Run]] = {}
+    for run in found:
+        groups.setdefault(run.uri or settings.libvirt_uri(), []).append(run)
+    return groups
 
 
 def _runs_of(lab_name: str) -> list[runs.Run]:
@@ -109,12 +123,21 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
-def _new_session(lab: Lab, keep_going: bool, cold_boot: bool):
+def _new_session(lab: Lab, keep_going: bool, cold_boot: bool, hosts: str | None = None):
     from kvmlab.lab import LabSession
 
-    session = LabSession(lab, _provider(), keep_going=keep_going, cold_boot=cold_boot)
+    session = LabSession(lab, _provider_for_new(lab, hosts), keep_going=keep_going, cold_boot=cold_boot)
     session.failure_dir = settings.artifacts_dir() / session.run_id / "up"
     return session
+
+
+def _provider_for_new(lab: Lab, hosts: str | None) -> Provider:
+    """The libvirt host for a new run of LAB: of the hosts file's hosts (--hosts, KVMLAB_HOSTS) the one
+    with the most room, else KVMLAB_URI's."""
+    hosts = hosts or hosts_file.hosts_file_from_env()
+    if hosts is None:
+        return _provider()
+    return _provider(hosts_file.place(lab, hosts, lambda line: print(line, file=sys.stderr)))
 
 
 def _bring_up(session, rebuild: bool):
@@ -222,7 +245,7 @@ def _on_release(lab: Lab, release: str | None) -> Lab:
 def cmd_up(args: argparse.Namespace) -> int:
     lab = _on_release(load_lab_file(args.lab).lab(args.variant), args.release)
     started = results.now()
-    session = _bring_up(_new_session(lab, keep_going=False, cold_boot=args.cold_boot), args.rebuild)
+    session = _bring_up(_new_session(lab, keep_going=False, cold_boot=args.cold_boot, hosts=args.hosts), args.rebuild)
     rc = 0
     if args.verify:
         rc = 0 if results.passed(_verify(session, [], args.junit, started)) else 1
@@ -290,9 +313,9 @@ def _verify_lab(lab: Lab, args: argparse.Namespace, junit: str | None, tear_down
     if running:
         run = max(running, key=lambda r: r.started)
         print(f"lab {lab.name} is up (run {run.run_id}): checking it", file=sys.stderr)
-        session, ours = LabSession.attach(lab, _provider(), run), False
+        session, ours = LabSession.attach(lab, _provider_of(run), run), False
     else:
-        session, ours = _new_session(lab, keep_going=True, cold_boot=args.cold_boot), True
+        session, ours = _new_session(lab, keep_going=True, cold_boot=args.cold_boot, hosts=args.hosts), True
     came_up = not ours
     try:
         if ours:
@@ -345,8 +368,7 @@ def _owner(run: runs.Run) -> str:
 def cmd_status(args: argparse.Namespace) -> int:
     if args.lab is not None:
         return _status_of(args.lab)
-    provider = _provider()
-    states = {d.name: d.state for d in provider.list_domains()}
+    states = _domain_states(list(runs.all_runs().values()))
     rows = []
     for run in sorted(runs.all_runs().values(), key=lambda r: r.started):
         lab_nodes = [n for n in states if n.startswith(render.prefix(run.lab, run.run_id) + "-")]
@@ -359,6 +381,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _domain_states(found: list[runs.Run]) -> dict[str, str]:
+    """Every domain's state on the libvirt hosts FOUND run on (and KVMLAB_URI's)."""
+    states: dict[str, str] = {}
+    for uri in {settings.libvirt_uri(), *_by_host(found)}:
+        states |= {d.name: d.state for d in _provider(uri).list_domains()}
+    return states
+
+
 def _status_of(lab_name: str) -> int:
     """Every run of LAB_NAME: who owns it, and each node's state, addresses and roles."""
     registry = sorted(runs.all_runs().values(), key=lambda r: r.started)
@@ -366,8 +396,7 @@ def _status_of(lab_name: str) -> int:
     if not mine:
         up = sorted({r.lab for r in registry})
         raise HarnessError(f"no lab '{lab_name}' is up (labs up: {', '.join(up) or 'none'})")
-    provider = _provider()
-    states = {d.name: d.state for d in provider.list_domains()}
+    states = _domain_states(mine)
     for i, run in enumerate(mine):
         started = datetime.fromtimestamp(run.started).astimezone().isoformat(timespec="seconds")
         subnets = ", ".join(f"{k} {v}" for k, v in run.subnets.items())
@@ -404,7 +433,7 @@ def cmd_ssh(args: argparse.Namespace) -> int:
 def cmd_console(args: argparse.Namespace) -> int:
     run = _one_run(args.lab)
     domain = render.domain_name(run.lab, run.run_id, args.node)
-    os.execvp("virsh", ["virsh", "-c", settings.libvirt_uri(), "console", domain])
+    os.execvp("virsh", ["virsh", "-c", run.uri or settings.libvirt_uri(), "console", domain])
     return 0
 
 
@@ -451,9 +480,11 @@ def cmd_down(args: argparse.Namespace) -> int:
     refusals = [] if args.force else [why for r in mine if (why := runs.down_refusal(r) or _checkpoint_busy(r))]
     if refusals:
         raise HarnessError("\n".join(refusals))
-    found = {r.run_id for r in mine}
-    out = collect(_provider(), only_runs=found)
-    print(f"lab {args.lab}: removed {len(out.domains)} domains, {len(out.networks)} networks, {len(out.volumes)} volumes")
+    removed = [0, 0, 0]
+    for uri, on_host in _by_host(mine).items():
+        out = collect(_provider(uri), only_runs={r.run_id for r in on_host})
+        removed = [removed[0] + len(out.domains), removed[1] + len(out.networks), removed[2] + len(out.volumes)]
+    print(f"lab {args.lab}: removed {removed[0]} domains, {removed[1]} networks, {removed[2]} volumes")
     return 0
 
 
@@ -474,7 +505,7 @@ def _attach(lab_name: str):
     from kvmlab.lab import LabSession
 
     run = _one_run(lab_name)
-    return LabSession.attach(load_lab_file(run.lab_file).named(run.lab), _provider(), run)
+    return LabSession.attach(load_lab_file(run.lab_file).named(run.lab), _provider_of(run), run)
 
 
 def cmd_snapshot(args: argparse.Namespace) -> int:
@@ -498,10 +529,28 @@ def cmd_revert(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_gc(args: argparse.Namespace) -> int:
-    from kvmlab.gc import collect
+def _gc_hosts(hosts: str | None) -> list[str]:
+    """Every libvirt host a run may have left something on: KVMLAB_URI's, those runs recorded, the hosts file's."""
+    uris = [settings.libvirt_uri(), *(r.uri for r in runs.all_runs().values() if r.uri)]
+    if hosts := hosts or hosts_file.hosts_file_from_env():
+        uris += [entry.uri for entry in hosts_file.load_hosts_file(hosts)]
+    return list(dict.fromkeys(uris))
 
-    out = collect(_provider())
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    from kvmlab.gc import Collected, collect
+
+    out, unreachable = Collected(), []
+    for uri in _gc_hosts(args.hosts):
+        try:
+            got = collect(_provider(uri))
+        except HarnessError as exc:
+            unreachable.append(f"{uri}: {str(exc).splitlines()[0]}")
+            continue
+        for name, value in vars(got).items():
+            getattr(out, name).extend(value)
+    for problem in unreachable:
+        print(f"kvmlab gc: could not collect on {problem}; what dead runs left there stays until it answers", file=sys.stderr)
     if out.empty:
         print("nothing to collect")
     else:
@@ -511,7 +560,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
             f"{len(out.saved)} leftovers of unfinished lab saves, {len(out.checkpoints)} leftovers of unfinished checkpoints, "
             f"{len(out.generics)} generic nodes of older images and generic disks nothing uses"
         )
-    return 0
+    return 1 if unreachable else 0
 
 
 class _teardown_on_signal:
@@ -540,11 +589,18 @@ def _add_release_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--release", choices=RELEASES, help="run the lab on this Debian release's image instead of its file's `release:`")
 
 
+def _add_hosts_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--hosts", metavar="FILE", help="libvirt hosts (hosts.yaml): a new lab goes to the one with the most room (default $KVMLAB_HOSTS)"
+    )
+
+
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     """The options verify and matrix share."""
     p.add_argument("--rebuild", action="store_true", help="build the lab even if a saved verified state of it exists")
     p.add_argument("--cold-boot", action="store_true", help="boot every node's kernel instead of cloning a saved generic node of its shape")
     _add_release_option(p)
+    _add_hosts_option(p)
     p.add_argument(
         "--baseline", metavar="FILE_OR_DIR", help="compare with an earlier results file (or the newest in a folder); a regression fails"
     )
@@ -578,6 +634,7 @@ def parser() -> argparse.ArgumentParser:
     u.add_argument("--cold-boot", action="store_true", help="boot every node's kernel instead of cloning a saved generic node of its shape")
     u.add_argument("--variant", metavar="NAME", help="bring up this variant of the lab file (its lab is named LAB-NAME)")
     _add_release_option(u)
+    _add_hosts_option(u)
     u.set_defaults(fn=cmd_up)
     v = sub.add_parser("verify", help="run the checks of every role in a lab (bringing it up first unless it is up)")
     v.add_argument("lab", help="a lab file, anywhere")
@@ -629,7 +686,9 @@ def parser() -> argparse.ArgumentParser:
     rv.add_argument("lab")
     rv.add_argument("name")
     rv.set_defaults(fn=cmd_revert)
-    sub.add_parser("gc", help="remove what dead runs left behind").set_defaults(fn=cmd_gc)
+    gc = sub.add_parser("gc", help="remove what dead runs left behind, on every libvirt host runs were recorded on")
+    _add_hosts_option(gc)
+    gc.set_defaults(fn=cmd_gc)
     from kvmlab.cli_exercise import add_parser as add_exercise_parser
 
     add_exercise_parser(sub)

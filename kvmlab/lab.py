@@ -542,6 +542,7 @@ class LabSession:
                 self.lab.path,
                 {n.name: n.prefix for n in self.lab.networks},
                 extra_taken=[*self.provider.network_addresses(), *self._remote_routes()],
+                uri=self.host.uri,
             )
             self.adopt_run(run)
             self._render(image)

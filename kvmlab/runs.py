@@ -43,6 +43,7 @@ class Run:
     started: float
     subnets: dict[str, str] = field(default_factory=dict)
     kept: bool = False  # left up on purpose (`kvmlab up`, --lab-keep): never collected
+    uri: str = ""  # the libvirt host it runs on ("": KVMLAB_URI's, as before runs recorded it)
 
     def placement(self) -> Placement:
         """The run's subnets as the model uses them (the registry keeps them as strings, for JSON)."""
@@ -208,7 +209,7 @@ def allocate(
     return out
 
 
-def register(run_id: str, lab: str, lab_file: str, prefixes: dict[str, int], extra_taken: Iterable[str] = ()) -> Run:
+def register(run_id: str, lab: str, lab_file: str, prefixes: dict[str, int], extra_taken: Iterable[str] = (), uri: str = "") -> Run:
     """Record a new run and lease its subnets, atomically with respect to other runs."""
     with _registry() as runs:
         taken = [ipaddress.IPv4Network(s) for r in runs.values() for s in r.subnets.values()]
@@ -225,6 +226,7 @@ def register(run_id: str, lab: str, lab_file: str, prefixes: dict[str, int], ext
             boot_id=boot_id(),
             started=time.time(),
             subnets={k: str(v) for k, v in subnets.items()},
+            uri=uri,
         )
         runs[run_id] = run
         return run

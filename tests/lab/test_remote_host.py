@@ -164,3 +164,29 @@ def test_two_clients_bring_labs_up_on_one_host_at_once_on_subnets_of_their_own(l
             kvmlab("down", name, "--force", timeout=300)
     for name in names:
         assert leftovers_on(lambda command: lab.node("host1").run_expect(command), name) == ""
+
+
+def test_a_lab_placed_by_a_hosts_file_goes_to_the_host_that_answers_and_is_found_there(inner, lab: LabSession, tmp_path: Path):
+    """No KVMLAB_URI: the hosts file names host1 and a host that refuses SSH. The lab goes to host1, and
+    the commands after `up` find it there from the host its run recorded."""
+    lab_file, kvmlab, on_host, env = inner
+    env.pop("KVMLAB_URI")
+    good = remote_uri(lab)
+    refused = good.replace(f"@{lab.node('host1').address()}/", f"@{lab.node('host1').address()}:2222/")  # no sshd there
+    hosts = tmp_path / "hosts.yaml"
+    hosts.write_text(f'hosts:\n  refusing: {{uri: "{refused}"}}\n  host1: {{uri: "{good}"}}\n')
+
+    up = kvmlab("up", str(lab_file), "--hosts", str(hosts))
+    assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
+    placed = re.search(r"kvmlab: hosts of \S+: refusing unreachable, host1 (\d+) MiB free; lab rtiny goes to host1", up.stderr)
+    assert placed, up.stderr[-3000:]
+    assert f"kvmlab-{INNER}-" in on_host("virsh list --name")
+
+    status = kvmlab("status", INNER, timeout=120)
+    assert status.returncode == 0 and re.search(r"^n1\s+running\s", status.stdout, re.MULTILINE), status.stdout
+    ssh = kvmlab("ssh", INNER, "n1", "hostname", timeout=120)
+    assert ssh.returncode == 0 and ssh.stdout.strip() == "n1", ssh.stderr
+
+    down = kvmlab("down", INNER, timeout=300)
+    assert down.returncode == 0 and "removed 1 domains" in down.stdout, down.stdout + down.stderr
+    assert leftovers_on(on_host) == ""

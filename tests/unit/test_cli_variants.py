@@ -216,7 +216,7 @@ class FakeSession:
 def sessions(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[FakeSession]:
     made: list[FakeSession] = []
 
-    def new_session(lab: Any, keep_going: bool, cold_boot: bool) -> FakeSession:
+    def new_session(lab: Any, keep_going: bool, cold_boot: bool, hosts: str | None = None) -> FakeSession:
         made.append(FakeSession(lab))
         return made[-1]
 

@@ -149,7 +149,7 @@ def test_a_reused_pid_is_not_the_owner(other_process):
 
 
 def test_cli_down_refuses_then_forces(provider, monkeypatch, other_process, capsys):
-    monkeypatch.setattr(cli, "_provider", lambda: provider)
+    monkeypatch.setattr(cli, "_provider", lambda uri=None: provider)
     run = _run(other_process.pid)
     _start_smoke_objects(provider, run.run_id, other_process.pid, user=runs.me())
 
@@ -165,7 +165,7 @@ def test_cli_down_refuses_then_forces(provider, monkeypatch, other_process, caps
 
 
 def test_cli_down_removes_a_kept_lab_without_force(provider, monkeypatch, capsys):
-    monkeypatch.setattr(cli, "_provider", lambda: provider)
+    monkeypatch.setattr(cli, "_provider", lambda uri=None: provider)
     run = _run(dead_pid(), kept=True)
     _start_smoke_objects(provider, run.run_id, run.pid, user=runs.me())
     assert cli.main(["down", "smoke"]) == 0
@@ -176,7 +176,7 @@ def test_cli_down_removes_a_kept_lab_without_force(provider, monkeypatch, capsys
 
 
 def test_status_of_one_lab_shows_its_runs_nodes_addresses_and_roles(provider, monkeypatch, capsys):
-    monkeypatch.setattr(cli, "_provider", lambda: provider)
+    monkeypatch.setattr(cli, "_provider", lambda uri=None: provider)
     run = _run(os.getpid())
     _start_smoke_objects(provider, run.run_id, os.getpid(), user=runs.me())
     mgmt = run.placement().subnets["mgmt"]
@@ -191,14 +191,14 @@ def test_status_of_one_lab_shows_its_runs_nodes_addresses_and_roles(provider, mo
 
 
 def test_status_of_an_unknown_lab_names_the_labs_that_are_up(provider, monkeypatch, capsys):
-    monkeypatch.setattr(cli, "_provider", lambda: provider)
+    monkeypatch.setattr(cli, "_provider", lambda uri=None: provider)
     _run(os.getpid())
     assert cli.main(["status", "nope"]) == 1
     assert capsys.readouterr().err.strip() == "kvmlab: no lab 'nope' is up (labs up: smoke)"
 
 
 def test_status_without_a_lab_keeps_the_table(provider, monkeypatch, capsys):
-    monkeypatch.setattr(cli, "_provider", lambda: provider)
+    monkeypatch.setattr(cli, "_provider", lambda uri=None: provider)
     _run(os.getpid())
     assert cli.main(["status"]) == 0
     assert capsys.readouterr().out.splitlines()[0].split() == ["lab", "run", "user", "owner", "subnets", "nodes"]
