@@ -231,7 +231,8 @@ class HostShell:
         try:
             directory = shlex.quote(str(Path(path).parent))
             hold = "sh -c 'echo locked; exec cat >/dev/null'"
-            chan.exec_command(f"mkdir -p {directory} && exec flock -x -w {timeout:.0f} {shlex.quote(path)} {hold}")
+            with _ChannelGuard(chan, lambda: None, time.monotonic() + timeout):
+                chan.exec_command(f"mkdir -p {directory} && exec flock -x -w {timeout:.0f} {shlex.quote(path)} {hold}")
             chan.settimeout(timeout + CONNECT_TIMEOUT_S)
             try:
                 answer = chan.makefile("rb").readline().decode(errors="replace").strip()
