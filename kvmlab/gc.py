@@ -60,7 +60,10 @@ def collect(provider: Provider, only_runs: set[str] | None = None) -> Collected:
     domains' metadata; objects that nothing claims are orphans of a killed run.
     Another user's runs are never touched.
     """
-    registry = runs.all_runs()
+    # Only the runs of this host: a run on another host keeps its record (and with it the way to that
+    # host) until a collect there has removed its objects.
+    here = getattr(provider, "uri", "")
+    registry = {run_id: r for run_id, r in runs.all_runs().items() if r.uri in ("", here)}
     user = runs.me()
     domains = provider.list_domains()
     by_run: dict[str, list[DomainInfo]] = {}

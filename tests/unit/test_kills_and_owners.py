@@ -229,3 +229,37 @@ def test_down_is_refused_while_a_snapshot_or_revert_holds_the_lab(tmp_path, monk
         holder.kill()
         holder.wait()
     assert cli._checkpoint_busy(run) is None
+
+
+# -- runs on several libvirt hosts ---------------------------------------------
+
+
+def test_down_and_gc_go_to_the_host_each_run_recorded_and_gc_names_a_host_that_does_not_answer(provider, monkeypatch, capsys):
+    """A run placed by --hosts is found on its own host; gc visits every host a run recorded."""
+    far = "qemu+ssh://root@far.example/system"
+    asked: list[str | None] = []
+
+    def provider_at(uri: str | None = None):
+        asked.append(uri)
+        if uri == far:
+            raise cli.HarnessError("cannot connect to libvirt at qemu+ssh://root@far.example/system: no route")
+        return provider
+
+    monkeypatch.setattr(cli, "_provider", provider_at)
+    monkeypatch.setenv("KVMLAB_URI", "test:///default")
+    placed = runs.register("0d0d0d", "smoke", str(ROOT / "labs" / "smoke.yaml"), {"mgmt": 24, "storage": 24}, uri="test:///default")
+    placed.pid = dead_pid()
+    with runs._registry() as reg:
+        reg[placed.run_id] = placed
+        reg["0e0e0e"] = runs.Run("0e0e0e", "tiny", "x.yaml", runs.me(), os.getpid(), "h", "b", time.time(), uri=far)
+    _start_smoke_objects(provider, placed.run_id, placed.pid, user=runs.me())
+
+    assert cli.main(["gc"]) == 1
+    out = capsys.readouterr()
+    assert asked == ["test:///default", far]
+    assert "removed runs 0d0d0d: 2 domains" in out.out
+    assert out.err.strip() == (
+        f"kvmlab gc: could not collect on {far}: cannot connect to libvirt at {far}: no route;"
+        " what dead runs left there stays until it answers"
+    )
+    assert set(runs.all_runs()) == {"0e0e0e"}, "the far run's record is how a later gc finds its host"
