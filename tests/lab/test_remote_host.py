@@ -135,7 +135,8 @@ def test_two_clients_bring_labs_up_on_one_host_at_once_on_subnets_of_their_own(l
     host1 = lab.node("host1")
     ups = []
     for lab_file, env, _kvmlab in clients:
-        log = open(lab_file.with_suffix(".log"), "w+")  # noqa: SIM115 - read back after the process ends
+        # Appended to by the child, read here by path: a shared offset would let a read move its writes.
+        log = open(lab_file.with_suffix(".log"), "a")  # noqa: SIM115 - closed once the process has ended
         ups.append(
             (
                 subprocess.Popen(
@@ -154,8 +155,7 @@ def test_two_clients_bring_labs_up_on_one_host_at_once_on_subnets_of_their_own(l
         deadline = time.monotonic() + 900
         while not all(f"kvmlab-{name}-" in host1.run_expect("virsh list --name") for name in names):
             for (up, log), name in zip(ups, names, strict=True):
-                log.seek(0)
-                assert up.poll() is None, f"{name}: `up` ended (exit {up.returncode}):\n{log.read()[-3000:]}"
+                assert up.poll() is None, f"{name}: `up` ended (exit {up.returncode}):\n{Path(log.name).read_text()[-3000:]}"
             assert time.monotonic() < deadline, "both labs never ran on host1 together"
             time.sleep(2)
         for up, _log in ups:
@@ -163,8 +163,7 @@ def test_two_clients_bring_labs_up_on_one_host_at_once_on_subnets_of_their_own(l
         outputs = []
         for (up, log), name in zip(ups, names, strict=True):
             assert up.wait(300) == 130, name
-            log.seek(0)
-            outputs.append(log.read())
+            outputs.append(Path(log.name).read_text())
             sys.stderr.write(f"$ kvmlab up {name}.yaml (exit {up.returncode})\n{outputs[-1][-3000:]}\n")
         subnets = [re.search(r"run [0-9a-f]{6}: mgmt (\S+)", out) for out in outputs]
         assert all(subnets), outputs
@@ -205,3 +204,30 @@ def test_a_lab_placed_by_a_hosts_file_goes_to_the_host_that_answers_and_is_found
     down = kvmlab("down", INNER, timeout=300)
     assert down.returncode == 0 and "removed 1 domains" in down.stdout, down.stdout + down.stderr
     assert leftovers_on(on_host) == ""
+
+
+def test_a_pytest_session_with_lab_hosts_builds_its_lab_on_a_host_of_the_file(lab: LabSession, tmp_path: Path):
+    """A project of the user's own: its test asks for its lab; --lab-hosts puts the lab on host1."""
+    lab_file, env, _kvmlab = client_of_host1(lab, tmp_path, INNER)
+    env.pop("KVMLAB_URI")
+    hosts = tmp_path / "hosts.yaml"
+    hosts.write_text(f'hosts:\n  host1: {{uri: "{remote_uri(lab)}"}}\n')
+    (tmp_path / "test_mine.py").write_text(
+        "import pytest\n\n\n"
+        f"@pytest.mark.lab({lab_file.name!r})\n"
+        "def test_my_node_answers_from_its_host(lab):\n"
+        "    assert not lab.host.local\n"
+        "    assert lab.node('n1').run_expect('hostname').strip() == 'n1'\n"
+    )
+    res = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--lab-hosts", str(hosts), "test_mine.py"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    sys.stderr.write(f"$ pytest --lab-hosts hosts.yaml (exit {res.returncode})\n{res.stdout[-3000:]}{res.stderr[-3000:]}\n")
+    assert res.returncode == 0 and "1 passed" in res.stdout, res.stdout[-3000:] + res.stderr[-3000:]
+    assert re.search(rf"kvmlab: hosts of \S+: host1 \d+ MiB free; lab {INNER} goes to host1", res.stdout + res.stderr)
+    assert leftovers_on(lab.node("host1").run_expect) == ""
