@@ -43,6 +43,8 @@ def run_of(name: str) -> str | None:
 
 
 def _domain_owner_dead(dom: DomainInfo, user: str) -> bool:
+    if dom.kept:
+        return False  # left up on purpose; a registry that does not know it (another KVMLAB_LEASES) must not take it
     if dom.owner_user not in (None, user):
         return False  # another user's lab is never ours to remove
     if dom.owner_host not in (None, socket.gethostname()):

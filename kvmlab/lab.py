@@ -893,6 +893,11 @@ class LabSession:
     def mark_kept(self) -> None:
         self.keep = True
         runs.set_kept(self.run_id, True)
+        for handle in self.nodes:  # the domains say it too, for a client whose registry does not know this run
+            try:
+                self.provider.mark_domain_kept(handle.domain)
+            except HarnessError as exc:  # the registry's record still keeps it from this registry's gc
+                self.log(f"{handle.name}: could not mark domain {handle.domain} kept: {exc}")
 
     # -- reporting ----------------------------------------------------------
     def summary_rows(self) -> list[tuple[str, str, str, str, str]]:

@@ -492,6 +492,23 @@ class LibvirtProvider:
         return log.get("file") if log is not None else None
 
     @_reconnecting
+    def mark_domain_kept(self, name: str) -> None:
+        """Add kept='1' to the domain's kvmlab metadata (live: kvmlab's domains are transient)."""
+        try:
+            dom = self._conn.lookupByName(name)
+            element = ET.fromstring(dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, NAMESPACE, 0))
+            element.set("kept", "1")
+            dom.setMetadata(
+                libvirt.VIR_DOMAIN_METADATA_ELEMENT,
+                ET.tostring(element, encoding="unicode"),
+                "kvmlab",
+                NAMESPACE,
+                libvirt.VIR_DOMAIN_AFFECT_LIVE,
+            )
+        except libvirt.libvirtError as exc:
+            _unless_gone(exc, libvirt.VIR_ERR_NO_DOMAIN, f"mark domain {name} kept")
+
+    @_reconnecting
     def list_domains(self) -> list[DomainInfo]:
         out = []
         for dom in self._conn.listAllDomains(0):
@@ -522,6 +539,7 @@ class LibvirtProvider:
                     owner_user=meta.get("user"),
                     owner_host=meta.get("host"),
                     owner_boot=meta.get("boot"),
+                    kept=meta.get("kept") == "1",
                 )
             )
         return out

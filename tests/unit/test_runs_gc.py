@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -88,10 +89,12 @@ def test_owner_liveness():
     assert run.owner_alive()
 
 
-def _start_smoke_objects(provider, run_id: str, pid: int, user: str = "tester") -> None:
+def _start_smoke_objects(provider, run_id: str, pid: int, user: str = "tester", host: str | None = None) -> None:
     for rel, text in render_smoke().items():
         text = text.replace("0a1b2c", run_id).replace("pid='4242'", f"pid='{pid}'").replace("user='tester'", f"user='{user}'")
         text = text.replace("boot='boot-1'", f"boot='{runs.boot_id()}'")
+        if host is not None:
+            text = text.replace("host='builder'", f"host='{host}'")
         if rel.startswith("networks/"):
             provider.create_network(
                 text.replace("10.213.4.", f"10.{int(run_id[:2], 16)}.4.").replace("10.213.5.", f"10.{int(run_id[:2], 16)}.5.")
@@ -140,6 +143,28 @@ def test_gc_spares_live_kept_and_other_users_runs(provider):
     assert out.empty, out
     names = {d.name for d in provider.list_domains()}
     assert {"kvmlab-smoke-eeeeee-nfs1", "kvmlab-smoke-ffffff-nfs1", "kvmlab-smoke-abcdef-nfs1"} <= names
+
+
+def test_a_kept_lab_unknown_to_this_registry_is_spared_by_its_domains_word(provider):
+    # Kept by a client with another run registry (KVMLAB_LEASES), whose `up` has exited: this registry
+    # has no record, and the owner pid in the domains is dead. Only the domains' kept='1' says to spare it.
+    _start_smoke_objects(provider, "cccccc", dead_pid(), user=runs.me(), host=socket.gethostname())
+    _start_smoke_objects(provider, "c0c0c0", dead_pid(), user=runs.me(), host=socket.gethostname())
+    for dom in provider.list_domains():
+        if "cccccc" in dom.name:
+            provider.mark_domain_kept(dom.name)
+    assert {d.name: d.kept for d in provider.list_domains()} == {
+        "kvmlab-smoke-cccccc-nfs1": True,
+        "kvmlab-smoke-cccccc-hv1": True,
+        "kvmlab-smoke-c0c0c0-nfs1": False,
+        "kvmlab-smoke-c0c0c0-hv1": False,
+    }
+
+    out = gc.collect(provider)
+
+    assert sorted(out.domains) == ["kvmlab-smoke-c0c0c0-hv1", "kvmlab-smoke-c0c0c0-nfs1"]
+    assert {d.name for d in provider.list_domains()} == {"kvmlab-smoke-cccccc-nfs1", "kvmlab-smoke-cccccc-hv1"}
+    assert gc.collect(provider, only_runs={"cccccc"}).domains, "`down` still takes it"
 
 
 def test_gc_removes_orphans_that_nothing_claims(provider):
