@@ -25,6 +25,7 @@ from kvmlab.libvirt_host import host_of
 from kvmlab.loader import decode_lab_text
 from kvmlab.model import Lab
 from kvmlab.preflight import available_memory_mib, free_disk_mib, lab_needs
+from kvmlab.remote import run_on_host
 from kvmlab.yaml_errors import compose
 from kvmlab.yamlread import Reader, quote
 
@@ -86,12 +87,20 @@ def load_hosts_file(path: str | os.PathLike[str]) -> list[HostEntry]:
     return entries
 
 
+# libvirtd's socket, or the QEMU driver's own daemon's (Debian 13 ships the modular daemons too)
+LIBVIRT_SOCKETS = ("/run/libvirt/libvirt-sock", "/run/libvirt/virtqemud-sock")
+
+
 def measure(entry: HostEntry) -> Room:
     host = host_of(entry.uri)
     try:
         if host.local:
+            if not any(Path(sock).exists() for sock in LIBVIRT_SOCKETS):
+                return Room(entry, problem=f"libvirtd is not running (no socket {' or '.join(LIBVIRT_SOCKETS)})")
             return Room(entry, available_memory_mib(), free_disk_mib(settings.pool_dir()))
         memory, disk = remote_space(host, settings.pool_dir())
+        if run_on_host(host, " || ".join(f"test -S {sock}" for sock in LIBVIRT_SOCKETS), timeout=30).rc != 0:
+            return Room(entry, problem=f"libvirtd is not running there (no socket {' or '.join(LIBVIRT_SOCKETS)})")
         return Room(entry, memory, disk)
     except HarnessError as exc:
         return Room(entry, problem=str(exc).splitlines()[0])

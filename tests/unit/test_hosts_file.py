@@ -71,3 +71,14 @@ def test_no_host_with_room_is_an_error_saying_what_each_host_had() -> None:
     assert f"no host has room for lab 'two' ({memory} MiB of memory" in message
     assert f"a: {memory - 1} MiB memory, {disk} MiB disk free" in message
     assert "b: ssh: refused" in message
+
+
+def test_this_machine_without_libvirtd_is_passed_over_with_the_reason(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from kvmlab import hosts_file
+
+    monkeypatch.setattr(hosts_file, "LIBVIRT_SOCKETS", (str(tmp_path / "libvirt-sock"),))
+    room = hosts_file.measure(HostEntry("here", "qemu:///system"))
+    assert room.problem == f"libvirtd is not running (no socket {tmp_path / 'libvirt-sock'})"
+    (tmp_path / "libvirt-sock").touch()
+    room = hosts_file.measure(HostEntry("here", "qemu:///system"))
+    assert not room.problem and room.memory_mib > 0
