@@ -372,7 +372,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     rows = []
     for run in sorted(runs.all_runs().values(), key=lambda r: r.started):
         lab_nodes = [n for n in states if n.startswith(render.prefix(run.lab, run.run_id) + "-")]
-        node_states = ", ".join(f"{n.rsplit('-', 1)[-1]}={states[n]}" for n in lab_nodes) or "-"
+        node_states = (
+            states.get(render.prefix(run.lab, run.run_id)) or ", ".join(f"{n.rsplit('-', 1)[-1]}={states[n]}" for n in lab_nodes) or "-"
+        )
         rows.append((run.lab, run.run_id, run.user, _owner(run), " ".join(run.subnets.values()), node_states))
     if not rows:
         print("no labs")
@@ -384,9 +386,22 @@ def cmd_status(args: argparse.Namespace) -> int:
 def _domain_states(found: list[runs.Run]) -> dict[str, str]:
     """Every domain's state on the libvirt hosts FOUND run on (and KVMLAB_URI's)."""
     states: dict[str, str] = {}
-    for uri in {settings.libvirt_uri(), *_by_host(found)}:
-        states |= {d.name: d.state for d in _provider(uri).list_domains()}
+    by_host = _by_host(found)
+    for uri in dict.fromkeys([settings.libvirt_uri(), *by_host]):
+        try:
+            states |= {d.name: d.state for d in _provider(uri).list_domains()}
+        except HarnessError as exc:
+            if uri not in by_host:
+                raise
+            # One host that does not answer must not hide the labs of the others.
+            print(f"kvmlab: {str(exc).splitlines()[0]}; its labs' nodes show as unreachable", file=sys.stderr)
+            states |= {render.prefix(r.lab, r.run_id): "unreachable" for r in by_host[uri]}
     return states
+
+
+def _state_of(states: dict[str, str], run: runs.Run, node: str) -> str:
+    """NODE's state from _domain_states(): unreachable if its host did not answer, absent if it has no domain."""
+    return states.get(render.prefix(run.lab, run.run_id)) or states.get(render.domain_name(run.lab, run.run_id, node), "absent")
 
 
 def _status_of(lab_name: str) -> int:
@@ -413,7 +428,7 @@ def _status_of(lab_name: str) -> int:
             rows = [
                 (
                     node.name,
-                    states.get(render.domain_name(run.lab, run.run_id, node.name), "absent"),
+                    _state_of(states, run, node.name),
                     " ".join(f"{net}={placement.address(lab, node.name, net)}" for net in node.networks if net in placement.subnets),
                     ",".join(node.roles) or "-",
                 )

@@ -11,7 +11,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlparse
+from urllib.parse import urlparse, urlsplit
 
 import libvirt
 
@@ -135,10 +135,13 @@ class LibvirtProvider:
         try:
             self._conn = libvirt.open(uri)
         except libvirt.libvirtError as exc:
-            raise HarnessError(
-                f"cannot connect to libvirt at {uri}: {exc.get_error_message()}\n"
-                "  fix: start the daemons (`virtlogd -d && libvirtd -d`, or `make deps`)"
-            ) from exc
+            local = urlsplit(uri).hostname in (None, "", "localhost", "127.0.0.1", "::1")
+            fix = (
+                "start the daemons (`virtlogd -d && libvirtd -d`, or `make deps`)"
+                if local
+                else "check that SSH to the host works with the URI's user, keyfile= and known_hosts=, and that libvirtd runs there"
+            )
+            raise HarnessError(f"cannot connect to libvirt at {uri}: {exc.get_error_message()}\n  fix: {fix}") from exc
 
     def _connected(self) -> bool:
         try:

@@ -263,3 +263,32 @@ def test_down_and_gc_go_to_the_host_each_run_recorded_and_gc_names_a_host_that_d
         " what dead runs left there stays until it answers"
     )
     assert set(runs.all_runs()) == {"0e0e0e"}, "the far run's record is how a later gc finds its host"
+
+
+def test_status_shows_the_labs_of_a_host_that_does_not_answer_as_unreachable(provider, monkeypatch, capsys):
+    far = "qemu+ssh://root@far.example/system"
+
+    def provider_at(uri: str | None = None):
+        if uri == far:
+            raise cli.HarnessError(f"cannot connect to libvirt at {far}: no route")
+        return provider
+
+    monkeypatch.setattr(cli, "_provider", provider_at)
+    monkeypatch.setenv("KVMLAB_URI", "test:///default")
+    here = _run(os.getpid())
+    _start_smoke_objects(provider, here.run_id, os.getpid(), user=runs.me())
+    with runs._registry() as reg:
+        reg["0e0e0e"] = runs.Run(
+            "0e0e0e", "smoke", str(ROOT / "labs" / "smoke.yaml"), runs.me(), os.getpid(), "h", "b", time.time(), uri=far
+        )
+
+    assert cli.main(["status"]) == 0
+    out = capsys.readouterr()
+    assert f"cannot connect to libvirt at {far}: no route; its labs' nodes show as unreachable" in out.err
+    rows = {line.split()[1]: line for line in out.out.splitlines()[2:]}
+    assert "nfs1=running" in rows["0c0c0c"]
+    assert rows["0e0e0e"].endswith("unreachable")
+
+    assert cli.main(["status", "smoke"]) == 0
+    far_part = capsys.readouterr().out.split("lab smoke run 0e0e0e")[1]
+    assert [line.split()[1] for line in far_part.splitlines() if line.startswith(("nfs1 ", "hv1 "))] == ["unreachable"] * 2
