@@ -33,7 +33,7 @@ AFTER = 20  # records acknowledged once the fault is repaired
 
 
 def _progress_s(lab: Any) -> float:
-    return timeout_for("service", lab.accel)
+    return timeout_for("service", lab.pace)
 
 
 def _one(lab: Any, role: str) -> Any:
@@ -222,7 +222,7 @@ def check_ceph_io_goes_on_with_one_osd_node_down(lab: Any) -> dict[str, Any]:
         facts["health_ok_after_s"] = round(time.monotonic() - t0, 1)
         _finish(work, lab)
         t0 = time.monotonic()
-        facts["scrubbed_pgs"] = _deep_scrub_clean(mon, s.pool, waits.storage_timeout("ceph-health", lab.accel))
+        facts["scrubbed_pgs"] = _deep_scrub_clean(mon, s.pool, waits.storage_timeout("ceph-health", lab.pace))
         facts["scrub_s"] = round(time.monotonic() - t0, 1)
         return facts
     finally:
@@ -301,7 +301,7 @@ def check_raid_rebuilds_onto_a_spare_when_a_member_disappears(lab: Any) -> dict[
         hv.run(f"echo check > /sys/block/{md}/md/sync_action")
         wait_until(
             lambda: hv.run(f"cat /sys/block/{md}/md/sync_action /sys/block/{md}/md/last_sync_action").stdout.split() == ["idle", "check"],
-            waits.storage_timeout("md-sync", lab.accel),
+            waits.storage_timeout("md-sync", lab.pace),
             f"an MD check of {ARRAY} to finish",
             interval=2.0,
             context=lambda: hv.run("cat /proc/mdstat").output,

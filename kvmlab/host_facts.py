@@ -37,3 +37,10 @@ def remote_accel(host: LibvirtHost) -> tuple[str, str]:
     if res.rc == 0:
         return "kvm", f"{host.describe()} has /dev/kvm (not probed there: set KVMLAB_ACCEL=tcg if its KVM guests hang)"
     return "tcg", f"{host.describe()} has no usable /dev/kvm"
+
+
+def emulated_machine(host: LibvirtHost) -> bool:
+    """True when HOST is itself a virtual machine that QEMU emulates (TCG): the KVM it offers its own
+    guests is nested in emulation and runs them at about TCG's pace. Under KVM it says 'kvm', not 'qemu'."""
+    res = run_on_host(host, "systemd-detect-virt --vm", timeout=30)
+    return res.stdout.strip() == "qemu"

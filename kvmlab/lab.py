@@ -20,7 +20,7 @@ from kvmlab import clones, golden, images, keys, render, runs, settings
 from kvmlab.checkpoints import Checkpoints, in_parallel
 from kvmlab.errors import HarnessError, LibvirtGone, NodeStopped, PoolFull
 from kvmlab.gc import collect
-from kvmlab.host_facts import remote_accel, remote_space
+from kvmlab.host_facts import emulated_machine, remote_accel, remote_space
 from kvmlab.host_locks import host_locked
 from kvmlab.libvirt_host import host_of, remote_only_refusal
 from kvmlab.model import Lab, Node, Placement
@@ -172,7 +172,7 @@ class NodeHandle:
         self.session.provider.shutdown_domain(self.domain)
         wait_until(
             lambda: self.state == "shutoff",
-            timeout_for("service", self.session.accel),
+            timeout_for("service", self.session.pace),
             f"node {self.name} to shut down",
             interval=1.0,
             context=self.console_tail,
@@ -225,7 +225,7 @@ class NodeHandle:
         self._detached[disk] = provider.detach_disk(self.domain, self._disk_name(disk))
         wait_until(
             lambda: not provider.has_disk(self.domain, disk),
-            timeout_for("service", self.session.accel),
+            timeout_for("service", self.session.pace),
             f"disk {disk} to leave node {self.name} (the guest acknowledges the unplug)",
             interval=0.5,
             context=self.console_tail,
@@ -305,7 +305,7 @@ class NodeHandle:
         try:
             out = wait_until(
                 ok,
-                timeout or timeout_for("service", self.session.accel),
+                timeout or timeout_for("service", self.session.pace),
                 f"{self.name}: {what or command}",
                 interval=interval,
                 failed=lambda: None if self.state == "running" else f"node {self.name} is {self.state}",
@@ -331,7 +331,7 @@ class NodeHandle:
 
         wait_until(
             state,
-            timeout or timeout_for("service", self.session.accel),
+            timeout or timeout_for("service", self.session.pace),
             f"{self.name}: unit {unit} to be active",
             interval=1.0,
             failed=lambda: str(stop) if (stop := self.stopped()) else None,
@@ -392,6 +392,7 @@ class LabSession:
         # This machine, or the remote libvirt host the lab runs on (a stand-in provider without a URI: this machine).
         self.host = host_of(getattr(self.provider, "uri", "") or "qemu:///system")
         self._host_cpus: int | None = None
+        self._pace: tuple[str, str] | None = None  # (accel, pace) once asked
 
     # -- access -------------------------------------------------------------
     @property
@@ -506,6 +507,8 @@ class LabSession:
                 self.accel, reason = accel_mod.choose_accel(image.kernel, settings.cache_dir())
             else:
                 self.accel, reason = remote_accel(self.host)
+                if self.pace != self.accel:
+                    reason += f"; {self.host.describe()} is itself an emulated machine: its guests' deadlines are TCG's"
             self.log(f"accelerator: {self.accel.upper()} — {reason}")
         self.image = image
         return image
@@ -793,6 +796,15 @@ class LabSession:
         """Nodes boot together and share the host's cores: allow for more than two per core (CPU-bound under TCG)."""
         return max(1.0, len(self.lab.nodes) / (2 * self.host_cpus()))
 
+    @property
+    def pace(self) -> str:
+        """The accelerator whose deadlines the lab's waits get: its own, but TCG's for a remote host's KVM
+        nested in an emulated machine (as fast as TCG, not as KVM)."""
+        if self._pace is None or self._pace[0] != self.accel:
+            nested = self.accel == "kvm" and not self.host.local and emulated_machine(self.host)
+            self._pace = (self.accel, "tcg" if nested else self.accel)
+        return self._pace[1]
+
     def host_cpus(self) -> int:
         if self._host_cpus is None:
             cpus = os.cpu_count() or 1
@@ -827,7 +839,7 @@ class LabSession:
 
         wait_until(
             lambda: handle.remote.answers() and handle.run("test -e /run/kvmlab-identity").rc == 0,
-            timeout_for("boot", self.accel) * self._boot_contention(),
+            timeout_for("boot", self.pace) * self._boot_contention(),
             f"node {node.name} to answer SSH and finish first boot",
             interval=0.5,  # a clone is ready seconds after its restore; each poll is one SSH attempt
             failed=failed,

@@ -216,7 +216,7 @@ def _remote_accel(target: Any, accel: str | None) -> tuple[Remote, str, Any]:
     """(remote, accelerator, node handle or None) of a node handle or a Remote."""
     if isinstance(target, Remote):
         return target, accel or "tcg", None
-    return target.remote, accel or getattr(target.session, "accel", "") or "tcg", target
+    return target.remote, accel or getattr(target.session, "pace", "") or "tcg", target
 
 
 def _service_wait(
