@@ -62,12 +62,20 @@ def collect(provider: Provider, only_runs: set[str] | None = None) -> Collected:
     domains' metadata; objects that nothing claims are orphans of a killed run.
     Another user's runs are never touched.
     """
+    domains = provider.list_domains()
+    networks = provider.list_networks()
+    try:
+        volumes = provider.list_volumes(settings.POOL)
+    except HarnessError:
+        volumes = []  # no pool yet: nothing was ever created
+    # Read after the listings: a run registers before it creates anything, so an object listed above
+    # whose run has no record here has none. Read before them, a run starting meanwhile would have
+    # its first network taken for an orphan.
     # Only the runs of this host: a run on another host keeps its record (and with it the way to that
     # host) until a collect there has removed its objects.
     here = getattr(provider, "uri", "")
     registry = {run_id: r for run_id, r in runs.all_runs().items() if r.uri in ("", here)}
     user = runs.me()
-    domains = provider.list_domains()
     by_run: dict[str, list[DomainInfo]] = {}
     for dom in domains:
         run_id = dom.run_id or run_of(dom.name)
@@ -90,15 +98,11 @@ def collect(provider: Provider, only_runs: set[str] | None = None) -> Collected:
             for dom in doms:
                 provider.destroy_domain(dom.name)
                 out.domains.append(dom.name)
-    for net in provider.list_networks():
+    for net in networks:
         run_id = run_of(net)
         if run_id and dead(run_id):
             provider.destroy_network(net)
             out.networks.append(net)
-    try:
-        volumes = provider.list_volumes(settings.POOL)
-    except HarnessError:
-        volumes = []  # no pool yet: nothing was ever created
     for vol in volumes:
         run_id = run_of(vol)
         if run_id and dead(run_id):

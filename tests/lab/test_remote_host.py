@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from kvmlab.lab import LabSession
-from tests.lab.helpers import ROOT
+from tests.lab.helpers import ROOT, default_sigint
 
 pytestmark = pytest.mark.lab("remote-host")
 INNER = "rtiny"
@@ -148,6 +148,7 @@ def test_two_clients_bring_labs_up_on_one_host_at_once_on_subnets_of_their_own(l
                     stderr=subprocess.STDOUT,
                     text=True,
                     start_new_session=True,
+                    preexec_fn=default_sigint,  # under make test's lanes SIGINT comes ignored, and Ctrl-C is what this test sends
                 ),
                 log,
             )

@@ -167,6 +167,30 @@ def test_a_kept_lab_unknown_to_this_registry_is_spared_by_its_domains_word(provi
     assert gc.collect(provider, only_runs={"cccccc"}).domains, "`down` still takes it"
 
 
+def test_a_run_that_starts_while_gc_lists_the_host_keeps_its_network(provider):
+    # A run registers, then creates its network, while gc is still listing the domains: gc must judge
+    # that network by a record read after its listings, not take it for a killed run's orphan.
+    text = render_smoke()["networks/mgmt.xml"].replace("0a1b2c", "0b0b0b").replace("10.213.4.", "10.98.4.")
+
+    class StartsDuringTheListing:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def list_domains(self):
+            found = self.inner.list_domains()
+            runs.register("0b0b0b", "smoke", "x", {"mgmt": 24})  # owned by this live process
+            self.inner.create_network(text)
+            return found
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+    out = gc.collect(StartsDuringTheListing(provider))
+
+    assert out.networks == [], out
+    assert "kvmlab-smoke-0b0b0b-mgmt" in provider.list_networks()
+
+
 def test_gc_removes_orphans_that_nothing_claims(provider):
     # A run killed between creating its network and writing anything else: no record, no domain.
     text = render_smoke()["networks/mgmt.xml"].replace("0a1b2c", "0f0f0f").replace("10.213.4.", "10.99.4.")
