@@ -125,6 +125,9 @@ def _volume_name(xml: str) -> str:
         return "(unparsable XML)"
 
 
+REMOVAL_WAIT_S = 30.0  # how long a domain of the same name may take to be removed before a new one starts
+
+
 class LibvirtProvider:
     def __init__(self, uri: str, reconnect_s: float = 60.0, log: Callable[[str], None] = _stderr) -> None:
         self.uri = uri
@@ -336,7 +339,17 @@ class LibvirtProvider:
     # domains
     @_reconnecting
     def create_domain(self, xml: str) -> None:
-        self._call("create domain", self._conn.createXML, xml, 0)
+        # A transient domain that has just shut down is reported off while libvirt still removes it;
+        # starting one of the same name then fails with "is already being removed" for a moment.
+        deadline = time.monotonic() + REMOVAL_WAIT_S
+        while True:
+            try:
+                self._conn.createXML(xml, 0)
+                return
+            except libvirt.libvirtError as exc:
+                if "is already being removed" not in (exc.get_error_message() or "") or time.monotonic() > deadline:
+                    raise HarnessError(f"libvirt: create domain: {exc.get_error_message()}") from exc
+            time.sleep(0.5)
 
     @_reconnecting
     def destroy_domain(self, name: str) -> None:

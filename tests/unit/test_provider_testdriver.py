@@ -113,3 +113,33 @@ def test_pool_refresh_reports_other_errors_at_once(monkeypatch):
     pool = _BusyPool(busy=1, message="cannot open directory '/nowhere': No such file or directory")
     with pytest.raises(HarnessError, match="refresh pool kvmlab: cannot open directory"):
         libvirt_provider._refresh(pool)
+
+
+def test_a_domain_still_being_removed_is_waited_for_before_its_successor_starts(monkeypatch):
+    """libvirt reports a transient domain off while it still removes it; a start of the same name waits."""
+
+    class StillRemoving(libvirt.libvirtError):
+        def get_error_message(self) -> str:
+            return "operation failed: domain 'kvmlab-faults-f6d7d3-n2' is already being removed"
+
+    tries: list[str] = []
+
+    class Conn:
+        def isAlive(self) -> int:
+            return 1
+
+        def createXML(self, xml: str, flags: int) -> None:
+            tries.append(xml)
+            if len(tries) < 3:
+                raise StillRemoving("removing")
+
+    p = providers.connect("test:///default")
+    monkeypatch.setattr(p, "_conn", Conn())
+    monkeypatch.setattr(libvirt_provider.time, "sleep", lambda _s: None)
+    p.create_domain("<domain/>")
+    assert len(tries) == 3
+
+    tries.clear()
+    monkeypatch.setattr(libvirt_provider, "REMOVAL_WAIT_S", -1.0)  # past its deadline: the error comes through
+    with pytest.raises(HarnessError, match="is already being removed"):
+        p.create_domain("<domain/>")
