@@ -485,7 +485,7 @@ def cmd_web(args: argparse.Namespace) -> int:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    from kvmlab.gc import collect
+    from kvmlab.gc import Collected, collect
 
     mine = _runs_of(args.lab)
     if not mine:
@@ -495,11 +495,10 @@ def cmd_down(args: argparse.Namespace) -> int:
     refusals = [] if args.force else [why for r in mine if (why := runs.down_refusal(r) or _checkpoint_busy(r))]
     if refusals:
         raise HarnessError("\n".join(refusals))
-    removed = [0, 0, 0]
+    out = Collected()
     for uri, on_host in _by_host(mine).items():
-        out = collect(_provider(uri), only_runs={r.run_id for r in on_host})
-        removed = [removed[0] + len(out.domains), removed[1] + len(out.networks), removed[2] + len(out.volumes)]
-    print(f"lab {args.lab}: removed {removed[0]} domains, {removed[1]} networks, {removed[2]} volumes")
+        out.merge(collect(_provider(uri), only_runs={r.run_id for r in on_host}))
+    print(f"lab {args.lab}: removed {len(out.domains)} domains, {len(out.networks)} networks, {len(out.volumes)} volumes")
     return 0
 
 
@@ -558,12 +557,9 @@ def cmd_gc(args: argparse.Namespace) -> int:
     out, unreachable = Collected(), []
     for uri in _gc_hosts(args.hosts):
         try:
-            got = collect(_provider(uri))
+            out.merge(collect(_provider(uri)))
         except HarnessError as exc:
             unreachable.append(f"{uri}: {str(exc).splitlines()[0]}")
-            continue
-        for name, value in vars(got).items():
-            getattr(out, name).extend(value)
     for problem in unreachable:
         print(f"kvmlab gc: could not collect on {problem}; what dead runs left there stays until it answers", file=sys.stderr)
     if out.empty:

@@ -30,6 +30,11 @@ class Collected:
     generics: list[str] = field(default_factory=list)  # generic nodes of images no longer built, generic disks nothing uses
     checkpoints: list[str] = field(default_factory=list)  # what killed snapshots and reverts of live runs left
 
+    def merge(self, other: Collected) -> None:
+        """Add what OTHER collected (another host's share of one command)."""
+        for name, value in vars(other).items():
+            getattr(self, name).extend(value)
+
     @property
     def empty(self) -> bool:
         return not (
