@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from kvmlab import render, settings
 from kvmlab.errors import HarnessError
+from kvmlab.inner_suspend import resume_inner_guests, suspend_inner_guests
 from kvmlab.locks import flocked
 from kvmlab.stops import stop_point
 from kvmlab.wait import timeout_for, wait_until
@@ -61,6 +62,8 @@ class CheckpointNode(Protocol):
     def state(self) -> str: ...
     @property
     def model(self) -> Node: ...
+    @property
+    def roles(self) -> Sequence[str]: ...
     @property
     def remote(self) -> Remote: ...
     def forget_session(self) -> None: ...
@@ -98,6 +101,7 @@ class Checkpoint:
     layers: dict[str, dict[str, str]]  # node -> disk serial -> frozen volume
     save_s: float = 0.0
     memory: str = ""  # directory of the memory files under the run's root ("": NAME, as older books had it)
+    suspended: dict[str, list[str]] = field(default_factory=dict)  # node -> inner guests suspended in its saved memory
 
 
 @dataclass
@@ -280,6 +284,7 @@ class Checkpoints:
             # Memory goes to a directory no book names yet: a checkpoint of the same name stays whole until the commit.
             memory = self.root / f"{name}@{book.counter + 1}"
             memory.mkdir(parents=True, exist_ok=True)
+            suspended = suspend_inner_guests(handles, self.session.log)
             self.session.log(f"checkpoint {name}: pausing {len(handles)} nodes")
             self._pause_all(handles)
             try:
@@ -287,12 +292,15 @@ class Checkpoints:
                 fsync_tree(memory)
             except BaseException:
                 self._recover_after_failed_save(handles, book, memory)
+                resume_inner_guests(handles, suspended)
                 shutil.rmtree(memory, ignore_errors=True)
                 raise
             stop_point("checkpoint-saved", self.session.log)
             layers = {h.name: dict(book.tops[h.name]) for h in handles}
             # Replaces a checkpoint of that name: its layers stay until the run ends (newer overlays may sit on them).
-            book.checkpoints[name] = Checkpoint(name, datetime.now(UTC).isoformat(timespec="seconds"), layers, memory=memory.name)
+            book.checkpoints[name] = Checkpoint(
+                name, datetime.now(UTC).isoformat(timespec="seconds"), layers, memory=memory.name, suspended=suspended
+            )
             self._restore_onto_new_tops(handles, book, name)
             book.checkpoints[name].save_s = round(time.monotonic() - start, 1)
             book.save(self._book_path)
@@ -365,10 +373,17 @@ class Checkpoints:
         book.garbage = []
         self.parts["new overlays"] = time.monotonic() - overlays_started
 
-        self.restore_all({h.name: self.memory_dir(ck) / f"{h.name}.save" for h in handles}, book)
+        self.restore_all({h.name: self.memory_dir(ck) / f"{h.name}.save" for h in handles}, book, suspended=ck.suspended)
 
-    def restore_all(self, state_files: dict[str, Path], book: Book, owner: dict[str, str] | None = None) -> None:
-        """Start every node from its state file onto the disks BOOK says it writes to now, all resumed at once."""
+    def restore_all(
+        self,
+        state_files: dict[str, Path],
+        book: Book,
+        owner: dict[str, str] | None = None,
+        suspended: dict[str, list[str]] | None = None,
+    ) -> None:
+        """Start every node from its state file onto the disks BOOK says it writes to now, all resumed at
+        once; then the inner guests SUSPENDED for the save (node -> guests) run again."""
         provider = self.session.provider
         handles = [self.session.node(n) for n in state_files]
         if self.parts is not self.session.restore_parts:  # a saved-lab restore (a revert set them already)
@@ -385,6 +400,9 @@ class Checkpoints:
                 provider.resume_domain(h.domain)
         with self._part("clocks"):
             self._set_clocks(handles)
+        if suspended:
+            with self._part("inner guests resumed"):
+                resume_inner_guests(handles, suspended)
         with self._part("storage settled"):  # part of the revert: a check right after it must not see a transient
             self.session.settle_storage()
 

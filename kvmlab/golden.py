@@ -102,6 +102,7 @@ class SavedLab:
     volumes: dict[str, dict[str, str]]  # node -> disk serial -> volume in the kvmlab pool
     created: str
     build_s: float
+    suspended: dict[str, list[str]]  # node -> inner guests suspended in its saved memory
 
     @classmethod
     def find(cls, lab_name: str, key: str) -> SavedLab | None:
@@ -110,7 +111,7 @@ class SavedLab:
             raw = json.loads((path / "manifest.json").read_text())
         except (OSError, ValueError):
             return None
-        return cls(path, raw["run_id"], raw["subnets"], raw["volumes"], raw["created"], raw.get("build_s", 0.0))
+        return cls(path, raw["run_id"], raw["subnets"], raw["volumes"], raw["created"], raw.get("build_s", 0.0), raw.get("suspended", {}))
 
 
 def _golden_volume(lab_name: str, key: str, node: str, serial: str) -> str:
@@ -174,6 +175,7 @@ def _save(session: GoldenSession, checkpoint: str, image: Image, build_s: float)
         "volumes": volumes,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "build_s": round(build_s, 1),
+        "suspended": ck.suspended,
     }
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
     fsync_tree(tmp)
@@ -277,6 +279,7 @@ def restore(session: GoldenSession, saved: SavedLab, image: Image) -> bool:
             {n.name: saved.path / f"{n.name}.save" for n in lab.nodes},
             book,
             owner,
+            saved.suspended,
         )
         session.mark_ready()
         session.log(f"lab {lab.name} restored from {saved.path.name} (saved {saved.created}) in {time.monotonic() - start:.1f} s")

@@ -165,12 +165,23 @@ def test_page_follows_node_states(lab, web):
             "const c = document.querySelector('#nodes tr.node[data-name=\"virtio1\"] td:nth-child(2)'); return c ? c.textContent : '';"
         )
 
+    def wait_shown(driver, state: str, what: str, timeout: float = 90.0) -> None:
+        try:
+            wait_until(what, lambda: shown(driver) == state, timeout=timeout)
+        except pytest.fail.Exception:
+            api = urllib.request.urlopen(web.url.replace("/?", "/api/lab?"), timeout=30).read().decode()
+            header = driver.execute_script("return document.getElementById('title').textContent")
+            pytest.fail(
+                f"waited {timeout:.0f} s for {what}: the cell shows {shown(driver)!r}, libvirt says virtio1 is "
+                f"{lab.node('virtio1').state}; the page's header says {header!r}; /api/lab answers {api[:600]}"
+            )
+
     with chromium() as driver:
         driver.get(web.url)
-        wait_until("virtio1 running in the node table", lambda: shown(driver) == "running")
+        wait_shown(driver, "running", "virtio1 running in the node table")
         with lab.node("virtio1").paused():
-            wait_until("virtio1 paused in the node table", lambda: shown(driver) == "paused", timeout=30)
-        wait_until("virtio1 running again", lambda: shown(driver) == "running", timeout=30)
+            wait_shown(driver, "paused", "virtio1 paused in the node table", timeout=30)
+        wait_shown(driver, "running", "virtio1 running again", timeout=30)
 
 
 def test_unknown_token_and_missing_key_are_refused(lab, web):

@@ -11,8 +11,22 @@ let screen = null;
 
 async function loadLab() {
   const response = await fetch(`/api/lab?key=${encodeURIComponent(key)}`, { cache: 'no-store' });
-  if (!response.ok) throw new Error(await response.text());
+  if (!response.ok) throw Object.assign(new Error(await response.text()), { status: response.status });
   return response.json();
+}
+
+// The page is drawn from the first answer: a server that is busy or restarting is asked again, and the
+// page says why it waits. A refused key is not asked again.
+async function firstLab() {
+  for (;;) {
+    try {
+      return await loadLab();
+    } catch (err) {
+      document.getElementById('title').textContent = `kvmlab · ${err.status === 403 ? 'refused' : 'waiting for the lab'}: ${err.message}`;
+      if (err.status === 403) throw err;
+      await new Promise((resolve) => setTimeout(resolve, 2000));
+    }
+  }
 }
 
 function showNodes(lab) {
@@ -118,7 +132,7 @@ function refreshStates(lab) {
   }
 }
 
-const lab = await loadLab();
+const lab = await firstLab();
 showNodes(lab);
 setInterval(() => loadLab().then(refreshStates).catch(() => {}), 5000);
 const wanted = lab.nodes.find((n) => n.name === params.get('node'));
