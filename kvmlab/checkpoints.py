@@ -6,6 +6,9 @@ from its memory file onto a fresh overlay above that layer and resumed. Revertin
 current overlays away, makes fresh ones above the checkpoint's layers and restores the memory
 files again. Nothing is copied, so a checkpoint costs the memory file plus what was written since.
 
+Memory files are written where the nodes run: on a remote libvirt host, in the same directory there
+(host_files); the book and the lock stay with the client that owns the run.
+
 Checkpoints form a tree: reverting to one keeps every other. Layers are files in the kvmlab pool
 named after the run, so `kvmlab down` and `kvmlab gc` remove them with the run.
 
@@ -22,7 +25,6 @@ import contextlib
 import json
 import os
 import re
-import shutil
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -31,14 +33,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
-from kvmlab import render, settings
+from kvmlab import host_files, render, settings
 from kvmlab.errors import HarnessError
+from kvmlab.host_files import fsync_dir
 from kvmlab.inner_suspend import resume_inner_guests, suspend_inner_guests
 from kvmlab.locks import flocked
 from kvmlab.stops import stop_point
 from kvmlab.wait import timeout_for, wait_until
 
 if TYPE_CHECKING:
+    from kvmlab.libvirt_host import LibvirtHost
     from kvmlab.model import Lab, Node
     from kvmlab.providers.base import Provider
     from kvmlab.remote import Remote
@@ -81,6 +85,8 @@ class CheckpointSession(Protocol):
     def prefix(self) -> str: ...
     @property
     def accel(self) -> str: ...
+    @property
+    def host(self) -> LibvirtHost: ...
     @property
     def nodes(self) -> Sequence[CheckpointNode]: ...
     def node(self, name: str) -> CheckpointNode: ...
@@ -145,26 +151,6 @@ class Book:
         return {ck.memory or ck.name for ck in self.checkpoints.values()}
 
 
-def fsync_dir(path: Path) -> None:
-    """Make a rename or new file in PATH durable (a file's own fsync does not cover its directory entry)."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_tree(path: Path) -> None:
-    """fsync every file under PATH, then PATH: files libvirt or qemu-img wrote may still sit in the page cache."""
-    for p in sorted(path.rglob("*")):
-        if p.is_file() and not p.is_symlink():
-            with open(p, "rb") as f:
-                os.fsync(f.fileno())
-        elif p.is_dir():
-            fsync_dir(p)
-    fsync_dir(path)
-
-
 @contextlib.contextmanager
 def run_lock(root: Path, blocking: bool = True) -> Iterator[bool]:
     """The run's checkpoint lock (one snapshot or revert at a time, across processes); yields False if busy and not BLOCKING.
@@ -174,7 +160,7 @@ def run_lock(root: Path, blocking: bool = True) -> Iterator[bool]:
         yield held
 
 
-def remove_leftovers(root: Path, prefix: str, volumes: Iterable[str], delete_volume: Callable[[str], None]) -> list[str]:
+def remove_leftovers(root: Path, prefix: str, volumes: Iterable[str], delete_volume: Callable[[str], None], host: LibvirtHost) -> list[str]:
     """Remove what killed snapshots and reverts of run PREFIX left; the caller holds run_lock(ROOT). Returns what went.
 
     Left over are: memory directories that no checkpoint of the book names, overlays numbered past the book's
@@ -183,12 +169,11 @@ def remove_leftovers(root: Path, prefix: str, volumes: Iterable[str], delete_vol
     path = root / BOOK
     book = Book.load(path)
     removed: list[str] = []
-    if root.is_dir():
-        named = book.memory_dirs()
-        for d in sorted(root.iterdir()):
-            if d.is_dir() and d.name not in named:
-                shutil.rmtree(d, ignore_errors=True)
-                removed.append(d.name)
+    named = book.memory_dirs()
+    for name in host_files.subdirs(host, root):  # the memory directories, on the libvirt host
+        if name not in named:
+            host_files.remove_tree(host, root / name)
+            removed.append(name)
     for vol in sorted(set(volumes) | set(book.garbage)):
         m = OVERLAY_RE.search(vol)
         if vol in book.garbage or (vol.startswith(prefix + "-") and m and int(m.group(1)) > book.counter):
@@ -200,13 +185,13 @@ def remove_leftovers(root: Path, prefix: str, volumes: Iterable[str], delete_vol
     return removed
 
 
-def remove_leftovers_if_idle(prefix: str, volumes: Iterable[str], delete_volume: Callable[[str], None]) -> list[str]:
+def remove_leftovers_if_idle(prefix: str, volumes: Iterable[str], delete_volume: Callable[[str], None], host: LibvirtHost) -> list[str]:
     """remove_leftovers() for `kvmlab gc`: nothing, while a snapshot or revert of the run is running."""
     root = checkpoint_root(prefix)
     if not root.is_dir():
         return []
     with run_lock(root, blocking=False) as held:
-        return remove_leftovers(root, prefix, volumes, delete_volume) if held else []
+        return remove_leftovers(root, prefix, volumes, delete_volume, host) if held else []
 
 
 def check_name(name: str) -> str:
@@ -268,7 +253,9 @@ class Checkpoints:
         """Remove what a killed snapshot or revert of this run left (the lock is held); the book as committed."""
         provider = self.session.provider
         volumes = provider.list_volumes(settings.POOL)
-        removed = remove_leftovers(self.root, self.session.prefix, volumes, lambda v: provider.delete_volume(settings.POOL, v))
+        removed = remove_leftovers(
+            self.root, self.session.prefix, volumes, lambda v: provider.delete_volume(settings.POOL, v), self.session.host
+        )
         if removed and not quiet:
             self.session.log(f"removed what an interrupted snapshot or revert left: {', '.join(removed)}")
         return self.book
@@ -283,17 +270,19 @@ class Checkpoints:
             start = time.monotonic()
             # Memory goes to a directory no book names yet: a checkpoint of the same name stays whole until the commit.
             memory = self.root / f"{name}@{book.counter + 1}"
-            memory.mkdir(parents=True, exist_ok=True)
+            host = self.session.host
+            self.root.mkdir(parents=True, exist_ok=True)  # the book's, here
+            host_files.make_dir(host, memory)
             suspended = suspend_inner_guests(handles, self.session.log)
             self.session.log(f"checkpoint {name}: pausing {len(handles)} nodes")
             self._pause_all(handles)
             try:
                 in_parallel(handles, lambda h: self.session.provider.save_domain(h.domain, str(memory / f"{h.name}.save")))
-                fsync_tree(memory)
+                host_files.sync_tree(host, memory)
             except BaseException:
                 self._recover_after_failed_save(handles, book, memory)
                 resume_inner_guests(handles, suspended)
-                shutil.rmtree(memory, ignore_errors=True)
+                host_files.remove_tree(host, memory)
                 raise
             stop_point("checkpoint-saved", self.session.log)
             layers = {h.name: dict(book.tops[h.name]) for h in handles}
@@ -312,7 +301,7 @@ class Checkpoints:
         """A save that failed half-way: paused nodes resume, saved ones come back from their files unchanged."""
         for h in handles:
             state_file = memory / f"{h.name}.save"
-            if h.state == "shutoff" and state_file.exists():
+            if h.state == "shutoff" and host_files.exists(self.session.host, state_file):
                 disks = {serial: f"{settings.pool_dir()}/{vol}" for serial, vol in book.tops[h.name].items()}
                 self.session.provider.restore_domain(str(state_file), disks)
             elif h.state == "paused":
@@ -369,7 +358,7 @@ class Checkpoints:
         stop_point("checkpoint-overlays", self.session.log)
         book.save(self._book_path)  # the commit point
         stop_point("checkpoint-committed", self.session.log)
-        remove_leftovers(self.root, self.session.prefix, [], lambda v: provider.delete_volume(settings.POOL, v))
+        remove_leftovers(self.root, self.session.prefix, [], lambda v: provider.delete_volume(settings.POOL, v), self.session.host)
         book.garbage = []
         self.parts["new overlays"] = time.monotonic() - overlays_started
 

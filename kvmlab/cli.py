@@ -170,7 +170,7 @@ def _verify(session, names: list[str], junit: str | None, started: datetime) -> 
     from kvmlab.verify import PASS, checks_for, run_checks, summary, table, write_junit
 
     checks = checks_for(session.lab, names)
-    # Kept as a saved lab for the next `up` (this machine only: see libvirt_host.remote_only_refusal).
+    # Kept as a saved lab for the next `up` on this machine only: a remote host's nodes boot (no generic clones).
     fresh = not session.restored and not session.step_failures and session.image is not None and session.host.local
     if fresh:  # the state to keep is the one before the checks ran
         session.snapshot(BUILT)

@@ -79,6 +79,7 @@ def collect(provider: Provider, only_runs: set[str] | None = None) -> Collected:
     # Only the runs of this host: a run on another host keeps its record (and with it the way to that
     # host) until a collect there has removed its objects.
     here = getattr(provider, "uri", "")
+    host = host_of(here or "qemu:///system")
     registry = {run_id: r for run_id, r in runs.all_runs().items() if r.uri in ("", here)}
     user = runs.me()
     by_run: dict[str, list[DomainInfo]] = {}
@@ -124,16 +125,16 @@ def collect(provider: Provider, only_runs: set[str] | None = None) -> Collected:
             if rec is not None and rec.user == user and not dead(rec.run_id):
                 mine = [v for v in volumes if v.startswith(root.name + "-")]
                 out.checkpoints += checkpoints.remove_leftovers_if_idle(
-                    root.name, mine, lambda vol: provider.delete_volume(settings.POOL, vol)
+                    root.name, mine, lambda vol: provider.delete_volume(settings.POOL, vol), host
                 )
     touched = {run_of(n) for n in out.domains + out.networks + out.volumes} | {r for r in registry if dead(r)}
-    host = host_of(getattr(provider, "uri", "") or "qemu:///system")
     for run_id in sorted(r for r in touched if r):
         if host.local:
             for path in settings.console_dir().glob(f"kvmlab-*-{run_id}-*.log"):
                 path.unlink(missing_ok=True)
-        else:
-            run_on_host(host, f"rm -f {shlex.quote(str(settings.console_dir()))}/kvmlab-*-{run_id}-*.log")
+        else:  # its console logs, and its checkpoints' memory files
+            console, memory = (shlex.quote(str(d)) for d in (settings.console_dir(), settings.checkpoint_dir()))
+            run_on_host(host, f"rm -f {console}/kvmlab-*-{run_id}-*.log; rm -rf {memory}/kvmlab-*-{run_id}")
         for path in [*(settings.state_dir() / "runs").glob(f"kvmlab-*-{run_id}"), *settings.checkpoint_dir().glob(f"kvmlab-*-{run_id}")]:
             shutil.rmtree(path, ignore_errors=True)
         runs.release(run_id)

@@ -30,8 +30,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from kvmlab import render, runs, settings
-from kvmlab.checkpoints import ROOT_SERIAL, Book, Checkpoints, CheckpointSession, fsync_dir, fsync_tree, overlay_name
+from kvmlab.checkpoints import ROOT_SERIAL, Book, Checkpoints, CheckpointSession, overlay_name
 from kvmlab.errors import HarnessError
+from kvmlab.host_files import fsync_dir, fsync_tree
 from kvmlab.locks import flocked
 from kvmlab.stops import stop_point
 from kvmlab.templating import search_path

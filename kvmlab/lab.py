@@ -22,7 +22,7 @@ from kvmlab.errors import HarnessError, LibvirtGone, NodeStopped, PoolFull
 from kvmlab.gc import collect
 from kvmlab.host_facts import emulated_machine, remote_accel, remote_space
 from kvmlab.host_locks import host_locked
-from kvmlab.libvirt_host import host_of, remote_only_refusal
+from kvmlab.libvirt_host import host_of
 from kvmlab.model import Lab, Node, Placement
 from kvmlab.preflight import check_display_support, check_fits, require_builder, require_host
 from kvmlab.providers.base import Provider
@@ -881,8 +881,6 @@ class LabSession:
     # -- checkpoints ------------------------------------------------------
     @property
     def checkpoints(self) -> Checkpoints:
-        if not self.host.local:  # memory files and disk layers are handled as this machine's files
-            raise remote_only_refusal(self.host, "a checkpoint (snapshot, revert, a test's disposable_lab)")
         return Checkpoints(self)
 
     def snapshot(self, name: str) -> float:

@@ -60,11 +60,3 @@ def host_of(uri: str) -> LibvirtHost:
         key_file=Path(query["keyfile"]).expanduser() if query.get("keyfile") else None,
         known_hosts=Path(query["known_hosts"]).expanduser() if query.get("known_hosts") else None,
     )
-
-
-def remote_only_refusal(host: LibvirtHost, what: str) -> HarnessError:
-    """The error for a feature that needs the libvirt host to be this machine."""
-    return HarnessError(
-        f"{what} needs the libvirt host to be this machine; this lab runs on {host.describe()} ({host.uri})."
-        " On a remote host kvmlab builds labs by booting them, without checkpoints or saved labs"
-    )

@@ -65,18 +65,20 @@ def inner(lab: LabSession, tmp_path: Path):
     kvmlab("down", INNER, "--force", timeout=300)
 
 
-def leftovers_on(on_host, name: str = INNER) -> str:
-    """Every kvmlab object of lab NAME left on host1: domains, networks, volumes, console logs."""
+def leftovers_on(on_host, name: str = INNER, checkpoints: str = "/var/lib/kvmlab/checkpoints") -> str:
+    """Every kvmlab object of lab NAME left on host1: domains, networks, volumes, console logs, and
+    checkpoint memory files under CHECKPOINTS (the client's KVMLAB_CHECKPOINT_DIR, a path on host1)."""
     return on_host(
         f"virsh list --all --name | grep -- '-{name}-' ;"
         f" virsh net-list --all --name | grep -- '-{name}-' ;"
         f" virsh vol-list kvmlab 2>/dev/null | grep -- '-{name}-' ;"
-        f" ls /var/lib/kvmlab/console 2>/dev/null | grep -- '-{name}-' ; true"
+        f" ls /var/lib/kvmlab/console 2>/dev/null | grep -- '-{name}-' ;"
+        f" ls -d {checkpoints}/kvmlab-{name}-* 2>/dev/null; true"
     ).strip()
 
 
-def test_a_lab_on_a_remote_host_passes_its_checks_answers_ssh_and_goes_down_leaving_nothing(inner):
-    lab_file, kvmlab, on_host, _env = inner
+def test_a_lab_on_a_remote_host_passes_its_checks_answers_ssh_is_reverted_and_goes_down_leaving_nothing(inner):
+    lab_file, kvmlab, on_host, env = inner
     start = time.monotonic()
     up = kvmlab("up", str(lab_file), "--verify")
     assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
@@ -91,13 +93,24 @@ def test_a_lab_on_a_remote_host_passes_its_checks_answers_ssh_and_goes_down_leav
     ssh = kvmlab("ssh", INNER, "n1", "hostname", timeout=120)
     assert ssh.returncode == 0 and ssh.stdout.strip() == "n1", ssh.stderr
 
-    # Checkpoints need this machine's files: refused with the reason, the lab untouched.
-    snap = kvmlab("snapshot", INNER, "base", timeout=120)
-    assert snap.returncode != 0 and "needs the libvirt host to be this machine" in snap.stdout + snap.stderr
+    # A checkpoint: its memory file is written on host1, where the node runs; this client keeps the book.
+    checkpoints = env["KVMLAB_CHECKPOINT_DIR"]
+    assert kvmlab("ssh", INNER, "n1", "echo before-snapshot > /root/marker && sync", timeout=120).returncode == 0
+    snap = kvmlab("snapshot", INNER, "base", timeout=600)
+    assert snap.returncode == 0, snap.stdout[-2000:] + snap.stderr[-2000:]
+    saved = on_host(f"ls {checkpoints}/kvmlab-{INNER}-*/base@*/n1.save").strip()
+    assert saved and not Path(saved).exists(), f"the memory file should be on host1 only: {saved}"
+    here = {p.name for p in Path(checkpoints).glob(f"kvmlab-{INNER}-*/*")}
+    assert "book.json" in here and here <= {"book.json", ".lock"}, f"this client keeps the book and nothing else: {here}"
+    assert kvmlab("ssh", INNER, "n1", "rm /root/marker && sync", timeout=120).returncode == 0
+    revert = kvmlab("revert", INNER, "base", timeout=600)
+    assert revert.returncode == 0, revert.stdout[-2000:] + revert.stderr[-2000:]
+    marker = kvmlab("ssh", INNER, "n1", "cat /root/marker", timeout=120)
+    assert marker.returncode == 0 and marker.stdout.strip() == "before-snapshot", marker.stdout + marker.stderr
 
     down = kvmlab("down", INNER, timeout=300)
     assert down.returncode == 0, down.stderr
-    assert leftovers_on(on_host) == ""
+    assert leftovers_on(on_host, checkpoints=checkpoints) == ""
 
 
 def test_a_killed_up_on_a_remote_host_is_collected_by_gc(inner):

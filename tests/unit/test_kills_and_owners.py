@@ -13,10 +13,12 @@ import pytest
 
 from kvmlab import checkpoints, cli, gc, runs
 from kvmlab.checkpoints import Book, Checkpoint, remove_leftovers, remove_leftovers_if_idle, run_lock
+from kvmlab.libvirt_host import LibvirtHost
 from tests.unit.test_runs_gc import _start_smoke_objects, dead_pid, private_registry  # noqa: F401  (autouse fixture)
 
 ROOT = Path(__file__).resolve().parents[2]
 PREFIX = "kvmlab-tiny-0a0a0a"
+LOCAL = LibvirtHost("qemu:///system")
 
 
 def _vol(suffix: str, prefix: str = PREFIX) -> str:
@@ -42,7 +44,7 @@ def test_leftovers_are_what_no_committed_book_names(tmp_path):
     pool = [_vol(""), _vol(".c1"), _vol(".c2"), _vol(".c3"), _vol(".seed", ""), _vol(".c9", "kvmlab-tiny-0b0b0b")]
     deleted: list[str] = []
 
-    removed = remove_leftovers(root, PREFIX, pool, deleted.append)
+    removed = remove_leftovers(root, PREFIX, pool, deleted.append, LOCAL)
 
     # c3: made for a commit that never came; c1: given up by the last commit. The frozen layer, the
     # current overlay and another run's overlay stay.
@@ -63,7 +65,7 @@ def test_a_replaced_checkpoints_layers_stay_they_back_newer_overlays(tmp_path):
     (root / "a@1").mkdir()
     (root / "a@2").mkdir()
     deleted: list[str] = []
-    removed = remove_leftovers(root, PREFIX, [_vol(""), _vol(".c1"), _vol(".c3")], deleted.append)
+    removed = remove_leftovers(root, PREFIX, [_vol(""), _vol(".c1"), _vol(".c3")], deleted.append, LOCAL)
     assert deleted == []
     assert removed == ["a@1"]  # the replaced checkpoint's memory is nobody's
 
@@ -83,9 +85,9 @@ def test_gc_keeps_off_a_snapshot_in_progress_and_cleans_after_it(tmp_path):
     (root / "b@1").mkdir()
     deleted: list[str] = []
     with run_lock(root):  # a snapshot running (another process: a flock is per open file)
-        assert remove_leftovers_if_idle(PREFIX, [_vol(".c1")], deleted.append) == []
+        assert remove_leftovers_if_idle(PREFIX, [_vol(".c1")], deleted.append, LOCAL) == []
     assert (root / "b@1").is_dir() and deleted == []
-    assert sorted(remove_leftovers_if_idle(PREFIX, [_vol(".c1")], deleted.append)) == sorted(["b@1", _vol(".c1")])
+    assert sorted(remove_leftovers_if_idle(PREFIX, [_vol(".c1")], deleted.append, LOCAL)) == sorted(["b@1", _vol(".c1")])
     assert deleted == [_vol(".c1")]
 
 
