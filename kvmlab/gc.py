@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import shlex
 import shutil
@@ -11,6 +12,7 @@ from dataclasses import dataclass, field
 from kvmlab import checkpoints, clones, golden, runs, settings
 from kvmlab.accel import boot_id
 from kvmlab.errors import HarnessError
+from kvmlab.host_locks import run_alive
 from kvmlab.images import current_digests, remove_stale_builds
 from kvmlab.libvirt_host import host_of
 from kvmlab.providers.base import DomainInfo, Provider
@@ -88,6 +90,10 @@ def collect(provider: Provider, only_runs: set[str] | None = None) -> Collected:
         if run_id:
             by_run.setdefault(run_id, []).append(dom)
 
+    @functools.cache
+    def owner_holds_lock(run_id: str) -> bool:
+        return run_alive(host, run_id)
+
     def dead(run_id: str) -> bool:
         if only_runs is not None:
             return run_id in only_runs
@@ -96,7 +102,9 @@ def collect(provider: Provider, only_runs: set[str] | None = None) -> Collected:
             return rec.user == user and not rec.owner_alive()
         if run_id in by_run:
             return all(_domain_owner_dead(d, user) for d in by_run[run_id])
-        return True
+        # Networks or volumes with no domain and no record here: a run just starting (its first domain
+        # comes later), of a client with another registry, is alive while it holds its lock on the host.
+        return not owner_holds_lock(run_id)
 
     out = Collected()
     for run_id, doms in by_run.items():

@@ -21,7 +21,7 @@ from kvmlab.checkpoints import Checkpoints, in_parallel
 from kvmlab.errors import HarnessError, LibvirtGone, NodeStopped, PoolFull
 from kvmlab.gc import collect
 from kvmlab.host_facts import emulated_machine, remote_accel, remote_space
-from kvmlab.host_locks import host_locked
+from kvmlab.host_locks import RunLock, host_locked
 from kvmlab.libvirt_host import host_of
 from kvmlab.model import Lab, Node, Placement
 from kvmlab.preflight import check_display_support, check_fits, require_builder, require_host
@@ -385,6 +385,7 @@ class LabSession:
         self.status = {n.name: NodeStatus() for n in self.lab.nodes}
         self._t0 = time.monotonic()
         self._registered = False
+        self._run_lock: RunLock | None = None
         self._stop = threading.Event()
         self._generics: clones.Generics | None = None
         self.step_graph: StepGraph | None = None  # the role steps of the last bring-up, with their timeline
@@ -553,7 +554,10 @@ class LabSession:
         self._provision(image)
 
     def adopt_run(self, run: runs.Run) -> None:
-        """This session is RUN from now on: its names, subnets and teardown."""
+        """This session is RUN from now on: its names, subnets and teardown, and its lock on the host
+        (held while this process lives: a client whose registry does not know the run sees it alive)."""
+        self._release_run_lock()
+        self._run_lock = RunLock(self.host, run.run_id)
         self.run_id = run.run_id
         self._registered = True
         self.placement = run.placement()
@@ -862,7 +866,13 @@ class LabSession:
             self.log(f"could not tear lab {self.lab.name} down: {exc}")
             return
         self._registered = False
+        self._release_run_lock()
         self.log(f"lab {self.lab.name} (run {self.run_id}) torn down")
+
+    def _release_run_lock(self) -> None:
+        if self._run_lock is not None:
+            self._run_lock.release()
+            self._run_lock = None
 
     @classmethod
     def attach(cls, lab: Lab, provider: Provider, run: runs.Run, progress: Progress = _stderr_progress) -> LabSession:

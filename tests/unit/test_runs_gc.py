@@ -11,7 +11,8 @@ import sys
 
 import pytest
 
-from kvmlab import gc, golden, runs, settings
+from kvmlab import gc, golden, host_locks, runs, settings
+from kvmlab.libvirt_host import host_of
 from tests.unit.test_render import render_smoke
 
 
@@ -189,6 +190,17 @@ def test_a_run_that_starts_while_gc_lists_the_host_keeps_its_network(provider):
 
     assert out.networks == [], out
     assert "kvmlab-smoke-0b0b0b-mgmt" in provider.list_networks()
+
+
+def test_a_network_of_a_run_no_registry_here_knows_is_kept_while_its_owner_holds_its_lock(provider, tmp_path, monkeypatch):
+    # Another client (another registry) has just created its network; its first domain comes later.
+    monkeypatch.setattr(host_locks, "LOCK_DIR", str(tmp_path))
+    text = render_smoke()["networks/mgmt.xml"].replace("0a1b2c", "0e0e0e").replace("10.213.4.", "10.97.4.")
+    provider.create_network(text)
+    owner = host_locks.RunLock(host_of(provider.uri), "0e0e0e")
+    assert gc.collect(provider).networks == []
+    owner.release()  # its process ended without a domain: an orphan now
+    assert gc.collect(provider).networks == ["kvmlab-smoke-0e0e0e-mgmt"]
 
 
 def test_gc_removes_orphans_that_nothing_claims(provider):
