@@ -31,6 +31,7 @@ from kvmlab.remote import Remote, Result, SshTarget, run_on_host
 from kvmlab.roles import PHASES, RoleContext, Step, registry, waits_for
 from kvmlab.seed import build_seed_iso
 from kvmlab.step_graph import StepGraph, Unit
+from kvmlab.stops import stop_point
 from kvmlab.wait import timeout_for, wait_until
 
 Progress = Callable[[str], None]
@@ -551,6 +552,7 @@ class LabSession:
             self.adopt_run(run)
             self._render(image)
             self.create_networks()
+        stop_point("networks-created", self.log)
         self._provision(image)
 
     def adopt_run(self, run: runs.Run) -> None:

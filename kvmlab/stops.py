@@ -11,8 +11,9 @@ import os
 import signal
 from collections.abc import Callable
 
-# The moments, in the order an operation reaches them (see checkpoints.py and golden.py).
+# The moments, in the order an operation reaches them (see lab.py, checkpoints.py and golden.py).
 POINTS = (
+    "networks-created",  # a run's networks exist on its host, nothing else of it yet (lab.py)
     "checkpoint-saved",  # every node's memory is written, nothing committed
     "checkpoint-overlays",  # fresh overlays exist, the book does not name them yet
     "checkpoint-committed",  # the book names the checkpoint and new overlays; nodes not restored yet

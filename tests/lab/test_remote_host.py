@@ -137,6 +137,41 @@ def test_a_killed_up_on_a_remote_host_is_collected_by_gc(inner):
     assert leftovers_on(on_host) == ""
 
 
+def test_gc_of_another_client_spares_a_starting_run_and_takes_it_once_its_owner_is_gone(lab: LabSession, tmp_path: Path):
+    """Client A's `up` is frozen right after its network exists on host1 (no domain yet, no record in
+    B's registry): client B's gc leaves it, since A holds its run's lock on host1; once A is killed,
+    B's gc takes it."""
+    lab_file, env, _kvmlab = client_of_host1(lab, tmp_path / "a", INNER)
+    _file, _env, kvmlab_b = client_of_host1(lab, tmp_path / "b", "other")
+    host1 = lab.node("host1")
+    log = tmp_path / "a" / "up.log"
+    with open(log, "w") as out:
+        up = subprocess.Popen(
+            [sys.executable, "-m", "kvmlab.cli", "up", str(lab_file)],
+            env={**env, "KVMLAB_STOP_AT": "networks-created"},
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 300
+        while "stop point networks-created" not in log.read_text():
+            assert up.poll() is None, f"`up` ended (exit {up.returncode}):\n{log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"`up` never reached its stop point:\n{log.read_text()[-3000:]}"
+            time.sleep(0.5)
+        assert leftovers_on(host1.run_expect) != "", "A's network is not on host1: the test proves nothing"
+        gc = kvmlab_b("gc", timeout=300)
+        assert gc.returncode == 0, gc.stderr
+        assert f"kvmlab-{INNER}-" in host1.run_expect("virsh net-list --name"), "B's gc took the network of A's live run"
+    finally:
+        os.killpg(up.pid, signal.SIGKILL)
+        up.wait(60)
+    gc = kvmlab_b("gc", timeout=300)
+    assert gc.returncode == 0, gc.stderr
+    assert leftovers_on(host1.run_expect) == ""
+
+
 def test_two_clients_bring_labs_up_on_one_host_at_once_on_subnets_of_their_own(lab: LabSession, tmp_path: Path):
     """Each client has its own registry, so only host1 can tell them apart: both choose their subnet
     under host1's lock from the networks host1 runs, and neither takes the other's.
