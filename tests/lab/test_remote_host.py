@@ -257,7 +257,8 @@ def test_a_lab_placed_by_a_hosts_file_goes_to_the_host_that_answers_and_is_found
 
 
 def test_a_pytest_session_with_lab_hosts_builds_its_lab_on_a_host_of_the_file(lab: LabSession, tmp_path: Path):
-    """A project of the user's own: its test asks for its lab; --lab-hosts puts the lab on host1."""
+    """A project of the user's own: its tests ask for its lab; --lab-hosts puts the lab on host1, where
+    faults and a disposable lab (a checkpoint, reverted after the test) work as they do here."""
     lab_file, env, _kvmlab = client_of_host1(lab, tmp_path, INNER)
     env.pop("KVMLAB_URI")
     hosts = tmp_path / "hosts.yaml"
@@ -267,7 +268,19 @@ def test_a_pytest_session_with_lab_hosts_builds_its_lab_on_a_host_of_the_file(la
         f"@pytest.mark.lab({lab_file.name!r})\n"
         "def test_my_node_answers_from_its_host(lab):\n"
         "    assert not lab.host.local\n"
-        "    assert lab.node('n1').run_expect('hostname').strip() == 'n1'\n"
+        "    assert lab.node('n1').run_expect('hostname').strip() == 'n1'\n\n\n"
+        f"@pytest.mark.lab({lab_file.name!r})\n"
+        "def test_faults_work_where_the_node_runs(disposable_lab):\n"
+        "    n1 = disposable_lab.node('n1')\n"
+        "    n1.run_expect('echo scratch > /root/scratch && sync')\n"
+        "    with n1.paused():\n"
+        "        assert n1.state == 'paused' and not n1.remote.answers()\n"
+        "    with n1.link_cut('mgmt'):\n"
+        "        assert not n1.remote.answers()\n"
+        "    assert n1.run_expect('cat /root/scratch').strip() == 'scratch'\n\n\n"
+        f"@pytest.mark.lab({lab_file.name!r})\n"
+        "def test_the_disposable_lab_was_put_back_on_its_host(lab):\n"
+        "    assert lab.node('n1').run('test -e /root/scratch').rc == 1\n"
     )
     res = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--lab-hosts", str(hosts), "test_mine.py"],
@@ -278,6 +291,6 @@ def test_a_pytest_session_with_lab_hosts_builds_its_lab_on_a_host_of_the_file(la
         timeout=1200,
     )
     sys.stderr.write(f"$ pytest --lab-hosts hosts.yaml (exit {res.returncode})\n{res.stdout[-3000:]}{res.stderr[-3000:]}\n")
-    assert res.returncode == 0 and "1 passed" in res.stdout, res.stdout[-3000:] + res.stderr[-3000:]
+    assert res.returncode == 0 and "3 passed" in res.stdout, res.stdout[-3000:] + res.stderr[-3000:]
     assert re.search(rf"kvmlab: hosts of \S+: host1 \d+ MiB free; lab {INNER} goes to host1", res.stdout + res.stderr)
-    assert leftovers_on(lab.node("host1").run_expect) == ""
+    assert leftovers_on(lab.node("host1").run_expect, checkpoints=env["KVMLAB_CHECKPOINT_DIR"]) == ""
