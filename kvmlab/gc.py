@@ -8,11 +8,12 @@ import shlex
 import shutil
 import socket
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from kvmlab import checkpoints, clones, golden, runs, settings
 from kvmlab.accel import boot_id
 from kvmlab.errors import HarnessError
-from kvmlab.host_locks import run_alive
+from kvmlab.host_locks import run_alive, run_lock_path
 from kvmlab.images import current_digests, remove_stale_builds
 from kvmlab.libvirt_host import host_of
 from kvmlab.providers.base import DomainInfo, Provider
@@ -137,12 +138,14 @@ def collect(provider: Provider, only_runs: set[str] | None = None) -> Collected:
                 )
     touched = {run_of(n) for n in out.domains + out.networks + out.volumes} | {r for r in registry if dead(r)}
     for run_id in sorted(r for r in touched if r):
+        lock = run_lock_path(run_id)  # what is left of its lock on the host once its owner has gone
         if host.local:
             for path in settings.console_dir().glob(f"kvmlab-*-{run_id}-*.log"):
                 path.unlink(missing_ok=True)
-        else:  # its console logs, and its checkpoints' memory files
+            Path(lock).unlink(missing_ok=True)
+        else:  # its console logs, its checkpoints' memory files and its lock file
             console, memory = (shlex.quote(str(d)) for d in (settings.console_dir(), settings.checkpoint_dir()))
-            run_on_host(host, f"rm -f {console}/kvmlab-*-{run_id}-*.log; rm -rf {memory}/kvmlab-*-{run_id}")
+            run_on_host(host, f"rm -f {console}/kvmlab-*-{run_id}-*.log {shlex.quote(lock)}; rm -rf {memory}/kvmlab-*-{run_id}")
         for path in [*(settings.state_dir() / "runs").glob(f"kvmlab-*-{run_id}"), *settings.checkpoint_dir().glob(f"kvmlab-*-{run_id}")]:
             shutil.rmtree(path, ignore_errors=True)
         runs.release(run_id)

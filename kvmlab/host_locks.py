@@ -53,6 +53,10 @@ def run_lock_name(run_id: str) -> str:
     return f"run-{run_id}"
 
 
+def run_lock_path(run_id: str) -> str:
+    return _path(run_lock_name(run_id))
+
+
 class RunLock:
     """Run RUN_ID's lock on HOST, held from now until release() or the end of this process."""
 
@@ -76,7 +80,7 @@ class RunLock:
 
 def run_alive(host: LibvirtHost, run_id: str) -> bool:
     """Whether a process still holds run RUN_ID's lock on HOST: the run's owner is alive, wherever it runs."""
-    path = _path(run_lock_name(run_id))
+    path = run_lock_path(run_id)
     if not host.local:
         quoted = shlex.quote(path)
         res = run_on_host(host, f"[ -e {quoted} ] && ! flock -n -s {quoted} true", timeout=60)

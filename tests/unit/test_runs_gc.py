@@ -200,7 +200,10 @@ def test_a_network_of_a_run_no_registry_here_knows_is_kept_while_its_owner_holds
     owner = host_locks.RunLock(host_of(provider.uri), "0e0e0e")
     assert gc.collect(provider).networks == []
     owner.release()  # its process ended without a domain: an orphan now
+    stale = tmp_path / "kvmlab-run-0e0e0e"
+    stale.touch()  # as a killed owner leaves it: there, and held by nobody
     assert gc.collect(provider).networks == ["kvmlab-smoke-0e0e0e-mgmt"]
+    assert not stale.exists(), "the dead run's lock file stays behind"
 
 
 def test_gc_removes_orphans_that_nothing_claims(provider):
