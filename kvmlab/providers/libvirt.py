@@ -127,6 +127,43 @@ def _volume_name(xml: str) -> str:
 
 REMOVAL_WAIT_S = 30.0  # how long a domain of the same name may take to be removed before a new one starts
 
+# A remote host that stops answering (frozen, link cut) is declared dead after ~interval × (count + 1) s.
+KEEPALIVE_INTERVAL_S = 5
+KEEPALIVE_COUNT = 6
+_event_loop_lock = threading.Lock()
+_event_loop_running = False
+
+
+def _remote(uri: str) -> bool:
+    return urlsplit(uri).hostname not in (None, "", "localhost", "127.0.0.1", "::1")
+
+
+def _run_event_loop() -> None:
+    while True:
+        libvirt.virEventRunDefaultImpl()
+
+
+def _start_event_loop() -> None:
+    """libvirt's own event loop, in a thread: keepalive probes are sent and answered from it."""
+    global _event_loop_running
+    with _event_loop_lock:
+        if not _event_loop_running:
+            libvirt.virEventRegisterDefaultImpl()
+            threading.Thread(target=_run_event_loop, name="libvirt-events", daemon=True).start()
+            _event_loop_running = True
+
+
+def open_connection(uri: str) -> libvirt.virConnect:
+    """libvirt.open; a connection to another host also sends keepalive probes. Without them a call over
+    SSH to a host that stopped answering blocks forever (seen in XMLDesc over qemu+libssh); with them
+    libvirt closes the connection, the call fails, and the caller's reconnect deadline takes over."""
+    if not _remote(uri):
+        return libvirt.open(uri)
+    _start_event_loop()
+    conn = libvirt.open(uri)
+    conn.setKeepAlive(KEEPALIVE_INTERVAL_S, KEEPALIVE_COUNT)
+    return conn
+
 
 class LibvirtProvider:
     def __init__(self, uri: str, reconnect_s: float = 60.0, log: Callable[[str], None] = _stderr) -> None:
@@ -136,12 +173,11 @@ class LibvirtProvider:
         self._reconnect_lock = threading.Lock()
         self._gave_up = False  # reconnecting failed once: later calls try once, not for a whole deadline each
         try:
-            self._conn = libvirt.open(uri)
+            self._conn = open_connection(uri)
         except libvirt.libvirtError as exc:
-            local = urlsplit(uri).hostname in (None, "", "localhost", "127.0.0.1", "::1")
             fix = (
                 "start the daemons (`virtlogd -d && libvirtd -d`, or `make deps`)"
-                if local
+                if not _remote(uri)
                 else "check that SSH to the host works with the URI's user, keyfile= and known_hosts=, and that libvirtd runs there"
             )
             raise HarnessError(f"cannot connect to libvirt at {uri}: {exc.get_error_message()}\n  fix: {fix}") from exc
@@ -163,7 +199,7 @@ class LibvirtProvider:
             start = time.monotonic()
             while True:
                 try:
-                    conn = libvirt.open(self.uri)
+                    conn = open_connection(self.uri)
                 except libvirt.libvirtError as exc:
                     last = exc.get_error_message()
                 else:
@@ -568,7 +604,7 @@ class LibvirtConsole:
 
     def __init__(self, uri: str, name: str) -> None:
         try:
-            self._conn = libvirt.open(uri)
+            self._conn = open_connection(uri)
             self._stream = self._conn.newStream(0)
             self._conn.lookupByName(name).openConsole(None, self._stream, libvirt.VIR_DOMAIN_CONSOLE_FORCE)
         except libvirt.libvirtError as exc:
