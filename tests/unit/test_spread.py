@@ -90,3 +90,17 @@ def test_tunnel_commands_make_a_mesh_member_of_the_bridge_and_remove_it(smoke):
     assert up[-2:] == [f"ip link set {dev} master br{tunnel.network}", f"ip link set {dev} up"]
     assert tunnel_down_commands([tunnel.vni]) == [f"ip link del {dev} 2>/dev/null || true"]
     assert tunnel_cut_command(tunnel, up=False) == f"ip link set {dev} down"
+
+
+def test_a_node_names_its_host_in_the_lab_file(tmp_path):
+    lab_file = tmp_path / "two.yaml"
+    lab_file.write_text("networks: {mgmt: {}}\nnodes:\n  n1: {host: a}\n  n2: {}\n")
+    lab = load_lab(lab_file)
+    assert [(n.name, n.host) for n in lab.nodes] == [("n1", "a"), ("n2", "")]
+
+
+def test_a_host_that_is_no_name_fails_at_its_line(tmp_path):
+    lab_file = tmp_path / "bad.yaml"
+    lab_file.write_text("networks: {mgmt: {}}\nnodes:\n  n1:\n    host: 'a b'\n")
+    with pytest.raises(Exception, match=r"bad.yaml:4.*host of node 'n1' 'a b' is not a valid name"):
+        load_lab(lab_file)
