@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from kvmlab import roles, runs
@@ -52,6 +53,7 @@ class RenderInput:
     host_keys: dict[str, tuple[str, str]]  # node -> (private, public) ed25519 host key, pinned by the harness
     owner: Owner
     console_dir: str
+    mtus: Mapping[str, int] = field(default_factory=dict)  # network -> MTU, for networks that cross hosts in a tunnel
 
 
 def prefix(lab_name: str, run_id: str) -> str:
@@ -94,6 +96,7 @@ def _node_context(inp: RenderInput, node: Node) -> dict:
             "mac": pl.mac(lab, node.name, net),
             "address": pl.address(lab, node.name, net),
             "prefix": lab.network(net).prefix,
+            "mtu": inp.mtus.get(net, 0),
         }
         for net in node.networks
     ]
@@ -151,6 +154,22 @@ def address_problems(lab: Lab, placement: Placement) -> list[str]:
     return problems
 
 
+def render_network(lab: Lab, pl: Placement, network: str, address: str = "", mtu: int = 0) -> str:
+    """A lab network's libvirt XML. ADDRESS: the host's own address on it (default .1; each host of a
+    network spread over hosts has its own); MTU: set when the network crosses hosts in a tunnel."""
+    return render_template(
+        "libvirt/network.xml.j2",
+        {
+            "name": network_name(lab.name, pl.run_id, network),
+            "bridge": bridge_name(lab.name, pl.run_id, network),
+            "address": address or pl.host_address(network),
+            "prefix": pl.subnets[network].prefixlen,
+            "mtu": mtu,
+        },
+        subject=f"network '{network}'",
+    )
+
+
 def _render_lab(inp: RenderInput) -> dict[str, str]:
     lab, pl = inp.lab, inp.placement
     problems = address_problems(lab, pl)
@@ -158,17 +177,7 @@ def _render_lab(inp: RenderInput) -> dict[str, str]:
         raise HarnessError(f"lab {lab.name} cannot be placed: " + "; ".join(problems[:3]))
     out: dict[str, str] = {}
     for net in lab.networks:
-        subnet = pl.subnets[net.name]
-        out[f"networks/{net.name}.xml"] = render_template(
-            "libvirt/network.xml.j2",
-            {
-                "name": network_name(lab.name, pl.run_id, net.name),
-                "bridge": bridge_name(lab.name, pl.run_id, net.name),
-                "address": pl.host_address(net.name),
-                "prefix": subnet.prefixlen,
-            },
-            subject=f"network '{net.name}'",
-        )
+        out[f"networks/{net.name}.xml"] = render_network(lab, pl, net.name)
     for node in lab.nodes:
         ctx = _node_context(inp, node)
         subject = f"node '{node.name}'"
