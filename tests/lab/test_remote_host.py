@@ -19,19 +19,14 @@ from pathlib import Path
 import pytest
 
 from kvmlab.lab import LabSession
-from tests.lab.helpers import ROOT, default_sigint
+from tests.lab.helpers import ROOT, default_sigint, node_libvirt_uri
 
 pytestmark = pytest.mark.lab("remote-host")
 INNER = "rtiny"
 
 
 def remote_uri(lab: LabSession) -> str:
-    """host1 as a user names their own server: its address, the key it accepts, its pinned host key."""
-    address = lab.node("host1").address()
-    return (
-        f"qemu+libssh://root@{address}/system?keyfile={lab.run_dir / 'id_ed25519'}"
-        f"&known_hosts={lab.run_dir / 'known_hosts'}&known_hosts_verify=normal&sshauth=privkey"
-    )
+    return node_libvirt_uri(lab, "host1")
 
 
 def client_of_host1(lab: LabSession, folder: Path, name: str):
