@@ -245,20 +245,33 @@ def render_upload_volume(name: str, size_bytes: int, fmt: str) -> str:
 
 
 def render_ssh_files(
-    lab: Lab, placement: Placement, run_dir: Path, host_public_keys: dict[str, str], via: LibvirtHost | None = None
+    lab: Lab,
+    placement: Placement,
+    run_dir: Path,
+    host_public_keys: dict[str, str],
+    via: LibvirtHost | Mapping[str, LibvirtHost] | None = None,
 ) -> dict[str, str]:
     """The harness's own `ssh_config` and `known_hosts` for a run (file name -> text): each node by name, its host key pinned.
-    VIA: the remote libvirt host the lab runs on, which `ssh` goes through to reach the nodes."""
+    VIA: the remote libvirt host the lab runs on (or each node's, for a lab over several hosts), which
+    `ssh` goes through to reach the nodes."""
     hosts = []
     for node in lab.nodes:
         addresses = [placement.address(lab, node.name, net) for net in node.networks]
         key = " ".join(host_public_keys[node.name].split()[:2])  # type and key: known_hosts has no comment field
-        hosts.append({"name": node.name, "address": addresses[0], "names": [node.name, *addresses], "key": key})
+        jump = via.get(node.name) if isinstance(via, Mapping) else via
+        hosts.append(
+            {
+                "name": node.name,
+                "address": addresses[0],
+                "names": [node.name, *addresses],
+                "key": key,
+                "proxy_command": proxy_command(jump) if jump is not None and not jump.local else "",
+            }
+        )
     context = {
         "hosts": hosts,
         "identity_file": str(run_dir / "id_ed25519"),
         "known_hosts": str(run_dir / "known_hosts"),
-        "proxy_command": proxy_command(via) if via is not None and not via.local else "",
     }
     return {name: render_template(f"ssh/{name}.j2", context) for name in ("ssh_config", "known_hosts")}
 

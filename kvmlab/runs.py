@@ -44,6 +44,12 @@ class Run:
     subnets: dict[str, str] = field(default_factory=dict)
     kept: bool = False  # left up on purpose (`kvmlab up`, --lab-keep): never collected
     uri: str = ""  # the libvirt host it runs on ("": KVMLAB_URI's, as before runs recorded it)
+    node_uris: dict[str, str] = field(default_factory=dict)  # a lab spread over hosts: each node's host
+
+    @property
+    def uris(self) -> list[str]:
+        """Every libvirt host the run has objects on."""
+        return list(dict.fromkeys([self.uri, *self.node_uris.values()]))
 
     def placement(self) -> Placement:
         """The run's subnets as the model uses them (the registry keeps them as strings, for JSON)."""
@@ -209,7 +215,15 @@ def allocate(
     return out
 
 
-def register(run_id: str, lab: str, lab_file: str, prefixes: dict[str, int], extra_taken: Iterable[str] = (), uri: str = "") -> Run:
+def register(
+    run_id: str,
+    lab: str,
+    lab_file: str,
+    prefixes: dict[str, int],
+    extra_taken: Iterable[str] = (),
+    uri: str = "",
+    node_uris: dict[str, str] | None = None,
+) -> Run:
     """Record a new run and lease its subnets, atomically with respect to other runs."""
     with _registry() as runs:
         taken = [ipaddress.IPv4Network(s) for r in runs.values() for s in r.subnets.values()]
@@ -227,6 +241,7 @@ def register(run_id: str, lab: str, lab_file: str, prefixes: dict[str, int], ext
             started=time.time(),
             subnets={k: str(v) for k, v in subnets.items()},
             uri=uri,
+            node_uris=dict(node_uris or {}),
         )
         runs[run_id] = run
         return run
