@@ -561,7 +561,7 @@ def cmd_revert(args: argparse.Namespace) -> int:
 
 def _gc_hosts(hosts: str | None) -> list[str]:
     """Every libvirt host a run may have left something on: KVMLAB_URI's, those runs recorded, the hosts file's."""
-    uris = [settings.libvirt_uri(), *(r.uri for r in runs.all_runs().values() if r.uri)]
+    uris = [settings.libvirt_uri(), *(uri for r in runs.all_runs().values() for uri in r.uris if uri)]
     if hosts := hosts or hosts_file.hosts_file_from_env():
         uris += [entry.uri for entry in hosts_file.load_hosts_file(hosts)]
     return list(dict.fromkeys(uris))
@@ -586,6 +586,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
             f"{len(out.volumes)} volumes, {len(out.builds)} unfinished image builds, "
             f"{len(out.saved)} leftovers of unfinished lab saves, {len(out.checkpoints)} leftovers of unfinished checkpoints, "
             f"{len(out.generics)} generic nodes of older images and generic disks nothing uses"
+            + (f", {len(out.tunnels)} tunnels of lab networks that are gone" if out.tunnels else "")
         )
     return 1 if unreachable else 0
 

@@ -149,9 +149,13 @@ def spread_over(lab: Lab, hosts_path: str, say: Callable[[str], None]) -> tuple[
     entries = {entry.name: entry for entry in load_hosts_file(hosts_path)}
     unknown = sorted({host for host in pinned.values() if host not in entries})
     if unknown:
+        node = next(n for n, h in pinned.items() if h == unknown[0])
+        line, col = _host_key_mark(lab.path, node)
         raise LabFileError(
-            f"{lab.path}: node {next(n for n, h in pinned.items() if h == unknown[0])!r} names host {unknown[0]!r},"
-            f" which {hosts_path} does not have (its hosts: {', '.join(entries) or 'none'})"
+            lab.path,
+            line,
+            col,
+            f"node '{node}' names host '{unknown[0]}', which {hosts_path} does not have (its hosts: {', '.join(entries) or 'none'})",
         )
     with ThreadPoolExecutor(max_workers=min(8, len(entries))) as pool:
         rooms = list(pool.map(measure, entries.values()))
@@ -165,3 +169,15 @@ def spread_over(lab: Lab, hosts_path: str, say: Callable[[str], None]) -> tuple[
         + ", ".join(f"{host} ({', '.join(spread.nodes_on(host))})" for host in used)
     )
     return spread, used
+
+
+def _host_key_mark(lab_path: str, node: str) -> tuple[int, int]:
+    """Line and column of NODE's `host:` value in the lab file (1, 1 when the file no longer says it)."""
+    try:
+        root = compose(Path(lab_path).read_text(), lab_path, "")
+        nodes = next(v for k, v in root.value if k.value == "nodes")
+        spec = next(v for k, v in nodes.value if k.value == node)
+        value = next(v for k, v in spec.value if k.value == "host")
+    except (OSError, StopIteration, AttributeError, TypeError, ValueError, HarnessError):
+        return 1, 1
+    return value.start_mark.line + 1, value.start_mark.column + 1

@@ -268,6 +268,22 @@ def release(run_id: str) -> None:
         runs.pop(run_id, None)
 
 
+def release_on(run_id: str, uri: str) -> bool:
+    """RUN's objects on the host at URI are gone: forget that host; the record goes with its last host.
+    True when the record is gone (a lab over several hosts keeps it while another host has its nodes)."""
+    with _registry() as runs:
+        run = runs.get(run_id)
+        if run is None:
+            return True
+        left = {node: where for node, where in run.node_uris.items() if where != uri}
+        if not left:  # a run on one host, or the last host of a spread one
+            runs.pop(run_id)
+            return True
+        run.node_uris = left
+        run.uri = next(iter(left.values()))
+        return False
+
+
 def set_kept(run_id: str, kept: bool) -> None:
     with _registry() as runs:
         if run_id in runs:

@@ -104,3 +104,36 @@ def test_a_host_that_is_no_name_fails_at_its_line(tmp_path):
     lab_file.write_text("networks: {mgmt: {}}\nnodes:\n  n1:\n    host: 'a b'\n")
     with pytest.raises(Exception, match=r"bad.yaml:4.*host of node 'n1' 'a b' is not a valid name"):
         load_lab(lab_file)
+
+
+def test_a_spread_runs_record_goes_with_its_last_host(tmp_path, monkeypatch):
+    from kvmlab import runs
+
+    monkeypatch.setenv("KVMLAB_LEASES", str(tmp_path / "leases"))
+    a, b = "qemu+ssh://root@a/system", "qemu+ssh://root@b/system"
+    run = runs.register("r0a1b2", "smoke", "smoke.yaml", {"mgmt": 24}, uri=a, node_uris={"nfs1": a, "hv1": b})
+    assert run.uris == [a, b]
+    assert runs.release_on("r0a1b2", a) is False
+    assert runs.all_runs()["r0a1b2"].uris == [b]
+    assert runs.release_on("r0a1b2", b) is True
+    assert "r0a1b2" not in runs.all_runs()
+
+
+def test_a_lab_naming_its_hosts_is_spread_over_the_hosts_file(tmp_path, monkeypatch):
+    from kvmlab import hosts_file
+
+    hosts = tmp_path / "hosts.yaml"
+    hosts.write_text('hosts:\n  a: {uri: "qemu+ssh://root@a/system"}\n  b: {uri: "qemu+ssh://root@b/system"}\n')
+    monkeypatch.setattr(hosts_file, "measure", lambda entry: hosts_file.Room(entry, 8192, 50000))
+    lab_file = tmp_path / "two.yaml"
+    lab_file.write_text("networks: {mgmt: {}}\nnodes:\n  n1: {host: a}\n  n2: {host: b}\n  n3: {}\n")
+    said: list[str] = []
+    spread, uris = hosts_file.spread_over(load_lab(lab_file), str(hosts), said.append)
+    assert (spread.node_host["n1"], spread.node_host["n2"]) == ("a", "b")
+    assert uris == {"a": "qemu+ssh://root@a/system", "b": "qemu+ssh://root@b/system"}
+    assert "spread over a (n1" in said[0]
+    lab_file.write_text("networks: {mgmt: {}}\nnodes:\n  n1: {host: c}\n")
+    with pytest.raises(Exception, match=r"two.yaml:3:14: node 'n1' names host 'c', which .*hosts.yaml does not have \(its hosts: a, b\)"):
+        hosts_file.spread_over(load_lab(lab_file), str(hosts), said.append)
+    lab_file.write_text("networks: {mgmt: {}}\nnodes:\n  n1: {}\n")
+    assert hosts_file.spread_over(load_lab(lab_file), str(hosts), said.append) is None
