@@ -446,6 +446,36 @@ class LabSession:
         mtu = UNDERLAY_MTU - VXLAN_OVERHEAD
         return {net.name: mtu for net in self.lab.networks if self.spread.spans(self.lab, net.name)}
 
+    def tunnel_vnis(self, site: Site) -> list[int]:
+        """The tunnels on SITE: one per lab network that joins it to another host."""
+        if self.spread is None:
+            return []
+        return [
+            vni_of(self.placement.subnets[net.name])
+            for net in self.lab.networks
+            if self.spread.spans(self.lab, net.name) and site.name in self.spread.network_hosts(self.lab, net.name)
+        ]
+
+    def cut_host(self, name: str) -> None:
+        """The fault "the links between host NAME and the lab's other hosts are cut": its tunnels down.
+        Nodes on NAME still reach each other; nodes on other hosts do not reach them."""
+        site = self._site_named(name)
+        tunnels.set_links(site.host, self.tunnel_vnis(site), up=False)
+        self.log(f"links of host {name} to the lab's other hosts cut")
+
+    def mend_host(self, name: str) -> None:
+        site = self._site_named(name)
+        tunnels.set_links(site.host, self.tunnel_vnis(site), up=True)
+        self.log(f"links of host {name} to the lab's other hosts mended")
+
+    def _site_named(self, name: str) -> Site:
+        for site in self.sites():
+            if site.name == name:
+                return site
+        raise HarnessError(
+            f"lab {self.lab.name} has no nodes on a host named {name!r} (its hosts: {', '.join(s.name for s in self.sites())})"
+        )
+
     @property
     def prefix(self) -> str:
         return render.prefix(self.lab.name, self.run_id)
@@ -729,12 +759,15 @@ class LabSession:
 
     def _provision(self, image: images.Image) -> None:
         """What the run's domains need on each host besides their networks: console folder, base image, volumes, seeds."""
-        for site in self.sites():
+
+        def prepare_host(site: Site) -> None:
             if site.host.local:
                 settings.console_dir().mkdir(parents=True, exist_ok=True)
             else:
                 run_on_host(site.host, f"mkdir -p {shlex.quote(str(settings.console_dir()))}")
             self.ensure_base(image, site)
+
+        in_parallel(self.sites(), prepare_host)  # a spread lab's hosts get their base image at once
         for node in self.lab.nodes:
             provider = self.provider_of(node.name)
             provider.create_volume(settings.POOL, self.files[f"volumes/{node.name}-root.xml"])

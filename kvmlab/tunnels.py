@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from kvmlab.errors import HarnessError
 from kvmlab.libvirt_host import LibvirtHost
 from kvmlab.remote import Result, run_on_host
-from kvmlab.spread import TUNNEL_PREFIX, Tunnel, tunnel_cut_command, tunnel_down_commands, tunnel_up_commands
+from kvmlab.spread import TUNNEL_PREFIX, Tunnel, tunnel_cut_command, tunnel_device, tunnel_down_commands, tunnel_up_commands
 
 Runner = Callable[[LibvirtHost, str], Result]
 TUNNEL_NAME_RE = re.compile(rf"^{TUNNEL_PREFIX}([0-9a-f]{{6}})$")
@@ -76,6 +76,13 @@ def cut(host: LibvirtHost, tunnel: Tunnel, runner: Runner = _run) -> None:
 
 def mend(host: LibvirtHost, tunnel: Tunnel, runner: Runner = _run) -> None:
     _check(host, tunnel_cut_command(tunnel, up=True), f"mend tunnel {tunnel.device}", runner)
+
+
+def set_links(host: LibvirtHost, vnis: Sequence[int], up: bool, runner: Runner = _run) -> None:
+    """Every tunnel of VNIS on HOST down (the links between HOST and the other hosts cut) or up again."""
+    if vnis:
+        state = "up" if up else "down"
+        _check(host, "; ".join(f"ip link set {tunnel_device(vni)} {state}" for vni in vnis), f"set tunnels {state}", runner)
 
 
 def devices(host: LibvirtHost, runner: Runner = _run) -> list[TunnelDevice]:
