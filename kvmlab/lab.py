@@ -106,6 +106,11 @@ class NodeHandle:
         return self.session.provider_of(self.name)
 
     @property
+    def libvirt_host(self) -> LibvirtHost:
+        """The host this node runs on."""
+        return self.session.site_of(self.name).host
+
+    @property
     def remote(self) -> Remote:
         if self._remote is None:
             self._remote = Remote(self.session.ssh_target(self.name), watch=self.stopped)
@@ -433,6 +438,21 @@ class LabSession:
 
     def site_of(self, node: str) -> Site:
         return next(site for site in self.sites() if node in site.nodes)
+
+    def hosts(self) -> list[LibvirtHost]:
+        return [site.host for site in self.sites()]
+
+    def list_volumes(self) -> list[str]:
+        """The pool's volumes on every host of the lab."""
+        return [vol for site in self.sites() for vol in site.provider.list_volumes(settings.POOL)]
+
+    def delete_volume(self, name: str) -> None:
+        """Delete volume NAME of this run on the host of the node it belongs to (on every host when no node's)."""
+        # The longest name that fits: nodes `ceph` and `ceph-osd1` both prefix ceph-osd1's volumes.
+        owner = max((n.name for n in self.lab.nodes if name.startswith(f"{self.prefix}-{n.name}-")), key=len, default="")
+        for site in self.sites():
+            if not owner or owner in site.nodes:
+                site.provider.delete_volume(settings.POOL, name)
 
     def provider_of(self, node: str) -> Provider:
         if self.spread is None:
@@ -1043,11 +1063,6 @@ class LabSession:
     # -- checkpoints ------------------------------------------------------
     @property
     def checkpoints(self) -> Checkpoints:
-        if len(self.sites()) > 1:
-            raise HarnessError(
-                f"lab {self.lab.name} runs on {len(self.sites())} hosts: checkpoints of a lab over several hosts are not built yet"
-                " (its nodes would have to be paused and saved on every host together)"
-            )
         return Checkpoints(self)
 
     def snapshot(self, name: str) -> float:

@@ -2,8 +2,9 @@
 labs/two-hosts.yaml, brought up through each host's qemu+libssh URI from a hosts file.
 
 Its storage network crosses the hosts in a VXLAN tunnel: hv1's netfs pool mounts nfs1's export across
-it. The lab's checks pass; a cut between the hosts stalls the pool and it recovers once mended; `down`
-leaves nothing on either host.
+it. The lab's checks pass; a cut between the hosts stalls the pool and it recovers once mended; a
+checkpoint saves each node on its own host and a revert brings both back; `down` leaves nothing on
+either host.
 """
 
 from __future__ import annotations
@@ -85,6 +86,18 @@ def test_a_lab_spread_over_two_hosts_passes_its_checks_survives_a_cut_and_leaves
     assert stalled.rc != 0, "a write to the netfs pool went through with the link to its server cut"
     spread_lab.mend_host("host2")
     hv1.wait_for(write.format(s=30), "a write to the netfs pool once the link is mended", interval=2.0)
+
+    # A checkpoint over both hosts: every node paused and saved on its own host, reverted together.
+    nfs1 = spread_lab.node("nfs1")
+    spread_lab.snapshot("spread")
+    nfs1.run_expect("echo after > /srv/nfs/vms/marker && sync")
+    hv1.run_expect("echo after > /root/marker && sync")
+    seconds = spread_lab.revert("spread")
+    print(f"spread lab reverted in {seconds:.1f} s: {spread_lab.restore_parts}")
+    assert nfs1.run("test -e /srv/nfs/vms/marker").rc != 0 and hv1.run("test -e /root/marker").rc != 0
+    for h, node in (("host1", "nfs1"), ("host2", "hv1")):
+        saved = lab.node(h).run_expect(f"ls {spread_lab.checkpoints.root}/spread@*/")
+        assert saved.split() == [f"{node}.save"], f"{h} should hold {node}'s memory file only: {saved}"
 
     spread_lab.down()
     for h in ("host1", "host2"):
