@@ -18,7 +18,6 @@ import yaml
 from kvmlab import providers, tunnels
 from kvmlab.hosts_file import spread_over
 from kvmlab.lab import LabSession
-from kvmlab.libvirt_host import host_of
 from kvmlab.loader import load_lab
 from kvmlab.verify import PASS, checks_for, run_checks
 from tests.lab.helpers import ROOT, node_libvirt_uri
@@ -41,10 +40,12 @@ def leftovers(lab: LabSession, host: str) -> str:
 @pytest.fixture
 def spread_lab(lab: LabSession, tmp_path: Path, monkeypatch):
     """The smoke lab as rspread, nfs1 pinned to host1 and hv1 to host2; torn down after."""
-    for var in ("KVMLAB_STATE", "KVMLAB_LEASES", "KVMLAB_CHECKPOINT_DIR", "KVMLAB_ARTIFACTS"):
-        monkeypatch.setenv(var, str(tmp_path / var.lower()))  # a client of its own, as on another machine
     hosts = tmp_path / "hosts.yaml"
     hosts.write_text(yaml.safe_dump({"hosts": {h: {"uri": node_libvirt_uri(lab, h)} for h in ("host1", "host2")}}))
+    for h in ("host1", "host2"):
+        lab.node(h).run_expect("true")  # its SSH session opened with this run's files, before they move below
+    for var in ("KVMLAB_STATE", "KVMLAB_LEASES", "KVMLAB_CHECKPOINT_DIR", "KVMLAB_ARTIFACTS"):
+        monkeypatch.setenv(var, str(tmp_path / var.lower()))  # a client of its own, as on another machine
     text = yaml.safe_load((ROOT / "labs" / "smoke.yaml").read_text())
     text["nodes"]["nfs1"]["host"], text["nodes"]["hv1"]["host"] = "host1", "host2"
     lab_file = tmp_path / f"{NAME}.yaml"
@@ -66,10 +67,10 @@ def test_a_lab_spread_over_two_hosts_passes_its_checks_survives_a_cut_and_leaves
     spread_lab.up()
     print(f"spread lab up in {time.monotonic() - start:.1f} s")
     assert f"kvmlab-{NAME}-" in lab.node("host1").run_expect("virsh list --name")
-    assert spread_lab.provider_of("hv1").uri == node_libvirt_uri(lab, "host2")
+    assert spread_lab.site_of("hv1").name == "host2" and spread_lab.site_of("nfs1").name == "host1"
     # The storage network spans both hosts: each has its bridge (.1 on host1, .2 on host2) and a tunnel.
     for h in ("host1", "host2"):
-        (device,) = tunnels.devices(host_of(node_libvirt_uri(lab, h)))
+        (device,) = tunnels.devices(spread_lab.site_of({"host1": "nfs1", "host2": "hv1"}[h]).host)
         assert device.master and device.up, device
     results = run_checks(spread_lab, checks_for(spread_lab.lab))
     failed = {r.check.id: r.message for r in results if r.outcome != PASS}
