@@ -130,6 +130,7 @@ REMOVAL_WAIT_S = 30.0  # how long a domain of the same name may take to be remov
 # A remote host that stops answering (frozen, link cut) is declared dead after ~interval × (count + 1) s.
 KEEPALIVE_INTERVAL_S = 5
 KEEPALIVE_COUNT = 6
+OPEN_TIMEOUT_S = 60.0
 _event_loop_lock = threading.Lock()
 _event_loop_running = False
 
@@ -153,14 +154,33 @@ def _start_event_loop() -> None:
             _event_loop_running = True
 
 
-def open_connection(uri: str) -> libvirt.virConnect:
+def open_connection(uri: str, timeout: float = OPEN_TIMEOUT_S) -> libvirt.virConnect:
     """libvirt.open; a connection to another host also sends keepalive probes. Without them a call over
     SSH to a host that stopped answering blocks forever (seen in XMLDesc over qemu+libssh); with them
-    libvirt closes the connection, the call fails, and the caller's reconnect deadline takes over."""
+    libvirt closes the connection, the call fails, and the caller's reconnect deadline takes over.
+
+    Opening one is bounded too: to a host whose kernel had stalled, libvirt.open over libssh waited
+    forever for the SSH handshake. After TIMEOUT it raises TimeoutError (the opening thread is left to
+    libvirt; it ends when the host answers or the process exits)."""
     if not _remote(uri):
         return libvirt.open(uri)
     _start_event_loop()
-    conn = libvirt.open(uri)
+    opened: dict[str, Any] = {}
+
+    def attempt() -> None:
+        try:
+            opened["conn"] = libvirt.open(uri)
+        except libvirt.libvirtError as exc:
+            opened["error"] = exc
+
+    thread = threading.Thread(target=attempt, name="libvirt-open", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise TimeoutError(f"no answer from {uri} within {timeout:.0f} s")
+    if "error" in opened:
+        raise opened["error"]
+    conn = opened["conn"]
     conn.setKeepAlive(KEEPALIVE_INTERVAL_S, KEEPALIVE_COUNT)
     return conn
 
@@ -174,13 +194,14 @@ class LibvirtProvider:
         self._gave_up = False  # reconnecting failed once: later calls try once, not for a whole deadline each
         try:
             self._conn = open_connection(uri)
-        except libvirt.libvirtError as exc:
+        except (libvirt.libvirtError, TimeoutError) as exc:
             fix = (
                 "start the daemons (`virtlogd -d && libvirtd -d`, or `make deps`)"
                 if not _remote(uri)
                 else "check that SSH to the host works with the URI's user, keyfile= and known_hosts=, and that libvirtd runs there"
             )
-            raise HarnessError(f"cannot connect to libvirt at {uri}: {exc.get_error_message()}\n  fix: {fix}") from exc
+            said = exc.get_error_message() if isinstance(exc, libvirt.libvirtError) else str(exc)
+            raise HarnessError(f"cannot connect to libvirt at {uri}: {said}\n  fix: {fix}") from exc
 
     def _connected(self) -> bool:
         try:
@@ -202,6 +223,8 @@ class LibvirtProvider:
                     conn = open_connection(self.uri)
                 except libvirt.libvirtError as exc:
                     last = exc.get_error_message()
+                except TimeoutError as exc:
+                    last = str(exc)
                 else:
                     with contextlib.suppress(libvirt.libvirtError):
                         self._conn.close()
@@ -607,6 +630,8 @@ class LibvirtConsole:
             self._conn = open_connection(uri)
             self._stream = self._conn.newStream(0)
             self._conn.lookupByName(name).openConsole(None, self._stream, libvirt.VIR_DOMAIN_CONSOLE_FORCE)
+        except TimeoutError as exc:
+            raise HarnessError(f"libvirt: open the console of {name}: {exc}") from exc
         except libvirt.libvirtError as exc:
             raise HarnessError(f"libvirt: open the console of {name}: {exc.get_error_message()}") from exc
         self._closed = False
