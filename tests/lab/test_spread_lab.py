@@ -22,7 +22,7 @@ from kvmlab.loader import load_lab
 from kvmlab.verify import PASS, checks_for, run_checks
 from tests.lab.helpers import ROOT, node_libvirt_uri
 
-pytestmark = pytest.mark.lab("two-hosts")
+pytestmark = [pytest.mark.lab("two-hosts"), pytest.mark.alone]  # nested KVM in TCG hosts: see test_remote_host.py
 NAME = "rspread"
 
 
