@@ -68,10 +68,10 @@ def test_a_lab_spread_over_two_hosts_passes_its_checks_survives_a_cut_and_leaves
     print(f"spread lab up in {time.monotonic() - start:.1f} s")
     assert f"kvmlab-{NAME}-" in lab.node("host1").run_expect("virsh list --name")
     assert spread_lab.site_of("hv1").name == "host2" and spread_lab.site_of("nfs1").name == "host1"
-    # The storage network spans both hosts: each has its bridge (.1 on host1, .2 on host2) and a tunnel.
+    # Both networks span both hosts: each host has their bridges (.1 on host1, .2 on host2) and a tunnel each.
     for h in ("host1", "host2"):
-        (device,) = tunnels.devices(spread_lab.site_of({"host1": "nfs1", "host2": "hv1"}[h]).host)
-        assert device.master and device.up, device
+        devices = tunnels.devices(spread_lab.site_of({"host1": "nfs1", "host2": "hv1"}[h]).host)
+        assert len(devices) == 2 and all(d.master and d.up for d in devices), devices
     results = run_checks(spread_lab, checks_for(spread_lab.lab))
     failed = {r.check.id: r.message for r in results if r.outcome != PASS}
     assert not failed, failed
