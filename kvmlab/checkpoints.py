@@ -179,7 +179,7 @@ def remove_leftovers(
     book = Book.load(path)
     removed: list[str] = []
     named = book.memory_dirs()
-    for each in [host] if isinstance(host, LibvirtHost) else host:  # a lab over several hosts: on each
+    for each in host if isinstance(host, Sequence) else [host]:  # a lab over several hosts: on each
         for name in host_files.subdirs(each, root):  # the memory directories, on the libvirt host
             if name not in named:
                 host_files.remove_tree(each, root / name)
