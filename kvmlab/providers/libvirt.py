@@ -16,6 +16,7 @@ from urllib.parse import urlparse, urlsplit
 import libvirt
 
 from kvmlab.errors import HarnessError, LibvirtGone, PoolFull
+from kvmlab.libvirt_host import LOCAL_NAMES
 from kvmlab.providers.base import DomainInfo, DomainStatus
 
 NAMESPACE = "https://kvmlab.dev/xmlns/run/1"
@@ -136,7 +137,7 @@ _event_loop_running = False
 
 
 def _remote(uri: str) -> bool:
-    return urlsplit(uri).hostname not in (None, "", "localhost", "127.0.0.1", "::1")
+    return (urlsplit(uri).hostname or "") not in LOCAL_NAMES
 
 
 def _run_event_loop() -> None:
