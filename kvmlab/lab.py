@@ -371,6 +371,25 @@ class Site:
     nodes: tuple[str, ...]
 
 
+class UploadProgress:
+    """Says how far an upload has come, at most every INTERVAL seconds: a base image crosses a slow
+    link to a remote host for minutes."""
+
+    INTERVAL = 30.0
+
+    def __init__(self, what: str, size: int, log: Callable[[str], None]) -> None:
+        self.what, self.size, self.log = what, size, log
+        self.start = self.last = time.monotonic()
+
+    def __call__(self, done: int) -> None:
+        now = time.monotonic()
+        if now - self.last < self.INTERVAL or done >= self.size:
+            return
+        self.last = now
+        rate = done / (now - self.start) / 2**20
+        self.log(f"uploading {self.what}: {done / 2**20:.0f} of {self.size / 2**20:.0f} MiB ({rate:.1f} MiB/s)")
+
+
 @dataclass
 class LabSession:
     """A running lab. Use as a context manager; it is torn down on exit unless kept."""
@@ -828,7 +847,9 @@ class LabSession:
         directory, free = provider.pool_space(settings.POOL)
         if size > free:
             raise PoolFull(directory, -(-size // 2**20), free // 2**20)
-        provider.upload_volume(settings.POOL, render.render_upload_volume(name, size, fmt), source)
+        where = next((site.name for site in self.sites() if site.provider is provider and site.name), "")
+        sent = UploadProgress(f"{name}" + (f" to {where}" if where else ""), size, self.log)
+        provider.upload_volume(settings.POOL, render.render_upload_volume(name, size, fmt), source, sent)
 
     def _units(self, node: Node, phase: str) -> list[tuple[str, Step]]:
         """(role, step) for NODE in PHASE: its own roles' steps, then what other roles of the lab do on it."""

@@ -20,7 +20,9 @@ from kvmlab.render import bridge_name, network_name, render_network
 from kvmlab.spread import VXLAN_OVERHEAD, place_nodes
 from tests.lab.helpers import node_libvirt_uri
 
-pytestmark = pytest.mark.lab("two-hosts")
+# Alone: with the other modules of the two-hosts lab, which run alone (nested KVM in TCG hosts), so
+# that one build of the lab serves them all.
+pytestmark = [pytest.mark.lab("two-hosts"), pytest.mark.alone]
 
 HOSTS = ("host1", "host2")
 # Lives only inside the two hosts: no network of this machine is bridged to it.
