@@ -88,6 +88,12 @@ def test_a_lab_spread_over_two_hosts_passes_its_checks_survives_a_cut_and_leaves
     results = run_checks(spread_lab, checks_for(spread_lab.lab))
     failed = {r.check.id: r.message for r in results if r.outcome != PASS}
     assert not failed, failed
+    # `kvmlab ssh` reaches each node through the host that runs it.
+    for node in ("nfs1", "hv1"):
+        ssh = subprocess.run(
+            [sys.executable, "-m", "kvmlab.cli", "ssh", NAME, node, "hostname"], cwd=ROOT, capture_output=True, text=True, timeout=120
+        )
+        assert ssh.returncode == 0 and ssh.stdout.strip() == node, ssh.stderr
 
     # A cut between the hosts: hv1 no longer reaches nfs1 over storage; mended, the pool answers again.
     hv1 = spread_lab.node("hv1")
