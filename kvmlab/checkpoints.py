@@ -70,6 +70,10 @@ class CheckpointNode(Protocol):
     def roles(self) -> Sequence[str]: ...
     @property
     def remote(self) -> Remote: ...
+    @property
+    def provider(self) -> Provider: ...  # the connection of the host it runs on
+    @property
+    def libvirt_host(self) -> LibvirtHost: ...  # the host it runs on
     def forget_session(self) -> None: ...
     def console_tail(self, lines: int = 30) -> str: ...
 
@@ -92,6 +96,9 @@ class CheckpointSession(Protocol):
     def node(self, name: str) -> CheckpointNode: ...
     def log(self, message: str) -> None: ...
     def settle_storage(self) -> None: ...
+    def hosts(self) -> list[LibvirtHost]: ...  # every host the lab runs nodes on
+    def delete_volume(self, name: str) -> None: ...  # a volume of the run, on the host that has it
+    def list_volumes(self) -> list[str]: ...  # the run's pool volumes on every host
 
     restore_parts: dict[str, float]  # the last revert's or restore's parts, set here
 
@@ -160,7 +167,9 @@ def run_lock(root: Path, blocking: bool = True) -> Iterator[bool]:
         yield held
 
 
-def remove_leftovers(root: Path, prefix: str, volumes: Iterable[str], delete_volume: Callable[[str], None], host: LibvirtHost) -> list[str]:
+def remove_leftovers(
+    root: Path, prefix: str, volumes: Iterable[str], delete_volume: Callable[[str], None], host: LibvirtHost | Sequence[LibvirtHost]
+) -> list[str]:
     """Remove what killed snapshots and reverts of run PREFIX left; the caller holds run_lock(ROOT). Returns what went.
 
     Left over are: memory directories that no checkpoint of the book names, overlays numbered past the book's
@@ -170,10 +179,11 @@ def remove_leftovers(root: Path, prefix: str, volumes: Iterable[str], delete_vol
     book = Book.load(path)
     removed: list[str] = []
     named = book.memory_dirs()
-    for name in host_files.subdirs(host, root):  # the memory directories, on the libvirt host
-        if name not in named:
-            host_files.remove_tree(host, root / name)
-            removed.append(name)
+    for each in host if isinstance(host, Sequence) else [host]:  # a lab over several hosts: on each
+        for name in host_files.subdirs(each, root):  # the memory directories, on the libvirt host
+            if name not in named:
+                host_files.remove_tree(each, root / name)
+                removed.append(name)
     for vol in sorted(set(volumes) | set(book.garbage)):
         m = OVERLAY_RE.search(vol)
         if vol in book.garbage or (vol.startswith(prefix + "-") and m and int(m.group(1)) > book.counter):
@@ -251,10 +261,8 @@ class Checkpoints:
 
     def _tidy(self, quiet: bool = False) -> Book:
         """Remove what a killed snapshot or revert of this run left (the lock is held); the book as committed."""
-        provider = self.session.provider
-        volumes = provider.list_volumes(settings.POOL)
         removed = remove_leftovers(
-            self.root, self.session.prefix, volumes, lambda v: provider.delete_volume(settings.POOL, v), self.session.host
+            self.root, self.session.prefix, self.session.list_volumes(), self.session.delete_volume, self.session.hosts()
         )
         if removed and not quiet:
             self.session.log(f"removed what an interrupted snapshot or revert left: {', '.join(removed)}")
@@ -270,19 +278,21 @@ class Checkpoints:
             start = time.monotonic()
             # Memory goes to a directory no book names yet: a checkpoint of the same name stays whole until the commit.
             memory = self.root / f"{name}@{book.counter + 1}"
-            host = self.session.host
+            hosts = self.session.hosts()
             self.root.mkdir(parents=True, exist_ok=True)  # the book's, here
-            host_files.make_dir(host, memory)
+            for host in hosts:
+                host_files.make_dir(host, memory)
             suspended = suspend_inner_guests(handles, self.session.log)
             self.session.log(f"checkpoint {name}: pausing {len(handles)} nodes")
             self._pause_all(handles)
             try:
-                in_parallel(handles, lambda h: self.session.provider.save_domain(h.domain, str(memory / f"{h.name}.save")))
-                host_files.sync_tree(host, memory)
+                in_parallel(handles, lambda h: h.provider.save_domain(h.domain, str(memory / f"{h.name}.save")))
+                in_parallel(hosts, lambda host: host_files.sync_tree(host, memory))
             except BaseException:
                 self._recover_after_failed_save(handles, book, memory)
                 resume_inner_guests(handles, suspended)
-                host_files.remove_tree(host, memory)
+                for host in hosts:
+                    host_files.remove_tree(host, memory)
                 raise
             stop_point("checkpoint-saved", self.session.log)
             layers = {h.name: dict(book.tops[h.name]) for h in handles}
@@ -301,11 +311,11 @@ class Checkpoints:
         """A save that failed half-way: paused nodes resume, saved ones come back from their files unchanged."""
         for h in handles:
             state_file = memory / f"{h.name}.save"
-            if h.state == "shutoff" and host_files.exists(self.session.host, state_file):
+            if h.state == "shutoff" and host_files.exists(h.libvirt_host, state_file):
                 disks = {serial: f"{settings.pool_dir()}/{vol}" for serial, vol in book.tops[h.name].items()}
-                self.session.provider.restore_domain(str(state_file), disks)
+                h.provider.restore_domain(str(state_file), disks)
             elif h.state == "paused":
-                self.session.provider.resume_domain(h.domain)
+                h.provider.resume_domain(h.domain)
 
     # -- revert ---------------------------------------------------------------
     def revert(self, name: str) -> float:
@@ -328,7 +338,7 @@ class Checkpoints:
             for h in handles:
                 h.forget_session()
             with self._part("stop the nodes"):
-                in_parallel(handles, lambda h: self.session.provider.destroy_domain(h.domain))
+                in_parallel(handles, lambda h: h.provider.destroy_domain(h.domain))
             self._restore_onto_new_tops(handles, book, name)
             book.save(self._book_path)
             elapsed = time.monotonic() - start
@@ -339,7 +349,7 @@ class Checkpoints:
     # -- shared steps ---------------------------------------------------------
     def _restore_onto_new_tops(self, handles: Sequence[CheckpointNode], book: Book, name: str) -> None:
         """Fresh overlays above NAME's layers, every node restored paused, then all resumed at once."""
-        provider, ck = self.session.provider, book.checkpoints[name]
+        ck = book.checkpoints[name]
         handles = [h for h in handles if h.name in ck.layers]
         frozen = book.frozen()
         book.counter += 1
@@ -350,7 +360,7 @@ class Checkpoints:
             for serial, layer in ck.layers[h.name].items():
                 first = self._first_volumes(h.name)[serial]
                 new = overlay_name(first, book.counter)
-                provider.create_volume(settings.POOL, render.render_overlay_volume(new, f"{settings.pool_dir()}/{layer}"))
+                h.provider.create_volume(settings.POOL, render.render_overlay_volume(new, f"{settings.pool_dir()}/{layer}"))
                 new_tops[serial] = new
             # Deleted only after the commit: until then the book on disk still writes to them.
             book.garbage += [vol for vol in old_tops.values() if vol not in frozen and vol not in new_tops.values()]
@@ -358,7 +368,7 @@ class Checkpoints:
         stop_point("checkpoint-overlays", self.session.log)
         book.save(self._book_path)  # the commit point
         stop_point("checkpoint-committed", self.session.log)
-        remove_leftovers(self.root, self.session.prefix, [], lambda v: provider.delete_volume(settings.POOL, v), self.session.host)
+        remove_leftovers(self.root, self.session.prefix, [], self.session.delete_volume, self.session.hosts())
         book.garbage = []
         self.parts["new overlays"] = time.monotonic() - overlays_started
 
@@ -373,20 +383,19 @@ class Checkpoints:
     ) -> None:
         """Start every node from its state file onto the disks BOOK says it writes to now, all resumed at
         once; then the inner guests SUSPENDED for the save (node -> guests) run again."""
-        provider = self.session.provider
         handles = [self.session.node(n) for n in state_files]
         if self.parts is not self.session.restore_parts:  # a saved-lab restore (a revert set them already)
             self.parts = self.session.restore_parts = {}
 
         def restore(h: CheckpointNode) -> None:
             disks = {serial: f"{settings.pool_dir()}/{vol}" for serial, vol in book.tops[h.name].items()}
-            provider.restore_domain(str(state_files[h.name]), disks, paused=True, owner=owner)
+            h.provider.restore_domain(str(state_files[h.name]), disks, paused=True, owner=owner)
 
         with self._part("restore memory"):
             in_parallel(handles, restore)
         with self._part("resume"):
             for h in handles:  # resumed together so that no node sees its peers frozen
-                provider.resume_domain(h.domain)
+                h.provider.resume_domain(h.domain)
         with self._part("clocks"):
             self._set_clocks(handles)
         if suspended:
@@ -438,7 +447,7 @@ class Checkpoints:
 
     def _agent_clock(self, h: CheckpointNode) -> bool:
         try:
-            self.session.provider.set_guest_time(h.domain, time.time())
+            h.provider.set_guest_time(h.domain, time.time())
         except HarnessError:
             return False  # the agent is not answering yet
         return True
@@ -453,7 +462,7 @@ class Checkpoints:
     def _pause_all(self, handles: Sequence[CheckpointNode]) -> None:
         for h in handles:
             if h.state == "running":
-                self.session.provider.pause_domain(h.domain)
+                h.provider.pause_domain(h.domain)
 
 
 def in_parallel(items: Sequence[T], fn: Callable[[T], None]) -> None:

@@ -126,7 +126,21 @@ def cmd_render(args: argparse.Namespace) -> int:
 def _new_session(lab: Lab, keep_going: bool, cold_boot: bool, hosts: str | None = None):
     from kvmlab.lab import LabSession
 
-    session = LabSession(lab, _provider_for_new(lab, hosts), keep_going=keep_going, cold_boot=cold_boot)
+    hosts = hosts or hosts_file.hosts_file_from_env()
+    named = [node for node in lab.nodes if node.host]
+    if named and not hosts:
+        raise HarnessError(
+            f"{lab.path}: node '{named[0].name}' names host '{named[0].host}': give the hosts file that defines it"
+            " (--hosts FILE or KVMLAB_HOSTS=FILE)"
+        )
+    spread = hosts_file.spread_over(lab, hosts, lambda line: print(line, file=sys.stderr)) if hosts else None
+    if spread is None:
+        session = LabSession(lab, _provider_for_new(lab, hosts), keep_going=keep_going, cold_boot=cold_boot)
+    else:
+        where, uris = spread
+        providers = {name: _provider(uri) for name, uri in uris.items()}
+        first = next(iter(providers.values()))
+        session = LabSession(lab, first, keep_going=keep_going, cold_boot=cold_boot, spread=where, host_providers=providers)
     session.failure_dir = settings.artifacts_dir() / session.run_id / "up"
     return session
 
@@ -171,7 +185,9 @@ def _verify(session, names: list[str], junit: str | None, started: datetime) -> 
 
     checks = checks_for(session.lab, names)
     # Kept as a saved lab for the next `up` on this machine only: a remote host's nodes boot (no generic clones).
-    fresh = not session.restored and not session.step_failures and session.image is not None and session.host.local
+    fresh = (
+        not session.restored and not session.step_failures and session.image is not None and session.host.local and session.spread is None
+    )
     if fresh:  # the state to keep is the one before the checks ran
         session.snapshot(BUILT)
     start = time.monotonic()
@@ -545,7 +561,7 @@ def cmd_revert(args: argparse.Namespace) -> int:
 
 def _gc_hosts(hosts: str | None) -> list[str]:
     """Every libvirt host a run may have left something on: KVMLAB_URI's, those runs recorded, the hosts file's."""
-    uris = [settings.libvirt_uri(), *(r.uri for r in runs.all_runs().values() if r.uri)]
+    uris = [settings.libvirt_uri(), *(uri for r in runs.all_runs().values() for uri in r.uris if uri)]
     if hosts := hosts or hosts_file.hosts_file_from_env():
         uris += [entry.uri for entry in hosts_file.load_hosts_file(hosts)]
     return list(dict.fromkeys(uris))
@@ -570,6 +586,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
             f"{len(out.volumes)} volumes, {len(out.builds)} unfinished image builds, "
             f"{len(out.saved)} leftovers of unfinished lab saves, {len(out.checkpoints)} leftovers of unfinished checkpoints, "
             f"{len(out.generics)} generic nodes of older images and generic disks nothing uses"
+            + (f", {len(out.tunnels)} tunnels of lab networks that are gone" if out.tunnels else "")
         )
     return 1 if unreachable else 0
 

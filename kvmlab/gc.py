@@ -10,7 +10,7 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kvmlab import checkpoints, clones, golden, runs, settings
+from kvmlab import checkpoints, clones, golden, runs, settings, tunnels
 from kvmlab.accel import boot_id
 from kvmlab.errors import HarnessError
 from kvmlab.host_locks import run_alive, run_lock_path
@@ -18,6 +18,7 @@ from kvmlab.images import current_digests, remove_stale_builds
 from kvmlab.libvirt_host import host_of
 from kvmlab.providers.base import DomainInfo, Provider
 from kvmlab.remote import run_on_host
+from kvmlab.spread import vni_of
 
 NAME_RE = re.compile(r"^kvmlab-(?P<lab>[a-z][a-z0-9-]*?)-(?P<run>[0-9a-f]{6})-")
 
@@ -32,6 +33,7 @@ class Collected:
     saved: list[str] = field(default_factory=list)  # unfinished saves and unnamed volumes of saved labs
     generics: list[str] = field(default_factory=list)  # generic nodes of images no longer built, generic disks nothing uses
     checkpoints: list[str] = field(default_factory=list)  # what killed snapshots and reverts of live runs left
+    tunnels: list[str] = field(default_factory=list)  # tunnel devices of lab networks that are gone
 
     def merge(self, other: Collected) -> None:
         """Add what OTHER collected (another host's share of one command)."""
@@ -41,13 +43,30 @@ class Collected:
     @property
     def empty(self) -> bool:
         return not (
-            self.domains or self.networks or self.volumes or self.runs or self.builds or self.saved or self.generics or self.checkpoints
+            self.domains
+            or self.networks
+            or self.volumes
+            or self.runs
+            or self.builds
+            or self.saved
+            or self.generics
+            or self.checkpoints
+            or self.tunnels
         )
 
 
 def run_of(name: str) -> str | None:
     m = NAME_RE.match(name)
     return m.group("run") if m else None
+
+
+def _remove_stale_tunnels(host, registry: dict[str, runs.Run], dead) -> list[str]:
+    """Tunnel devices whose bridge is gone (their network was removed, by a down, a gc or a reboot), unless
+    a live run leases their subnet (it is making them this moment: a device is a bridge's port a command later)."""
+    leased = {vni_of(net) for run_id, r in registry.items() if not dead(run_id) for net in r.placement().subnets.values()}
+    stale = [d for d in tunnels.leftovers(host) if d.vni not in leased]
+    tunnels.remove(host, [d.vni for d in stale])
+    return [d.name for d in stale]
 
 
 def _domain_owner_dead(dom: DomainInfo, user: str) -> bool:
@@ -83,7 +102,7 @@ def collect(provider: Provider, only_runs: set[str] | None = None) -> Collected:
     # host) until a collect there has removed its objects.
     here = getattr(provider, "uri", "")
     host = host_of(here or "qemu:///system")
-    registry = {run_id: r for run_id, r in runs.all_runs().items() if r.uri in ("", here)}
+    registry = {run_id: r for run_id, r in runs.all_runs().items() if r.uri in ("", here) or here in r.node_uris.values()}
     user = runs.me()
     by_run: dict[str, list[DomainInfo]] = {}
     for dom in domains:
@@ -123,6 +142,8 @@ def collect(provider: Provider, only_runs: set[str] | None = None) -> Collected:
         if run_id and dead(run_id):
             provider.delete_volume(settings.POOL, vol)
             out.volumes.append(vol)
+    if only_runs is None:
+        out.tunnels = _remove_stale_tunnels(host, registry, dead)
     images_dir = settings.cache_dir() / "images"
     if images_dir.is_dir():
         out.builds = [p.name for p in remove_stale_builds(images_dir)]
@@ -148,8 +169,8 @@ def collect(provider: Provider, only_runs: set[str] | None = None) -> Collected:
             run_on_host(host, f"rm -f {console}/kvmlab-*-{run_id}-*.log {shlex.quote(lock)}; rm -rf {memory}/kvmlab-*-{run_id}")
         for path in [*(settings.state_dir() / "runs").glob(f"kvmlab-*-{run_id}"), *settings.checkpoint_dir().glob(f"kvmlab-*-{run_id}")]:
             shutil.rmtree(path, ignore_errors=True)
-        runs.release(run_id)
-        out.runs.append(run_id)
+        if runs.release_on(run_id, here):
+            out.runs.append(run_id)
     if only_runs is None and not runs.all_runs():
         out.generics = clones.remove_stale(current_digests()) + clones.remove_unused_volumes(provider)
     return out

@@ -26,6 +26,7 @@ from kvmlab.loader import decode_lab_text
 from kvmlab.model import Lab
 from kvmlab.preflight import available_memory_mib, free_disk_mib, lab_needs
 from kvmlab.remote import run_on_host
+from kvmlab.spread import Spread, place_nodes
 from kvmlab.yaml_errors import compose
 from kvmlab.yamlread import Reader, quote
 
@@ -137,3 +138,46 @@ def place(lab: Lab, hosts_path: str, say: Callable[[str], None]) -> str:
     chosen, rooms = choose_host(lab, load_hosts_file(hosts_path))
     say(f"kvmlab: hosts of {hosts_path}: {describe(rooms)}; lab {lab.name} goes to {chosen.name}")
     return chosen.uri
+
+
+def spread_over(lab: Lab, hosts_path: str, say: Callable[[str], None]) -> tuple[Spread, dict[str, str]] | None:
+    """LAB over several hosts of HOSTS_PATH when a node of it names its host (`host:`): each node's host
+    and the URI of every host used; None when no node names one (the lab goes to one host, place())."""
+    pinned = {node.name: node.host for node in lab.nodes if node.host}
+    if not pinned:
+        return None
+    entries = {entry.name: entry for entry in load_hosts_file(hosts_path)}
+    unknown = sorted({host for host in pinned.values() if host not in entries})
+    if unknown:
+        node = next(n for n, h in pinned.items() if h == unknown[0])
+        line, col = _host_key_mark(lab.path, node)
+        raise LabFileError(
+            lab.path,
+            line,
+            col,
+            f"node '{node}' names host '{unknown[0]}', which {hosts_path} does not have (its hosts: {', '.join(entries) or 'none'})",
+        )
+    with ThreadPoolExecutor(max_workers=min(8, len(entries))) as pool:
+        rooms = list(pool.map(measure, entries.values()))
+    down = [r for r in rooms if r.problem and r.host.name in pinned.values()]
+    if down:
+        raise HarnessError("; ".join(f"host {r.host.name} of {hosts_path}: {r.problem}" for r in down))
+    spread = place_nodes(lab, pinned, {r.host.name: r.memory_mib for r in rooms if not r.problem})
+    used = {host: entries[host].uri for host in spread.hosts if spread.nodes_on(host)}
+    say(
+        f"kvmlab: hosts of {hosts_path}: {describe(rooms)}; lab {lab.name} spread over "
+        + ", ".join(f"{host} ({', '.join(spread.nodes_on(host))})" for host in used)
+    )
+    return spread, used
+
+
+def _host_key_mark(lab_path: str, node: str) -> tuple[int, int]:
+    """Line and column of NODE's `host:` value in the lab file (1, 1 when the file no longer says it)."""
+    try:
+        root = compose(Path(lab_path).read_text(), lab_path, "")
+        nodes = next(v for k, v in root.value if k.value == "nodes")
+        spec = next(v for k, v in nodes.value if k.value == node)
+        value = next(v for k, v in spec.value if k.value == "host")
+    except (OSError, StopIteration, AttributeError, TypeError, ValueError, HarnessError):
+        return 1, 1
+    return value.start_mark.line + 1, value.start_mark.column + 1

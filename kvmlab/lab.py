@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
 import shlex
 import socket
@@ -16,13 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from kvmlab import accel as accel_mod
-from kvmlab import clones, golden, images, keys, render, runs, settings
+from kvmlab import clones, golden, images, keys, render, runs, settings, tunnels
 from kvmlab.checkpoints import Checkpoints, in_parallel
 from kvmlab.errors import HarnessError, LibvirtGone, NodeStopped, PoolFull
 from kvmlab.gc import collect
 from kvmlab.host_facts import emulated_machine, remote_accel, remote_space
 from kvmlab.host_locks import RunLock, host_locked
-from kvmlab.libvirt_host import host_of
+from kvmlab.libvirt_host import LibvirtHost, host_of
 from kvmlab.model import Lab, Node, Placement
 from kvmlab.preflight import check_display_support, check_fits, require_builder, require_host
 from kvmlab.providers.base import Provider
@@ -30,6 +32,7 @@ from kvmlab.redact import redact
 from kvmlab.remote import Remote, Result, SshTarget, run_on_host
 from kvmlab.roles import PHASES, RoleContext, Step, registry, waits_for
 from kvmlab.seed import build_seed_iso
+from kvmlab.spread import UNDERLAY_MTU, VXLAN_OVERHEAD, Spread, vni_of
 from kvmlab.step_graph import StepGraph, Unit
 from kvmlab.stops import stop_point
 from kvmlab.wait import timeout_for, wait_until
@@ -98,6 +101,16 @@ class NodeHandle:
         return self.session.placement.address(self.session.lab, self.name, net)
 
     @property
+    def provider(self) -> Provider:
+        """The libvirt connection of the host this node runs on."""
+        return self.session.provider_of(self.name)
+
+    @property
+    def libvirt_host(self) -> LibvirtHost:
+        """The host this node runs on."""
+        return self.session.site_of(self.name).host
+
+    @property
     def remote(self) -> Remote:
         if self._remote is None:
             self._remote = Remote(self.session.ssh_target(self.name), watch=self.stopped)
@@ -106,7 +119,7 @@ class NodeHandle:
     def stopped(self) -> NodeStopped | None:
         """Why this node can no longer answer (its QEMU ended, QEMU paused it on an I/O error, its
         network is gone), or None while it can. A node paused on purpose (pause()) is not stopped."""
-        provider, lab = self.session.provider, self.session.lab.name
+        provider, lab = self.provider, self.session.lab.name
         try:
             st = provider.domain_status(self.domain)
             active = provider.active_networks() if st.state == "running" else []
@@ -142,7 +155,7 @@ class NodeHandle:
     @property
     def state(self) -> str:
         """running, paused or shutoff (a powered-off transient domain no longer exists; the lab still knows it)."""
-        state = self.session.provider.domain_state(self.domain)
+        state = self.provider.domain_state(self.domain)
         return "shutoff" if state == "absent" else state
 
     # -- faults, driven from the host ------------------------------------------
@@ -161,16 +174,16 @@ class NodeHandle:
     def crash(self) -> None:
         """Hard power-off: what the guest had not written to its disks is lost."""
         self._require("running", "paused")
-        self._definition = self.session.provider.domain_definition(self.domain)
+        self._definition = self.provider.domain_definition(self.domain)
         self.forget_session()
-        self.session.provider.destroy_domain(self.domain)
+        self.provider.destroy_domain(self.domain)
         self._log("powered off (hard)")
 
     def shutdown(self) -> None:
         """Clean shutdown through ACPI; returns once the domain is off."""
         self._require("running")
-        self._definition = self.session.provider.domain_definition(self.domain)
-        self.session.provider.shutdown_domain(self.domain)
+        self._definition = self.provider.domain_definition(self.domain)
+        self.provider.shutdown_domain(self.domain)
         wait_until(
             lambda: self.state == "shutoff",
             timeout_for("service", self.session.pace),
@@ -186,18 +199,18 @@ class NodeHandle:
         self._require("shutoff")
         xml = self._definition or self.session.files[f"domains/{self.name}.xml"]
         start = time.monotonic()
-        self.session.provider.create_domain(xml)
+        self.provider.create_domain(xml)
         self.session._wait_ready(self.model)
         self._log(f"started, ready after {time.monotonic() - start:.1f} s")
 
     def pause(self) -> None:
         self._require("running")
-        self.session.provider.pause_domain(self.domain)
+        self.provider.pause_domain(self.domain)
         self._log("paused")
 
     def resume(self) -> None:
         self._require("paused")
-        self.session.provider.resume_domain(self.domain)
+        self.provider.resume_domain(self.domain)
         self._log("resumed")
 
     def _mac(self, network: str) -> str:
@@ -207,11 +220,11 @@ class NodeHandle:
 
     def link_down(self, network: str) -> None:
         """Unplug the node's cable on NETWORK: the guest sees carrier loss, packets are dropped."""
-        self.session.provider.set_link(self.domain, self._mac(network), up=False)
+        self.provider.set_link(self.domain, self._mac(network), up=False)
         self._log(f"link on {network} down")
 
     def link_up(self, network: str) -> None:
-        self.session.provider.set_link(self.domain, self._mac(network), up=True)
+        self.provider.set_link(self.domain, self._mac(network), up=True)
         self._log(f"link on {network} up")
 
     def _disk_name(self, disk: str) -> str:
@@ -222,7 +235,7 @@ class NodeHandle:
 
     def detach_disk(self, disk: str) -> None:
         """Hot-unplug an extra disk (a failed drive, from the guest's view); returns once it is gone."""
-        provider = self.session.provider
+        provider = self.provider
         self._detached[disk] = provider.detach_disk(self.domain, self._disk_name(disk))
         wait_until(
             lambda: not provider.has_disk(self.domain, disk),
@@ -238,7 +251,7 @@ class NodeHandle:
         xml = self._detached.pop(self._disk_name(disk), None)
         if xml is None:
             raise HarnessError(f"disk {disk} of node {self.name} is not detached")
-        self.session.provider.attach_device(self.domain, xml)
+        self.provider.attach_device(self.domain, xml)
         # Returns once the guest sees it, as detach_disk returns once the guest let it go: the
         # hot-plug reaches udev seconds later under TCG, so an immediate `udevadm settle` can miss it.
         self.wait_for(f"test -e /dev/disk/by-id/virtio-{disk}", f"disk {disk} back in node {self.name}", interval=0.5)
@@ -348,6 +361,35 @@ class NodeHandle:
         return f"last {len(tail)} console lines of {self.name} ({path}):\n" + "\n".join("  | " + ln for ln in tail)
 
 
+@dataclass(frozen=True)
+class Site:
+    """A libvirt host that runs nodes of the lab: the only one, or one of a spread lab's hosts."""
+
+    name: str  # its name in the hosts file; "" for a lab on one host
+    host: LibvirtHost
+    provider: Provider
+    nodes: tuple[str, ...]
+
+
+class UploadProgress:
+    """Says how far an upload has come, at most every INTERVAL seconds: a base image crosses a slow
+    link to a remote host for minutes."""
+
+    INTERVAL = 30.0
+
+    def __init__(self, what: str, size: int, log: Callable[[str], None]) -> None:
+        self.what, self.size, self.log = what, size, log
+        self.start = self.last = time.monotonic()
+
+    def __call__(self, done: int) -> None:
+        now = time.monotonic()
+        if now - self.last < self.INTERVAL or done >= self.size:
+            return
+        self.last = now
+        rate = done / (now - self.start) / 2**20
+        self.log(f"uploading {self.what}: {done / 2**20:.0f} of {self.size / 2**20:.0f} MiB ({rate:.1f} MiB/s)")
+
+
 @dataclass
 class LabSession:
     """A running lab. Use as a context manager; it is torn down on exit unless kept."""
@@ -380,13 +422,17 @@ class LabSession:
     leave: frozenset[tuple[str, str | None]] = frozenset()
     # What else shaped the state a saved lab keeps besides its file (e.g. an exercise's start commands).
     state_key: str = ""
+    # A lab over several hosts (kvmlab.spread): which host runs each node, and each host's connection
+    # by its hosts-file name. None: every node runs on `provider`'s host.
+    spread: Spread | None = None
+    host_providers: dict[str, Provider] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._nodes = {n.name: NodeHandle(self, n) for n in self.lab.nodes}
         self.status = {n.name: NodeStatus() for n in self.lab.nodes}
         self._t0 = time.monotonic()
         self._registered = False
-        self._run_lock: RunLock | None = None
+        self._run_locks: list[RunLock] = []
         self._stop = threading.Event()
         self._generics: clones.Generics | None = None
         self.step_graph: StepGraph | None = None  # the role steps of the last bring-up, with their timeline
@@ -397,6 +443,78 @@ class LabSession:
         self._pace: tuple[str, str] | None = None  # (accel, pace) once asked
 
     # -- access -------------------------------------------------------------
+    def sites(self) -> list[Site]:
+        """The hosts that run the lab's nodes, in the spread's host order."""
+        if self.spread is None:
+            return [Site("", self.host, self.provider, tuple(n.name for n in self.lab.nodes))]
+        out = []
+        for name in self.spread.hosts:
+            nodes = tuple(self.spread.nodes_on(name))
+            if nodes:
+                provider = self.host_providers[name]
+                out.append(Site(name, host_of(getattr(provider, "uri", "") or "qemu:///system"), provider, nodes))
+        return out
+
+    def site_of(self, node: str) -> Site:
+        return next(site for site in self.sites() if node in site.nodes)
+
+    def hosts(self) -> list[LibvirtHost]:
+        return [site.host for site in self.sites()]
+
+    def list_volumes(self) -> list[str]:
+        """The pool's volumes on every host of the lab."""
+        return [vol for site in self.sites() for vol in site.provider.list_volumes(settings.POOL)]
+
+    def delete_volume(self, name: str) -> None:
+        """Delete volume NAME of this run on the host of the node it belongs to (on every host when no node's)."""
+        # The longest name that fits: nodes `ceph` and `ceph-osd1` both prefix ceph-osd1's volumes.
+        owner = max((n.name for n in self.lab.nodes if name.startswith(f"{self.prefix}-{n.name}-")), key=len, default="")
+        for site in self.sites():
+            if not owner or owner in site.nodes:
+                site.provider.delete_volume(settings.POOL, name)
+
+    def provider_of(self, node: str) -> Provider:
+        if self.spread is None:
+            return self.provider
+        return self.host_providers[self.spread.node_host[node]]
+
+    def network_mtus(self) -> dict[str, int]:
+        """The MTU of each lab network that crosses hosts in a tunnel (the others keep the default)."""
+        if self.spread is None:
+            return {}
+        mtu = UNDERLAY_MTU - VXLAN_OVERHEAD
+        return {net.name: mtu for net in self.lab.networks if self.spread.spans(self.lab, net.name)}
+
+    def tunnel_vnis(self, site: Site) -> list[int]:
+        """The tunnels on SITE: one per lab network that joins it to another host."""
+        if self.spread is None:
+            return []
+        return [
+            vni_of(self.placement.subnets[net.name])
+            for net in self.lab.networks
+            if self.spread.spans(self.lab, net.name) and site.name in self.spread.network_hosts(self.lab, net.name)
+        ]
+
+    def cut_host(self, name: str) -> None:
+        """The fault "the links between host NAME and the lab's other hosts are cut": its tunnels down.
+        Nodes on NAME still reach each other; nodes on other hosts do not reach them."""
+        site = self._site_named(name)
+        tunnels.set_links(site.host, self.tunnel_vnis(site), up=False)
+        self.log(f"links of host {name} to the lab's other hosts cut")
+
+    def mend_host(self, name: str) -> None:
+        site = self._site_named(name)
+        tunnels.set_links(site.host, self.tunnel_vnis(site), up=True)
+        self.log(f"links of host {name} to the lab's other hosts mended")
+
+    def _site_named(self, name: str) -> Site:
+        for site in self.sites():
+            if site.name == name:
+                return site
+        raise HarnessError(
+            f"lab {self.lab.name} has no nodes on a host named {name!r} (its hosts: {', '.join(s.name for s in self.sites())})"
+        )
+
     @property
     def prefix(self) -> str:
         return render.prefix(self.lab.name, self.run_id)
@@ -425,7 +543,7 @@ class LabSession:
             key_file=self.run_dir / "id_ed25519",
             known_hosts=self.run_dir / "known_hosts",
             ssh_config=self.run_dir / "ssh_config",
-            via=None if self.host.local else self.host,
+            via=None if (host := self.site_of(node).host).local else host,
         )
 
     def console_log(self, node: str) -> Path:
@@ -435,7 +553,8 @@ class LabSession:
     def read_console(self, node: str, max_bytes: int = CONSOLE_READ_BYTES) -> str | None:
         """The end of NODE's console log (read over SSH on a remote host), or None when there is none yet."""
         path = self.console_log(node)
-        if self.host.local:
+        host = self.site_of(node).host
+        if host.local:
             try:
                 with path.open("rb") as f:
                     f.seek(max(0, path.stat().st_size - max_bytes))
@@ -443,7 +562,7 @@ class LabSession:
             except OSError:
                 return None
         try:
-            res = run_on_host(self.host, f"tail -c {max_bytes} {shlex.quote(str(path))}", timeout=30)
+            res = run_on_host(host, f"tail -c {max_bytes} {shlex.quote(str(path))}", timeout=30)
         except HarnessError:
             return None
         return res.stdout if res.rc == 0 else None
@@ -490,19 +609,26 @@ class LabSession:
 
     def _up(self) -> None:
         image = self._prepare_image()
-        if self.use_saved and self.host.local and self._restore_saved(image):
+        if self.use_saved and self.spread is None and self.host.local and self._restore_saved(image):
             return
         self.prepare(image)
         self._timed("nodes", self._bring_up_nodes)
 
     def _prepare_image(self) -> images.Image:
-        if self.host.local:
-            require_host(settings.cache_dir(), settings.pool_dir())
-            check_fits(self.lab, settings.pool_dir())
-        else:
-            require_builder(settings.cache_dir())  # the image is built here, then uploaded
-            check_fits(self.lab, settings.pool_dir(), remote_space(self.host, settings.pool_dir()), where=self.host.describe())
-        check_display_support(self.lab, local_libvirt=self.host.local)
+        sites = self.sites()
+        for site in sites:
+            part = (
+                self.lab
+                if len(sites) == 1
+                else dataclasses.replace(self.lab, nodes=tuple(n for n in self.lab.nodes if n.name in site.nodes))
+            )
+            if site.host.local:
+                require_host(settings.cache_dir(), settings.pool_dir())
+                check_fits(part, settings.pool_dir())
+            else:
+                require_builder(settings.cache_dir())  # the image is built here, then uploaded
+                check_fits(part, settings.pool_dir(), remote_space(site.host, settings.pool_dir()), where=site.host.describe())
+        check_display_support(self.lab, local_libvirt=all(site.host.local for site in sites))
         image = self._timed("image", lambda: images.ensure_image(self.progress, release=self.lab.release))
         if not self.accel:
             if self.host.local:
@@ -540,14 +666,20 @@ class LabSession:
         # The host's networks say which subnets are taken; they are read, chosen from and added to
         # under the host's lock, so a client with another registry (or on another machine) cannot
         # take the same subnet in between.
-        with host_locked(self.host, "subnets", "the host's subnet lock", timeout=300):
+        # A spread lab's subnets are leased on every one of its hosts at once (locks taken in host order,
+        # so two spread labs cannot deadlock): each subnet is also its tunnel's ID on each host.
+        with contextlib.ExitStack() as locks:
+            for site in self.sites():
+                locks.enter_context(host_locked(site.host, "subnets", "the host's subnet lock", timeout=300))
+            taken = [addr for site in self.sites() for addr in (*site.provider.network_addresses(), *self._remote_routes(site.host))]
             run = runs.register(
                 self.run_id,
                 self.lab.name,
                 self.lab.path,
                 {n.name: n.prefix for n in self.lab.networks},
-                extra_taken=[*self.provider.network_addresses(), *self._remote_routes()],
+                extra_taken=taken,
                 uri=self.host.uri,
+                node_uris={node: site.host.uri for site in self.sites() for node in site.nodes} if self.spread else {},
             )
             self.adopt_run(run)
             self._render(image)
@@ -559,7 +691,7 @@ class LabSession:
         """This session is RUN from now on: its names, subnets and teardown, and its lock on the host
         (held while this process lives: a client whose registry does not know the run sees it alive)."""
         self._release_run_lock()
-        self._run_lock = RunLock(self.host, run.run_id)
+        self._run_locks = [RunLock(site.host, run.run_id) for site in self.sites()]
         self.run_id = run.run_id
         self._registered = True
         self.placement = run.placement()
@@ -588,14 +720,52 @@ class LabSession:
         self.create_seeds()
 
     def create_networks(self) -> None:
-        for net in self.lab.networks:
-            self.provider.create_network(self.files[f"networks/{net.name}.xml"])
+        if self.spread is None:
+            for net in self.lab.networks:
+                self.provider.create_network(self.files[f"networks/{net.name}.xml"])
+            return
+        self._create_spread_networks(self.spread)
+
+    def _create_spread_networks(self, spread: Spread) -> None:
+        """Each network on every host that runs a node on it, with that host's own bridge address, and
+        the tunnels that join a network's bridges across hosts."""
+        sites = self.sites()
+        mtus = self.network_mtus()
+        for site in sites:
+            for net in self.lab.networks:
+                if site.name in spread.network_hosts(self.lab, net.name):
+                    address = spread.gateway(self.lab, net.name, site.name, self.placement.subnets[net.name])
+                    site.provider.create_network(render.render_network(self.lab, self.placement, net.name, address, mtus.get(net.name, 0)))
+        underlay = self._underlay(sites)
+        bridges = {net.name: render.bridge_name(self.lab.name, self.run_id, net.name) for net in self.lab.networks}
+        for site in sites:
+            for tunnel in spread.tunnels(self.lab, site.name, self.placement.subnets, bridges, underlay[site.name]):
+                tunnels.make(site.host, tunnel)
+                self.log(f"{site.name}: tunnel {tunnel.device} of network {tunnel.network} to {', '.join(tunnel.peers)}")
+
+    def _underlay(self, sites: list[Site]) -> dict[str, dict[str, str]]:
+        """For each host, every host's address as the tunnel from it uses it: its own source address
+        toward the others, and the others' addresses as the URIs name them."""
+        out: dict[str, dict[str, str]] = {}
+        for site in sites:
+            peers = [other for other in sites if other is not site]
+            own = tunnels.underlay_address(site.host, peers[0].host.hostname) if peers else ""
+            out[site.name] = {site.name: own, **{p.name: self._resolve(site.host, p.host.hostname) for p in peers}}
+        return out
+
+    @staticmethod
+    def _resolve(host: LibvirtHost, name: str) -> str:
+        res = run_on_host(host, f"getent ahostsv4 {shlex.quote(name)} | awk 'NR==1 {{print $1}}'", timeout=30)
+        address = res.stdout.strip()
+        if not address:
+            raise HarnessError(f"{host.describe()} cannot resolve the host {name}: the hosts of one lab must reach each other")
+        return address
 
     def create_seeds(self) -> None:
         for node in self.lab.nodes:
             prefix = f"seed/{node.name}/"
             seed = build_seed_iso({k[len(prefix) :]: v for k, v in self.files.items() if k.startswith(prefix)})
-            self._upload(render.volume_name(self.lab.name, self.run_id, node.name, "seed.iso"), seed, "raw")
+            self._upload(render.volume_name(self.lab.name, self.run_id, node.name, "seed.iso"), seed, "raw", self.provider_of(node.name))
 
     def _render(self, image: images.Image) -> None:
         """Keys, and every file of the run (libvirt XML, seeds, role files, SSH config), written to its folder."""
@@ -620,55 +790,66 @@ class LabSession:
                     created=datetime.now(UTC).isoformat(timespec="seconds"),
                 ),
                 console_dir=str(settings.console_dir()),
+                mtus=self.network_mtus(),
             )
         )
         self._write_ssh_files(host_keys)
         write_files(self.run_dir / "rendered", self.files)
 
     def _provision(self, image: images.Image) -> None:
-        """What the run's domains need on the host besides their networks: console folder, base image, volumes, seeds."""
-        if self.host.local:
-            settings.console_dir().mkdir(parents=True, exist_ok=True)
-        else:
-            run_on_host(self.host, f"mkdir -p {shlex.quote(str(settings.console_dir()))}")
-        self.ensure_base(image)
+        """What the run's domains need on each host besides their networks: console folder, base image, volumes, seeds."""
+
+        def prepare_host(site: Site) -> None:
+            if site.host.local:
+                settings.console_dir().mkdir(parents=True, exist_ok=True)
+            else:
+                run_on_host(site.host, f"mkdir -p {shlex.quote(str(settings.console_dir()))}")
+            self.ensure_base(image, site)
+
+        in_parallel(self.sites(), prepare_host)  # a spread lab's hosts get their base image at once
         for node in self.lab.nodes:
-            self.provider.create_volume(settings.POOL, self.files[f"volumes/{node.name}-root.xml"])
+            provider = self.provider_of(node.name)
+            provider.create_volume(settings.POOL, self.files[f"volumes/{node.name}-root.xml"])
             for disk in node.disks:
-                self.provider.create_volume(settings.POOL, self.files[f"volumes/{node.name}-{disk.name}.xml"])
+                provider.create_volume(settings.POOL, self.files[f"volumes/{node.name}-{disk.name}.xml"])
         self.create_seeds()
 
     def _write_ssh_files(self, host_keys: dict[str, keys.KeyPair]) -> None:
         public = {name: pair.public_openssh for name, pair in host_keys.items()}
-        write_files(self.run_dir, render.render_ssh_files(self.lab, self.placement, self.run_dir, public, via=self.host))
+        via = {node: site.host for site in self.sites() for node in site.nodes}
+        write_files(self.run_dir, render.render_ssh_files(self.lab, self.placement, self.run_dir, public, via=via))
 
-    def ensure_base(self, image: images.Image) -> None:
+    def ensure_base(self, image: images.Image, site: Site | None = None) -> None:
         pool_xml = render.render_pool_xml(settings.POOL, str(settings.pool_dir()))
         parts = (("qcow2", image.root, "qcow2"), *((suffix, path, "raw") for suffix, path in image.boot_files()))
         complete = f"base-{image.digest}.complete"
         # Two runs starting together, of any user or client, must not both upload the same base image;
         # one may wait for the other's upload (minutes over a slow link).
-        with host_locked(self.host, "pool", "the host's image pool lock", timeout=3600):
-            self.provider.ensure_pool(settings.POOL, pool_xml)
-            if self.provider.has_volume(settings.POOL, complete):
+        host, provider = (site.host, site.provider) if site else (self.host, self.provider)
+        with host_locked(host, "pool", "the host's image pool lock", timeout=3600):
+            provider.ensure_pool(settings.POOL, pool_xml)
+            if provider.has_volume(settings.POOL, complete):
                 return
             # No marker: nothing was uploaded, or an upload was killed half-way. Start over.
             for suffix, path, fmt in parts:
                 name = f"base-{image.digest}.{suffix}"
-                self.provider.delete_volume(settings.POOL, name)
-                self.log(f"uploading {name} into pool {settings.POOL}")
-                self._upload(name, path, fmt)
-            self._upload(complete, b"complete\n", "raw")
+                provider.delete_volume(settings.POOL, name)
+                self.log(f"uploading {name} into pool {settings.POOL}" + (f" on {site.name}" if site and site.name else ""))
+                self._upload(name, path, fmt, provider)
+            self._upload(complete, b"complete\n", "raw", provider)
 
-    def _upload(self, name: str, source: Path | bytes, fmt: str) -> None:
+    def _upload(self, name: str, source: Path | bytes, fmt: str, provider: Provider | None = None) -> None:
         """A new volume NAME in kvmlab's pool holding SOURCE (a file or bytes) in format FMT."""
         size = len(source) if isinstance(source, bytes) else source.stat().st_size
         # Checked first, to say which filesystem lacks how much before anything is written (an ENOSPC
         # from libvirt itself, when another writer takes the space meanwhile, becomes the same error).
-        directory, free = self.provider.pool_space(settings.POOL)
+        provider = provider or self.provider
+        directory, free = provider.pool_space(settings.POOL)
         if size > free:
             raise PoolFull(directory, -(-size // 2**20), free // 2**20)
-        self.provider.upload_volume(settings.POOL, render.render_upload_volume(name, size, fmt), source)
+        where = next((site.name for site in self.sites() if site.provider is provider and site.name), "")
+        sent = UploadProgress(f"{name}" + (f" to {where}" if where else ""), size, self.log)
+        provider.upload_volume(settings.POOL, render.render_upload_volume(name, size, fmt), source, sent)
 
     def _units(self, node: Node, phase: str) -> list[tuple[str, Step]]:
         """(role, step) for NODE in PHASE: its own roles' steps, then what other roles of the lab do on it."""
@@ -710,7 +891,7 @@ class LabSession:
         self.step_graph = graph
         generics = None
         # Generic nodes' memory files are this machine's: a remote host's nodes boot.
-        if not self.cold_boot and self.image is not None and self.host.local:
+        if not self.cold_boot and self.image is not None and self.host.local and self.spread is None:
             generics = clones.Generics(self.provider, self.image.digest, self.accel, self.log, self._boot_contention())
         self._generics = generics
 
@@ -766,15 +947,16 @@ class LabSession:
     def _start_node(self, node: Node, generics: clones.Generics | None) -> None:
         """Clone the node from its generic node; boot it when cloning is off or fails."""
         xml = self.files[f"domains/{node.name}.xml"]
+        provider = self.provider_of(node.name)
         root_xml = self.files[f"volumes/{node.name}-root.xml"]
         if generics is not None:
             root = render.volume_name(self.lab.name, self.run_id, node.name, "root.qcow2")
             try:
                 generic = generics.for_node(xml, self._stop)
                 start = time.monotonic()
-                self.provider.delete_volume(settings.POOL, root)
-                self.provider.create_volume(settings.POOL, render.render_overlay_volume(root, generic.volume_path))
-                clones.restore_clone(self.provider, generic, xml)
+                provider.delete_volume(settings.POOL, root)
+                provider.create_volume(settings.POOL, render.render_overlay_volume(root, generic.volume_path))
+                clones.restore_clone(provider, generic, xml)
                 self.node(node.name).cloned = True
                 self.log(f"{node.name}: cloned from generic node {generic.key} in {time.monotonic() - start:.1f} s")
                 return
@@ -782,10 +964,10 @@ class LabSession:
                 if self._stop.is_set():
                     raise
                 self.log(f"{node.name}: cloning failed ({str(exc).splitlines()[0]}); booting it instead")
-                self.provider.destroy_domain(self.node(node.name).domain)
-                self.provider.delete_volume(settings.POOL, root)
-                self.provider.create_volume(settings.POOL, root_xml)
-        self.provider.create_domain(xml)
+                provider.destroy_domain(self.node(node.name).domain)
+                provider.delete_volume(settings.POOL, root)
+                provider.create_volume(settings.POOL, root_xml)
+        provider.create_domain(xml)
 
     def _step(self, node: Node, role: str, phase: str, fn: Callable[[], None]) -> None:
         if self._stop.is_set():
@@ -820,11 +1002,11 @@ class LabSession:
             self._host_cpus = cpus
         return self._host_cpus
 
-    def _remote_routes(self) -> list[str]:
+    def _remote_routes(self, host: LibvirtHost) -> list[str]:
         """A remote host's own subnets, which its labs' networks must not overlap (this machine's are added by runs)."""
-        if self.host.local:
+        if host.local:
             return []
-        res = run_on_host(self.host, " ".join(runs.ROUTES_COMMAND), timeout=30)
+        res = run_on_host(host, " ".join(runs.ROUTES_COMMAND), timeout=30)
         return [str(net) for net in runs.routed_networks(res.stdout)] if res.rc == 0 else []
 
     def _wait_ready(self, node: Node) -> None:
@@ -862,7 +1044,10 @@ class LabSession:
         for handle in self.nodes:
             handle.forget_session()
         try:
-            collect(self.provider, only_runs={self.run_id})
+            for site in self.sites():
+                collect(site.provider, only_runs={self.run_id})
+                if self.spread is not None:  # their bridges went with the networks
+                    tunnels.remove(site.host, [vni_of(subnet) for subnet in self.placement.subnets.values()])
         except LibvirtGone as exc:
             # Nothing can be removed without libvirtd; the run stays registered, so `kvmlab gc` finds it later.
             self.log(f"could not tear lab {self.lab.name} down: {exc}")
@@ -872,14 +1057,20 @@ class LabSession:
         self.log(f"lab {self.lab.name} (run {self.run_id}) torn down")
 
     def _release_run_lock(self) -> None:
-        if self._run_lock is not None:
-            self._run_lock.release()
-            self._run_lock = None
+        for lock in self._run_locks:
+            lock.release()
+        self._run_locks = []
 
     @classmethod
     def attach(cls, lab: Lab, provider: Provider, run: runs.Run, progress: Progress = _stderr_progress) -> LabSession:
         """A session for a lab that is already up (kept by `kvmlab up` or --lab-keep)."""
         session = cls(lab, provider, keep=True, progress=progress, run_id=run.run_id)
+        if run.node_uris:  # a lab over several hosts: each host by its URI, in the order it was brought up in
+            from kvmlab import providers
+
+            uris = list(dict.fromkeys(run.node_uris.values()))
+            session.spread = Spread(tuple(uris), dict(run.node_uris))
+            session.host_providers = {uri: provider if uri == getattr(provider, "uri", "") else providers.connect(uri) for uri in uris}
         session.placement = run.placement()
         session.load_rendered()
         session._registered = True
@@ -917,7 +1108,7 @@ class LabSession:
         runs.set_kept(self.run_id, True)
         for handle in self.nodes:  # the domains say it too, for a client whose registry does not know this run
             try:
-                self.provider.mark_domain_kept(handle.domain)
+                handle.provider.mark_domain_kept(handle.domain)
             except HarnessError as exc:  # the registry's record still keeps it from this registry's gc
                 self.log(f"{handle.name}: could not mark domain {handle.domain} kept: {exc}")
 

@@ -268,7 +268,7 @@ def _nodes(reader: Reader, root: Node, top: Fields, net_names: tuple[str, ...]) 
     for node_name, (name_node, spec) in fields.items():
         reader.name(name_node, "node name")
         what = f"node '{node_name}'"
-        opts = {} if is_null(spec) else reader.mapping(spec, what, ("roles", "memory", "vcpus", "disks", "networks", "display"))
+        opts = {} if is_null(spec) else reader.mapping(spec, what, ("roles", "memory", "vcpus", "disks", "networks", "display", "host"))
         roles = reader.optional(opts, "roles", lambda n: reader.names_list(n, f"roles of {what}", role_registry.known_roles(), "role"), ())
         memory = reader.optional(opts, "memory", lambda n: reader.size_mib(n, f"memory of {what}", MEMORY_RANGE_MIB), DEFAULT_MEMORY_MIB)
         vcpus = reader.optional(opts, "vcpus", lambda n: reader.integer(n, f"vcpus of {what}", VCPU_RANGE), DEFAULT_VCPUS)
@@ -277,7 +277,8 @@ def _nodes(reader: Reader, root: Node, top: Fields, net_names: tuple[str, ...]) 
             raise reader.fail(opts["networks"][1], f"{what} needs at least one network (known: {', '.join(net_names)})")
         disks = _disks(reader, opts["disks"][1], what) if "disks" in opts else ()
         display = reader.optional(opts, "display", lambda n: parse_display(reader, n, node_name), None)
-        nodes.append(LabNode(node_name, roles, memory, vcpus, disks, networks, display))
+        host = reader.optional(opts, "host", lambda n: reader.name(n, f"host of {what}"), "")
+        nodes.append(LabNode(node_name, roles, memory, vcpus, disks, networks, display, host))
     return tuple(nodes), {name: key for name, (key, _spec) in fields.items()}
 
 

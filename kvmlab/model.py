@@ -58,6 +58,7 @@ class Node:
     disks: tuple[Disk, ...]
     networks: tuple[str, ...]
     display: Display | None = None
+    host: str = ""  # the hosts file's host it must run on (kvmlab.spread); "": wherever there is room
 
 
 # The Debian releases a lab can run on (its `release:`); each has its own image, cached by its recipe hash.

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from kvmlab import roles, runs
@@ -52,6 +53,7 @@ class RenderInput:
     host_keys: dict[str, tuple[str, str]]  # node -> (private, public) ed25519 host key, pinned by the harness
     owner: Owner
     console_dir: str
+    mtus: Mapping[str, int] = field(default_factory=dict)  # network -> MTU, for networks that cross hosts in a tunnel
 
 
 def prefix(lab_name: str, run_id: str) -> str:
@@ -94,6 +96,7 @@ def _node_context(inp: RenderInput, node: Node) -> dict:
             "mac": pl.mac(lab, node.name, net),
             "address": pl.address(lab, node.name, net),
             "prefix": lab.network(net).prefix,
+            "mtu": inp.mtus.get(net, 0),
         }
         for net in node.networks
     ]
@@ -151,6 +154,22 @@ def address_problems(lab: Lab, placement: Placement) -> list[str]:
     return problems
 
 
+def render_network(lab: Lab, pl: Placement, network: str, address: str = "", mtu: int = 0) -> str:
+    """A lab network's libvirt XML. ADDRESS: the host's own address on it (default .1; each host of a
+    network spread over hosts has its own); MTU: set when the network crosses hosts in a tunnel."""
+    return render_template(
+        "libvirt/network.xml.j2",
+        {
+            "name": network_name(lab.name, pl.run_id, network),
+            "bridge": bridge_name(lab.name, pl.run_id, network),
+            "address": address or pl.host_address(network),
+            "prefix": pl.subnets[network].prefixlen,
+            "mtu": mtu,
+        },
+        subject=f"network '{network}'",
+    )
+
+
 def _render_lab(inp: RenderInput) -> dict[str, str]:
     lab, pl = inp.lab, inp.placement
     problems = address_problems(lab, pl)
@@ -158,17 +177,7 @@ def _render_lab(inp: RenderInput) -> dict[str, str]:
         raise HarnessError(f"lab {lab.name} cannot be placed: " + "; ".join(problems[:3]))
     out: dict[str, str] = {}
     for net in lab.networks:
-        subnet = pl.subnets[net.name]
-        out[f"networks/{net.name}.xml"] = render_template(
-            "libvirt/network.xml.j2",
-            {
-                "name": network_name(lab.name, pl.run_id, net.name),
-                "bridge": bridge_name(lab.name, pl.run_id, net.name),
-                "address": pl.host_address(net.name),
-                "prefix": subnet.prefixlen,
-            },
-            subject=f"network '{net.name}'",
-        )
+        out[f"networks/{net.name}.xml"] = render_network(lab, pl, net.name)
     for node in lab.nodes:
         ctx = _node_context(inp, node)
         subject = f"node '{node.name}'"
@@ -236,20 +245,33 @@ def render_upload_volume(name: str, size_bytes: int, fmt: str) -> str:
 
 
 def render_ssh_files(
-    lab: Lab, placement: Placement, run_dir: Path, host_public_keys: dict[str, str], via: LibvirtHost | None = None
+    lab: Lab,
+    placement: Placement,
+    run_dir: Path,
+    host_public_keys: dict[str, str],
+    via: LibvirtHost | Mapping[str, LibvirtHost] | None = None,
 ) -> dict[str, str]:
     """The harness's own `ssh_config` and `known_hosts` for a run (file name -> text): each node by name, its host key pinned.
-    VIA: the remote libvirt host the lab runs on, which `ssh` goes through to reach the nodes."""
+    VIA: the remote libvirt host the lab runs on (or each node's, for a lab over several hosts), which
+    `ssh` goes through to reach the nodes."""
     hosts = []
     for node in lab.nodes:
         addresses = [placement.address(lab, node.name, net) for net in node.networks]
         key = " ".join(host_public_keys[node.name].split()[:2])  # type and key: known_hosts has no comment field
-        hosts.append({"name": node.name, "address": addresses[0], "names": [node.name, *addresses], "key": key})
+        jump = via.get(node.name) if isinstance(via, Mapping) else via
+        hosts.append(
+            {
+                "name": node.name,
+                "address": addresses[0],
+                "names": [node.name, *addresses],
+                "key": key,
+                "proxy_command": proxy_command(jump) if jump is not None and not jump.local else "",
+            }
+        )
     context = {
         "hosts": hosts,
         "identity_file": str(run_dir / "id_ed25519"),
         "known_hosts": str(run_dir / "known_hosts"),
-        "proxy_command": proxy_command(via) if via is not None and not via.local else "",
     }
     return {name: render_template(f"ssh/{name}.j2", context) for name in ("ssh_config", "known_hosts")}
 

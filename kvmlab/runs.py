@@ -44,6 +44,12 @@ class Run:
     subnets: dict[str, str] = field(default_factory=dict)
     kept: bool = False  # left up on purpose (`kvmlab up`, --lab-keep): never collected
     uri: str = ""  # the libvirt host it runs on ("": KVMLAB_URI's, as before runs recorded it)
+    node_uris: dict[str, str] = field(default_factory=dict)  # a lab spread over hosts: each node's host
+
+    @property
+    def uris(self) -> list[str]:
+        """Every libvirt host the run has objects on."""
+        return list(dict.fromkeys([self.uri, *self.node_uris.values()]))
 
     def placement(self) -> Placement:
         """The run's subnets as the model uses them (the registry keeps them as strings, for JSON)."""
@@ -209,7 +215,15 @@ def allocate(
     return out
 
 
-def register(run_id: str, lab: str, lab_file: str, prefixes: dict[str, int], extra_taken: Iterable[str] = (), uri: str = "") -> Run:
+def register(
+    run_id: str,
+    lab: str,
+    lab_file: str,
+    prefixes: dict[str, int],
+    extra_taken: Iterable[str] = (),
+    uri: str = "",
+    node_uris: dict[str, str] | None = None,
+) -> Run:
     """Record a new run and lease its subnets, atomically with respect to other runs."""
     with _registry() as runs:
         taken = [ipaddress.IPv4Network(s) for r in runs.values() for s in r.subnets.values()]
@@ -227,6 +241,7 @@ def register(run_id: str, lab: str, lab_file: str, prefixes: dict[str, int], ext
             started=time.time(),
             subnets={k: str(v) for k, v in subnets.items()},
             uri=uri,
+            node_uris=dict(node_uris or {}),
         )
         runs[run_id] = run
         return run
@@ -251,6 +266,22 @@ def register_exact(run_id: str, lab: str, lab_file: str, subnets: dict[str, str]
 def release(run_id: str) -> None:
     with _registry() as runs:
         runs.pop(run_id, None)
+
+
+def release_on(run_id: str, uri: str) -> bool:
+    """RUN's objects on the host at URI are gone: forget that host; the record goes with its last host.
+    True when the record is gone (a lab over several hosts keeps it while another host has its nodes)."""
+    with _registry() as runs:
+        run = runs.get(run_id)
+        if run is None:
+            return True
+        left = {node: where for node, where in run.node_uris.items() if where != uri}
+        if not left:  # a run on one host, or the last host of a spread one
+            runs.pop(run_id)
+            return True
+        run.node_uris = left
+        run.uri = next(iter(left.values()))
+        return False
 
 
 def set_kept(run_id: str, kept: bool) -> None:

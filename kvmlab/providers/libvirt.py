@@ -308,8 +308,9 @@ class LibvirtProvider:
         return out
 
     @_reconnecting
-    def upload_volume(self, pool: str, xml: str, source: Path | bytes) -> None:
-        """Create the volume XML describes (its capacity SOURCE's size) and fill it with SOURCE."""
+    def upload_volume(self, pool: str, xml: str, source: Path | bytes, sent: Callable[[int], None] | None = None) -> None:
+        """Create the volume XML describes (its capacity SOURCE's size) and fill it with SOURCE; SENT is
+        told the bytes sent so far after each chunk."""
         name = _volume_name(xml)
         data_len = len(source) if isinstance(source, bytes) else Path(source).stat().st_size
         p = self._pool(pool)
@@ -328,8 +329,12 @@ class LibvirtProvider:
                     stream.send(source[off : off + CHUNK])
             else:
                 with open(source, "rb") as fh:
+                    done = 0
                     while chunk := fh.read(CHUNK):
                         stream.send(chunk)
+                        done += len(chunk)
+                        if sent is not None:
+                            sent(done)
             stream.finish()
         except (libvirt.libvirtError, OSError) as exc:
             with contextlib.suppress(libvirt.libvirtError):

@@ -87,3 +87,12 @@ def default_sigint() -> None:
     """Give a child Ctrl-C's default action: a test suite started in the background (`cmd &` in a script)
     inherits SIGINT ignored, and Python then never turns SIGINT into KeyboardInterrupt."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def node_libvirt_uri(lab, node: str) -> str:
+    """A lab node running libvirtd, named as a user names a server of theirs: its address, the key it
+    accepts, its pinned host key (the run's own files)."""
+    return (
+        f"qemu+libssh://root@{lab.node(node).address()}/system?keyfile={lab.run_dir / 'id_ed25519'}"
+        f"&known_hosts={lab.run_dir / 'known_hosts'}&known_hosts_verify=normal&sshauth=privkey"
+    )

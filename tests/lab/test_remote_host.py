@@ -1,4 +1,4 @@
-"""A lab on a remote libvirt host: `kvmlab` on this machine drives host1 of labs/remote-host.yaml (a lab
+"""A lab on a remote libvirt host: `kvmlab` on this machine drives host1 of labs/two-hosts.yaml (a lab
 node running libvirtd) through qemu+libssh://root@HOST/system, as a user drives a server of theirs.
 
 The lab inside host1 is labs/tiny.yaml under another name (`rtiny`), so that `kvmlab down rtiny`
@@ -19,22 +19,17 @@ from pathlib import Path
 import pytest
 
 from kvmlab.lab import LabSession
-from tests.lab.helpers import ROOT, default_sigint
+from tests.lab.helpers import ROOT, default_sigint, node_libvirt_uri
 
 # Alone (at the end of `make test`, no other lab beside it): twice in CI-like runs here, with another
 # lab taking the host's CPU, host1's kernel stalled (RCU grace periods that never ended) while its
 # nested KVM, which TCG emulates, booted a guest; libvirt's connections to host1 then hung.
-pytestmark = [pytest.mark.lab("remote-host"), pytest.mark.alone]
+pytestmark = [pytest.mark.lab("two-hosts"), pytest.mark.alone]
 INNER = "rtiny"
 
 
 def remote_uri(lab: LabSession) -> str:
-    """host1 as a user names their own server: its address, the key it accepts, its pinned host key."""
-    address = lab.node("host1").address()
-    return (
-        f"qemu+libssh://root@{address}/system?keyfile={lab.run_dir / 'id_ed25519'}"
-        f"&known_hosts={lab.run_dir / 'known_hosts'}&known_hosts_verify=normal&sshauth=privkey"
-    )
+    return node_libvirt_uri(lab, "host1")
 
 
 def client_of_host1(lab: LabSession, folder: Path, name: str):

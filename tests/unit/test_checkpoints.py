@@ -152,11 +152,14 @@ def _clock_session(agent_answers: set[str], tmp_path: Path, monkeypatch):
             raise HarnessError("libvirt: set the clock: Guest agent is not responding")
         agent.append(domain)
 
+    provider = SimpleNamespace(set_guest_time=set_guest_time)
     nodes = [
-        SimpleNamespace(name=n, domain=f"d-{n}", state="running", remote=_Remote(ssh), forget_session=lambda: None, console_tail=str)
+        SimpleNamespace(
+            name=n, domain=f"d-{n}", state="running", remote=_Remote(ssh), provider=provider, forget_session=lambda: None, console_tail=str
+        )
         for n in ("a", "b")
     ]
-    session = SimpleNamespace(prefix="p", accel="tcg", provider=SimpleNamespace(set_guest_time=set_guest_time), log=lambda _m: None)
+    session = SimpleNamespace(prefix="p", accel="tcg", provider=provider, log=lambda _m: None)
     return checkpoints.Checkpoints(session), nodes, agent, ssh
 
 

@@ -57,7 +57,7 @@ EXPECTED = {
     "unknown_node_key.yaml": (
         3,
         5,
-        "unknown key 'memroy' in node 'a' (known: roles, memory, vcpus, disks, networks, display); did you mean 'memory'?",
+        "unknown key 'memroy' in node 'a' (known: roles, memory, vcpus, disks, networks, display, host); did you mean 'memory'?",
     ),
     "unknown_role.yaml": (
         3,

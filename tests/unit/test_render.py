@@ -21,7 +21,7 @@ FAKE_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeKeyForGoldenRendersOnly0000
 FAKE_PRIVATE = "-----BEGIN OPENSSH PRIVATE KEY-----\nfake\n-----END OPENSSH PRIVATE KEY-----"
 
 
-def render_smoke(accel: str = "tcg") -> dict[str, str]:
+def render_smoke(accel: str = "tcg", mtus: dict[str, int] | None = None) -> dict[str, str]:
     lab = load_lab(ROOT / "labs" / "smoke.yaml")
     placement = Placement("0a1b2c", {"mgmt": ipaddress.IPv4Network("10.213.4.0/24"), "storage": ipaddress.IPv4Network("10.213.5.0/24")})
     return render.render_lab(
@@ -34,6 +34,7 @@ def render_smoke(accel: str = "tcg") -> dict[str, str]:
             host_keys={n.name: (FAKE_PRIVATE, FAKE_KEY) for n in lab.nodes},
             owner=render.Owner(pid=4242, user="tester", host="builder", boot_id="boot-1", created="2026-01-01T00:00:00+00:00"),
             console_dir="/var/lib/kvmlab/console",
+            mtus=mtus or {},
         )
     )
 
@@ -49,6 +50,17 @@ def test_render_matches_golden_files():
     assert sorted(files) == sorted(golden)
     for rel, text in files.items():
         assert text == golden[rel], f"{rel} differs from its golden copy (KVMLAB_UPDATE_GOLDEN=1 to accept)"
+
+
+def test_a_network_that_crosses_hosts_has_the_tunnels_mtu_on_its_bridge_and_in_its_guests():
+    files = render_smoke(mtus={"storage": 1450})
+    assert "MTUBytes" not in files["seed/nfs1/kvmlab-net-mgmt.network"]
+    assert "[Link]\nMTUBytes=1450\n" in files["seed/nfs1/kvmlab-net-storage.network"]
+    lab = load_lab(ROOT / "labs" / "smoke.yaml")
+    placement = Placement("0a1b2c", {"mgmt": ipaddress.IPv4Network("10.213.4.0/24"), "storage": ipaddress.IPv4Network("10.213.5.0/24")})
+    xml = render.render_network(lab, placement, "storage", address="10.213.5.2", mtu=1450)
+    assert "<mtu size='1450'/>" in xml and "<ip address='10.213.5.2' prefix='24'/>" in xml
+    assert "<mtu" not in render.render_network(lab, placement, "storage")
 
 
 def test_preview_placement_fits_any_prefix():
