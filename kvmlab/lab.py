@@ -847,7 +847,7 @@ class LabSession:
         directory, free = provider.pool_space(settings.POOL)
         if size > free:
             raise PoolFull(directory, -(-size // 2**20), free // 2**20)
-        where = next((site.name for site in self.sites() if site.provider is provider and site.name), "")
+        where = next((site.name or site.host.hostname for site in self.sites() if site.provider is provider), "")
         sent = UploadProgress(f"{name}" + (f" to {where}" if where else ""), size, self.log)
         provider.upload_volume(settings.POOL, render.render_upload_volume(name, size, fmt), source, sent)
 
