@@ -142,7 +142,19 @@ def test_vnc_password_is_asked_for_and_only_the_right_one_connects(lab, web):
         return driver.execute_script("return window.kvmlab && window.kvmlab.vnc")
 
     def submit(driver, text: str) -> None:
-        wait_until("the page to ask for the VNC password", lambda: state(driver) == "password")
+        seen: dict[str, str] = {}
+
+        def asks() -> bool:
+            seen["state"] = state(driver)
+            seen["status"] = driver.execute_script("const s = document.getElementById('vnc-status'); return s ? s.textContent : null")
+            return seen["state"] == "password"
+
+        try:
+            wait_until("the page to ask for the VNC password", asks)
+        except pytest.fail.Exception:
+            pytest.fail(
+                f"the page never asked for the VNC password: its VNC state is {seen.get('state')!r}, its status {seen.get('status')!r}"
+            )
         field = driver.find_element(By.ID, "vnc-password")
         field.clear()
         field.send_keys(text)
