@@ -9,7 +9,8 @@ revert brings both back; `down` leaves nothing on either host. Then, with `kvmla
 labs over the same hosts at once.
 
 First of the two-hosts lab's modules: its first lab uploads the base image to both hosts at once, and
-test_remote_host.py finds it on host1.
+test_remote_host.py finds it on host1. The smoke lab's test is `slow` (make test-slow); the clients'
+tests run in `make test`.
 """
 
 from __future__ import annotations
@@ -75,6 +76,9 @@ def spread_lab(lab: LabSession, tmp_path: Path, monkeypatch):
             conn.close()
 
 
+# Slow (`make test-slow`): 10-16 minutes here, most of it the base image's upload to both hosts and
+# two nested-KVM boots on hosts that share two cores; in `make test` it took CI past its budget.
+@pytest.mark.slow
 def test_a_lab_spread_over_two_hosts_passes_its_checks_survives_a_cut_and_leaves_nothing(lab, spread_lab):
     start = time.monotonic()
     spread_lab.up()
