@@ -8,9 +8,7 @@ revert brings both back; `down` leaves nothing on either host. Then, with `kvmla
 (their own registries): a killed spread `up` is collected by gc on both hosts, and two clients spread
 labs over the same hosts at once.
 
-First of the two-hosts lab's modules: its first lab uploads the base image to both hosts at once, and
-test_remote_host.py finds it on host1. The smoke lab's test is `slow` (make test-slow); the clients'
-tests run in `make test`.
+In `make test-slow` only: each test needs the base image on both hosts.
 """
 
 from __future__ import annotations
@@ -33,7 +31,10 @@ from kvmlab.loader import load_lab
 from kvmlab.verify import PASS, checks_for, run_checks
 from tests.lab.helpers import ROOT, default_sigint, node_libvirt_uri
 
-pytestmark = [pytest.mark.lab("two-hosts"), pytest.mark.alone]  # nested KVM in TCG hosts: see test_remote_host.py
+# Slow (`make test-slow`): every test here needs the base image on both hosts, and its upload into
+# two TCG guests at once took 6-12 minutes on this 2-core machine; in `make test` it took CI past its
+# budget. Alone: nested KVM in TCG hosts (see test_remote_host.py).
+pytestmark = [pytest.mark.lab("two-hosts"), pytest.mark.alone, pytest.mark.slow]
 NAME = "rspread"
 HOSTS = ("host1", "host2")
 
@@ -76,9 +77,6 @@ def spread_lab(lab: LabSession, tmp_path: Path, monkeypatch):
             conn.close()
 
 
-# Slow (`make test-slow`): 10-16 minutes here, most of it the base image's upload to both hosts and
-# two nested-KVM boots on hosts that share two cores; in `make test` it took CI past its budget.
-@pytest.mark.slow
 def test_a_lab_spread_over_two_hosts_passes_its_checks_survives_a_cut_and_leaves_nothing(lab, spread_lab):
     start = time.monotonic()
     spread_lab.up()
