@@ -848,7 +848,7 @@ class LabSession:
         if size > free:
             raise PoolFull(directory, -(-size // 2**20), free // 2**20)
         where = next((site.name or site.host.hostname for site in self.sites() if site.provider is provider), "")
-        sent = UploadProgress(f"{name}" + (f" to {where}" if where else ""), size, self.log)
+        sent = UploadProgress(name + (f" to {where}" if where else ""), size, self.log)
         provider.upload_volume(settings.POOL, render.render_upload_volume(name, size, fmt), source, sent)
 
     def _units(self, node: Node, phase: str) -> list[tuple[str, Step]]:
