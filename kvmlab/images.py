@@ -146,8 +146,38 @@ class Image:
             ("initrd-display", self.display_initrd),
         )
 
+    @property
+    def packed_root(self) -> Path:
+        """The root disk with its clusters zstd-compressed: what is sent to a remote host (see packed_root())."""
+        return self.directory / "root.zst.qcow2"
+
     def exists(self) -> bool:
         return all(p.exists() for p in (self.root, *(path for _, path in self.boot_files()), self.directory / "recipe.json"))
+
+
+def packed_root(image: Image, progress: Progress | None = None) -> Path:
+    """IMAGE's root disk as a zstd-compressed qcow2, made once and kept beside it.
+
+    A remote host's upload is bound by the bytes its (often emulated) sshd and libvirtd take in, and
+    the compressed copy is about a third of the size (1.24 GiB to 0.46 GiB, in ~7 s here). QEMU reads
+    compressed clusters natively, so nodes boot from it as from the plain one; local labs keep the
+    plain file, which costs no decompression.
+    """
+    packed = image.packed_root
+    if packed.exists():
+        return packed
+    with open(image.directory.parent / f"{image.digest}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two runs packing at once: one packs, the other waits and reuses
+        if packed.exists():
+            return packed
+        partial = packed.with_name(packed.name + ".partial")
+        _run(
+            ["qemu-img", "convert", "-c", "-O", "qcow2", "-o", "compression_type=zstd", str(image.root), str(partial)],
+            "compress the root disk for remote hosts",
+            progress or _print_progress,
+        )
+        partial.rename(packed)  # whole or absent: a killed convert leaves only the .partial, redone next time
+    return packed
 
 
 def customize_script() -> str:

@@ -821,7 +821,6 @@ class LabSession:
 
     def ensure_base(self, image: images.Image, site: Site | None = None) -> None:
         pool_xml = render.render_pool_xml(settings.POOL, str(settings.pool_dir()))
-        parts = (("qcow2", image.root, "qcow2"), *((suffix, path, "raw") for suffix, path in image.boot_files()))
         complete = f"base-{image.digest}.complete"
         # Two runs starting together, of any user or client, must not both upload the same base image;
         # one may wait for the other's upload (minutes over a slow link).
@@ -830,6 +829,8 @@ class LabSession:
             provider.ensure_pool(settings.POOL, pool_xml)
             if provider.has_volume(settings.POOL, complete):
                 return
+            root = image.root if host.local else images.packed_root(image, self.log)  # a third of the bytes to send
+            parts = (("qcow2", root, "qcow2"), *((suffix, path, "raw") for suffix, path in image.boot_files()))
             # No marker: nothing was uploaded, or an upload was killed half-way. Start over.
             for suffix, path, fmt in parts:
                 name = f"base-{image.digest}.{suffix}"
