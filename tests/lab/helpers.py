@@ -17,6 +17,8 @@ from kvmlab.providers.base import Provider
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "labs" / "tiny.yaml"
+# Where a client keeps what is its own; another machine's client has its own of each.
+CLIENT_STATE = ("KVMLAB_STATE", "KVMLAB_LEASES", "KVMLAB_CHECKPOINT_DIR", "KVMLAB_ARTIFACTS")
 
 
 class UpProcess:
@@ -96,3 +98,24 @@ def node_libvirt_uri(lab, node: str) -> str:
         f"qemu+libssh://root@{lab.node(node).address()}/system?keyfile={lab.run_dir / 'id_ed25519'}"
         f"&known_hosts={lab.run_dir / 'known_hosts'}&known_hosts_verify=normal&sshauth=privkey"
     )
+
+
+def own_client_state(folder: Path) -> dict[str, str]:
+    """Environment giving a client its own run registry, leases, checkpoints and artifacts under FOLDER,
+    as a client on another machine has."""
+    return {var: str(folder / var.lower()) for var in CLIENT_STATE}
+
+
+def client_of(folder: Path, uri: str, timeout: float = 1200):
+    """A client of libvirt URI with its own state under FOLDER (own_client_state). Returns its
+    environment, and a function running `kvmlab ARGS` as that client that logs the command's tail."""
+    env = {**os.environ, **own_client_state(folder), "KVMLAB_URI": uri}
+
+    def kvmlab(*args: str, timeout: float = timeout) -> subprocess.CompletedProcess[str]:
+        res = subprocess.run(
+            [sys.executable, "-m", "kvmlab.cli", *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout
+        )
+        sys.stderr.write(f"$ kvmlab {' '.join(args)}  (exit {res.returncode})\n{res.stdout[-4000:]}{res.stderr[-4000:]}\n")
+        return res
+
+    return env, kvmlab

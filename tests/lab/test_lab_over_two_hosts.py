@@ -29,7 +29,7 @@ from kvmlab.hosts_file import spread_over
 from kvmlab.lab import LabSession
 from kvmlab.loader import load_lab
 from kvmlab.verify import PASS, checks_for, run_checks
-from tests.lab.helpers import ROOT, default_sigint, node_libvirt_uri
+from tests.lab.helpers import ROOT, client_of, default_sigint, node_libvirt_uri, own_client_state
 
 # Slow (`make test-slow`): every test here needs the base image on both hosts, and its upload into
 # two TCG guests at once took 6-12 minutes on this 2-core machine; in `make test` it took CI past its
@@ -59,8 +59,8 @@ def spread_lab(lab: LabSession, tmp_path: Path, monkeypatch):
     hosts.write_text(yaml.safe_dump({"hosts": {h: {"uri": node_libvirt_uri(lab, h)} for h in HOSTS}}))
     for h in HOSTS:
         lab.node(h).run_expect("true")  # its SSH session opened with this run's files, before they move below
-    for var in ("KVMLAB_STATE", "KVMLAB_LEASES", "KVMLAB_CHECKPOINT_DIR", "KVMLAB_ARTIFACTS"):
-        monkeypatch.setenv(var, str(tmp_path / var.lower()))  # a client of its own, as on another machine
+    for var, value in own_client_state(tmp_path).items():
+        monkeypatch.setenv(var, value)  # a client of its own, as on another machine
     text = yaml.safe_load((ROOT / "labs" / "smoke.yaml").read_text())
     text["nodes"]["nfs1"]["host"], text["nodes"]["hv1"]["host"] = "host1", "host2"
     lab_file = tmp_path / f"{NAME}.yaml"
@@ -135,18 +135,9 @@ def spread_client(lab: LabSession, folder: Path, name: str):
     hosts.write_text(yaml.safe_dump({"hosts": {h: {"uri": node_libvirt_uri(lab, h)} for h in HOSTS}}))
     lab_file = folder / f"{name}.yaml"
     lab_file.write_text("nodes:\n  n1: {memory: 320M, host: host1}\n  n2: {memory: 320M, host: host2}\n")
-    private = {var: str(folder / var.lower()) for var in ("KVMLAB_STATE", "KVMLAB_LEASES", "KVMLAB_CHECKPOINT_DIR", "KVMLAB_ARTIFACTS")}
     # KVMLAB_URI on host1: the client's gc collects the hosts (and what its runs recorded), never this
     # machine, where the test's own lab runs.
-    env = {**os.environ, **private, "KVMLAB_URI": node_libvirt_uri(lab, "host1")}
-
-    def kvmlab(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-        res = subprocess.run(
-            [sys.executable, "-m", "kvmlab.cli", *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout
-        )
-        sys.stderr.write(f"$ kvmlab {' '.join(args)}  (exit {res.returncode})\n{res.stdout[-3000:]}{res.stderr[-3000:]}\n")
-        return res
-
+    env, kvmlab = client_of(folder, node_libvirt_uri(lab, "host1"), timeout=600)
     return lab_file, hosts, env, kvmlab
 
 

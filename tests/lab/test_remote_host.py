@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from kvmlab.lab import LabSession
-from tests.lab.helpers import ROOT, default_sigint, node_libvirt_uri
+from tests.lab.helpers import ROOT, client_of, default_sigint, node_libvirt_uri
 
 # Alone (at the end of `make test`, no other lab beside it): twice in CI-like runs here, with another
 # lab taking the host's CPU, host1's kernel stalled (RCU grace periods that never ended) while its
@@ -38,16 +38,7 @@ def client_of_host1(lab: LabSession, folder: Path, name: str):
     folder.mkdir(parents=True, exist_ok=True)
     lab_file = folder / f"{name}.yaml"
     lab_file.write_text((ROOT / "labs" / "tiny.yaml").read_text())
-    private = {var: str(folder / var.lower()) for var in ("KVMLAB_STATE", "KVMLAB_LEASES", "KVMLAB_CHECKPOINT_DIR", "KVMLAB_ARTIFACTS")}
-    env = {**os.environ, **private, "KVMLAB_URI": remote_uri(lab)}
-
-    def kvmlab(*args: str, timeout: float = 1200) -> subprocess.CompletedProcess[str]:
-        res = subprocess.run(
-            [sys.executable, "-m", "kvmlab.cli", *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout
-        )
-        sys.stderr.write(f"$ kvmlab {' '.join(args)}  (exit {res.returncode})\n{res.stdout[-4000:]}{res.stderr[-4000:]}\n")
-        return res
-
+    env, kvmlab = client_of(folder, remote_uri(lab))
     return lab_file, env, kvmlab
 
 
