@@ -93,7 +93,7 @@ class WebConsole:
                 {
                     "name": node.name,
                     "roles": list(node.roles),
-                    "state": self.session.provider.domain_state(node.domain),
+                    "state": self.session.provider_of(node.name).domain_state(node.domain),
                     "address": node.address(),
                     "token": by_name[node.name],
                     "vnc": bool(display and display.vnc),
@@ -107,8 +107,8 @@ class WebConsole:
     # -- serial console --------------------------------------------------------------------------
     def _console(self, name: str) -> SharedConsole:
         if name not in self._consoles:
-            domain = self.session.node(name).domain
-            self._consoles[name] = SharedConsole(lambda: self.session.provider.open_console(domain), asyncio.get_running_loop())
+            domain, provider = self.session.node(name).domain, self.session.provider_of(name)  # its own host's, in a spread lab
+            self._consoles[name] = SharedConsole(lambda: provider.open_console(domain), asyncio.get_running_loop())
         return self._consoles[name]
 
     def _set_password(self, name: str) -> None:
@@ -157,9 +157,15 @@ class WebConsole:
     # -- graphical console -----------------------------------------------------------------------
     async def _vnc(self, request: web.Request) -> web.WebSocketResponse:
         name = self._node_of(request)
-        domain = self.session.node(name).domain
+        domain, site = self.session.node(name).domain, self.session.site_of(name)
+        if not site.host.local:
+            # Its VNC server listens on that host, which this machine's browser socket cannot reach.
+            raise web.HTTPNotImplemented(
+                text=f"node {name} runs on the libvirt host {site.host.describe()}: kvmlab web shows the VNC display"
+                " of nodes on this machine only (its serial console works wherever the node runs)\n"
+            )
         loop = asyncio.get_running_loop()
-        target = await loop.run_in_executor(self._pool, lambda: vnc_target(self.session.provider.domain_xml(domain)))
+        target = await loop.run_in_executor(self._pool, lambda: vnc_target(site.provider.domain_xml(domain)))
         if target is None:
             raise web.HTTPNotFound(text=f"node {name} has no VNC display (give it `display: {{vnc: true}}` in the lab file)\n")
         ws = web.WebSocketResponse(protocols=("binary",), heartbeat=30)

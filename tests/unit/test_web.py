@@ -10,6 +10,8 @@ from types import SimpleNamespace
 import pytest
 
 from kvmlab.display_checks import vnc_target
+from kvmlab.lab import Site
+from kvmlab.libvirt_host import host_of
 from kvmlab.model import Display, Node, Vnc
 from kvmlab.web import assets
 from kvmlab.web.server import BackgroundWebConsole, WebConsole
@@ -28,8 +30,25 @@ def test_vnc_target_is_read_from_the_live_domain():
 
 
 class FakeProvider:
+    def __init__(self, state: str = "running") -> None:
+        self.state = state
+
     def domain_state(self, _name: str) -> str:
-        return "running"
+        return self.state
+
+
+def fake_session(model: Node, uri: str = "qemu:///system", provider: FakeProvider | None = None) -> SimpleNamespace:
+    """A lab of one node, running on the libvirt host of URI."""
+    provider = provider or FakeProvider()
+    site = Site("", host_of(uri), provider, (model.name,))
+    return SimpleNamespace(
+        lab=SimpleNamespace(name="x"),
+        run_id="abc123",
+        nodes=[FakeHandle(model)],
+        node=lambda name: FakeHandle(model),
+        provider_of=lambda name: provider,
+        site_of=lambda name: site,
+    )
 
 
 class FakeHandle:
@@ -45,8 +64,7 @@ def served():
     if not (assets.NOVNC_DIR / "core" / "rfb.js").is_file():
         pytest.fail("Debian's novnc package is a prerequisite: apt-get install novnc (scripts/host-setup.sh does)")
     model = Node("n1", ("nfs-server",), 384, 1, (), ("mgmt",), Display("vga", Vnc(password="s3cr!t")))
-    session = SimpleNamespace(lab=SimpleNamespace(name="x"), run_id="abc123", nodes=[FakeHandle(model)], provider=FakeProvider())
-    with BackgroundWebConsole(WebConsole(session, log=print)) as console:
+    with BackgroundWebConsole(WebConsole(fake_session(model), log=print)) as console:
         yield console
 
 
@@ -83,3 +101,14 @@ def test_the_browser_libraries_are_served(served):
     assert get(base + "novnc/core/rfb.js")[0] == 200 and get(base + "static/app.js")[0] == 200
     status, body = get(base + "xterm/lib/xterm.js")
     assert status == 200 and b"Terminal" in body
+
+
+def test_a_node_on_a_remote_host_shows_that_hosts_state_and_says_its_vnc_is_out_of_reach():
+    model = Node("n1", ("nfs-server",), 384, 1, (), ("mgmt",), Display("vga", Vnc()))
+    session = fake_session(model, "qemu+ssh://root@server1/system", FakeProvider("paused"))
+    with BackgroundWebConsole(WebConsole(session, log=print)) as console:
+        base = console.url.split("?")[0]
+        (node,) = json.loads(get(console.url.replace("/?", "/api/lab?"))[1])["nodes"]
+        assert node["state"] == "paused", "read from the provider of the node's own host"
+        status, body = get(base + "ws/vnc/" + node["token"])
+    assert status == 501 and b"runs on the libvirt host root@server1" in body, body
