@@ -228,7 +228,7 @@ BUILD_PREFIX = "kvmlab-image-"
 
 
 def remove_stale_builds(images_dir: Path, held_digest: str | None = None) -> list[Path]:
-    """Remove build directories that no running build owns (a killed build leaves one).
+    """Remove build directories that no running build owns (a killed build leaves one), and half-packed roots.
 
     HELD_DIGEST is a recipe whose build lock the caller holds: its directories are stale.
     """
@@ -244,6 +244,16 @@ def remove_stale_builds(images_dir: Path, held_digest: str | None = None) -> lis
             _unmount_below(tmp)
             shutil.rmtree(tmp, ignore_errors=True)
             removed.append(tmp)
+    # A killed packed_root() leaves its half-written copy (up to ~0.5 GiB) under the image's lock.
+    for partial in images_dir.glob("*/root.zst.qcow2.partial"):
+        with open(images_dir / f"{partial.parent.name}.lock", "a") as lock:
+            if partial.parent.name != held_digest:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # still being packed
+            partial.unlink(missing_ok=True)
+            removed.append(partial)
     return removed
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import shutil
 import subprocess
@@ -9,9 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from kvmlab.images import Image, packed_root
+from kvmlab.images import Image, packed_root, remove_stale_builds
 
-pytestmark = pytest.mark.skipif(shutil.which("qemu-img") is None, reason="qemu-img is installed by `make deps`")
+
+@pytest.fixture(autouse=True)
+def _qemu_img() -> None:
+    if shutil.which("qemu-img") is None:
+        pytest.fail("qemu-img is a prerequisite: `make deps` installs it (qemu-utils)")
 
 
 def _image(tmp_path: Path) -> Image:
@@ -49,3 +54,14 @@ def test_the_packed_root_is_made_once(tmp_path: Path) -> None:
     lines: list[str] = []
     assert packed_root(image, lines.append) == first
     assert first.stat().st_mtime_ns == made and lines == []
+
+
+def test_a_half_packed_root_is_removed_once_nobody_packs_it(tmp_path: Path) -> None:
+    image = _image(tmp_path)
+    partial = image.packed_root.with_name("root.zst.qcow2.partial")
+    partial.write_bytes(b"half")
+    with open(tmp_path / f"{image.digest}.lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # a packing in progress (another process's lock, as far as flock goes)
+        assert remove_stale_builds(tmp_path) == [] and partial.exists()
+    assert remove_stale_builds(tmp_path) == [partial] and not partial.exists()
+    assert image.root.exists()
