@@ -232,28 +232,23 @@ def remove_stale_builds(images_dir: Path, held_digest: str | None = None) -> lis
 
     HELD_DIGEST is a recipe whose build lock the caller holds: its directories are stale.
     """
+    stale = [(tmp.name[len(BUILD_PREFIX) :].split("-", 1)[0], tmp) for tmp in images_dir.glob(f"{BUILD_PREFIX}*")]
+    # A killed packed_root() leaves its half-written copy (up to ~0.5 GiB), under the same lock.
+    stale += [(partial.parent.name, partial) for partial in images_dir.glob("*/root.zst.qcow2.partial")]
     removed = []
-    for tmp in images_dir.glob(f"{BUILD_PREFIX}*"):
-        digest = tmp.name[len(BUILD_PREFIX) :].split("-", 1)[0]
+    for digest, path in stale:
         with open(images_dir / f"{digest}.lock", "a") as lock:
             if digest != held_digest:
                 try:
                     fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
-                    continue  # its build is still running
-            _unmount_below(tmp)
-            shutil.rmtree(tmp, ignore_errors=True)
-            removed.append(tmp)
-    # A killed packed_root() leaves its half-written copy (up to ~0.5 GiB) under the image's lock.
-    for partial in images_dir.glob("*/root.zst.qcow2.partial"):
-        with open(images_dir / f"{partial.parent.name}.lock", "a") as lock:
-            if partial.parent.name != held_digest:
-                try:
-                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    continue  # still being packed
-            partial.unlink(missing_ok=True)
-            removed.append(partial)
+                    continue  # its build or packing is still running
+            if path.is_dir():
+                _unmount_below(path)
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            removed.append(path)
     return removed
 
 
