@@ -65,3 +65,14 @@ def test_a_half_packed_root_is_removed_once_nobody_packs_it(tmp_path: Path) -> N
         assert remove_stale_builds(tmp_path) == [] and partial.exists()
     assert remove_stale_builds(tmp_path) == [partial] and not partial.exists()
     assert image.root.exists()
+
+
+def test_a_killed_builds_folder_is_removed_and_a_running_ones_kept(tmp_path: Path) -> None:
+    killed, running = tmp_path / "kvmlab-image-aaaa-x1", tmp_path / "kvmlab-image-bbbb-x2"
+    for folder in (killed, running):
+        (folder / "rootfs").mkdir(parents=True)
+    with open(tmp_path / "bbbb.lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # bbbb's build is still running
+        assert remove_stale_builds(tmp_path) == [killed]
+    assert not killed.exists() and running.is_dir()
+    assert remove_stale_builds(tmp_path, held_digest="bbbb") == [running], "the caller holds bbbb's lock: its folder is stale"
