@@ -26,7 +26,7 @@ for lane in $(seq "$lanes"); do
     (
         KVMLAB_LANES_DIR=$folder KVMLAB_LANE=$lane "$python" -m pytest "$@" 2>&1
         echo $? > "$folder/rc-$lane"
-    ) | sed -u "s/^/[lane $lane] /" &
+    ) | tee "$folder/out-$lane" | sed -u "s/^/[lane $lane] /" &
 done
 # `wait` returns early when a trapped signal arrives: wait again until every lane has ended.
 while [ -n "$(jobs -pr)" ]; do wait; done
@@ -35,6 +35,10 @@ rc=0
 for lane in $(seq "$lanes"); do
     lane_rc=$(cat "$folder/rc-$lane" 2>/dev/null || echo 1)
     echo "== lane $lane: pytest exit code $lane_rc"
+    # Where a reader of a long log looks first: each lane's failures and its pytest result line,
+    # repeated here (the lanes' own summaries are thousands of lines apart).
+    grep -aE '^(FAILED|ERROR) |^kvmlab lanes: lane [0-9]+ ran' "$folder/out-$lane" 2>/dev/null | cut -c1-400 | sed "s/^/   /"
+    grep -aE '^=+ .*(passed|failed|error|no tests ran).* in [0-9.]+s' "$folder/out-$lane" 2>/dev/null | tail -1 | sed "s/^/   /"
     if [ "$rc" = 0 ] && [ "$lane_rc" != 0 ]; then rc=$lane_rc; fi
 done
 echo "== make test: $lanes lanes, $(( $(date +%s) - start )) s"
