@@ -73,30 +73,18 @@ class Remote:
         return self.watch() if self.watch is not None else None
 
     def _connect(self) -> paramiko.SSHClient:
-        client = paramiko.SSHClient()
-        client.load_host_keys(str(self.target.known_hosts))
-        client.set_missing_host_key_policy(paramiko.RejectPolicy())  # host keys are pinned at render time
-        try:
-            via = self.target.via
-            sock = HostShell.of(via).tunnel(self.target.address, 22) if via is not None and not via.local else None
-            client.connect(
-                self.target.address,
-                sock=sock,
-                username=self.target.user,
-                key_filename=str(self.target.key_file),
-                timeout=CONNECT_TIMEOUT_S,
-                banner_timeout=CONNECT_TIMEOUT_S,
-                auth_timeout=CONNECT_TIMEOUT_S,
-                allow_agent=False,
-                look_for_keys=False,
-            )
-        except (OSError, paramiko.SSHException, EOFError) as exc:
-            client.close()
-            raise HarnessError(f"ssh to {self.target.node} ({self.target.address}): {exc or type(exc).__name__}") from exc
-        transport = client.get_transport()
-        if transport is not None:
-            transport.set_keepalive(15)
-        return client
+        target, via = self.target, self.target.via
+        sock = HostShell.of(via).tunnel(target.address, 22) if via is not None and not via.local else None
+        return _open_client(
+            target.address,
+            target.known_hosts,  # host keys are pinned at render time
+            f"ssh to {target.node} ({target.address})",
+            sock=sock,
+            username=target.user,
+            key_filename=str(target.key_file),
+            allow_agent=False,
+            look_for_keys=False,
+        )
 
     @property
     def client(self) -> paramiko.SSHClient:
@@ -181,32 +169,18 @@ class HostShell:
 
     def _connect(self) -> paramiko.SSHClient:
         host = self.host
-        client = paramiko.SSHClient()
         known_hosts = host.known_hosts or Path("~/.ssh/known_hosts").expanduser()
-        if known_hosts.exists():
-            client.load_host_keys(str(known_hosts))
-        client.set_missing_host_key_policy(paramiko.RejectPolicy())  # as libvirt's own SSH: a known host only
-        try:
-            client.connect(
-                host.hostname,
-                port=host.port,
-                username=host.user,
-                key_filename=str(host.key_file) if host.key_file else None,
-                timeout=CONNECT_TIMEOUT_S,
-                banner_timeout=CONNECT_TIMEOUT_S,
-                auth_timeout=CONNECT_TIMEOUT_S,
-                look_for_keys=host.key_file is None,
-            )
-        except (OSError, paramiko.SSHException, EOFError) as exc:
-            client.close()
-            raise HarnessError(
-                f"ssh to the libvirt host {host.describe()}: {exc or type(exc).__name__} (kvmlab reaches the guests of a"
-                " remote host through SSH to it, with the URI's user, port, keyfile= and known_hosts=, or ~/.ssh's)"
-            ) from exc
-        transport = client.get_transport()
-        if transport is not None:
-            transport.set_keepalive(15)
-        return client
+        return _open_client(
+            host.hostname,
+            known_hosts if known_hosts.exists() else None,  # as libvirt's own SSH: a known host only
+            f"ssh to the libvirt host {host.describe()}",
+            hint=" (kvmlab reaches the guests of a remote host through SSH to it, with the URI's user, port,"
+            " keyfile= and known_hosts=, or ~/.ssh's)",
+            port=host.port,
+            username=host.user,
+            key_filename=str(host.key_file) if host.key_file else None,
+            look_for_keys=host.key_file is None,
+        )
 
     @property
     def client(self) -> paramiko.SSHClient:
@@ -286,6 +260,24 @@ class _TimedBackend(ParamikoBackend):
             raise exc.at(f"while running `{_short(command.decode(errors='replace'))}`") from None
         except HarnessError as exc:
             raise HarnessError(f"{self.host.name}: command still running after {TEST_COMMAND_TIMEOUT_S} s: {command.decode()}") from exc
+
+
+def _open_client(address: str, known_hosts: Path | None, what: str, hint: str = "", **connect: Any) -> paramiko.SSHClient:
+    """An SSH client to ADDRESS that accepts only the host keys in KNOWN_HOSTS, with keepalives; a failure
+    is a HarnessError saying WHAT was tried, why it failed, and HINT."""
+    client = paramiko.SSHClient()
+    if known_hosts is not None:
+        client.load_host_keys(str(known_hosts))
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    try:
+        client.connect(address, timeout=CONNECT_TIMEOUT_S, banner_timeout=CONNECT_TIMEOUT_S, auth_timeout=CONNECT_TIMEOUT_S, **connect)
+    except (OSError, paramiko.SSHException, EOFError) as exc:
+        client.close()
+        raise HarnessError(f"{what}: {exc or type(exc).__name__}{hint}") from exc
+    transport = client.get_transport()
+    if transport is not None:
+        transport.set_keepalive(15)
+    return client
 
 
 def _alive_or_new(client: paramiko.SSHClient | None, connect: Callable[[], paramiko.SSHClient]) -> paramiko.SSHClient:
