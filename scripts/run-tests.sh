@@ -37,7 +37,7 @@ for lane in $(seq "$lanes"); do
     echo "== lane $lane: pytest exit code $lane_rc"
     # Where a reader of a long log looks first: each lane's failures and its pytest result line,
     # repeated here (the lanes' own summaries are thousands of lines apart).
-    grep -aE '^(FAILED|ERROR) |^kvmlab lanes: lane [0-9]+ ran' "$folder/out-$lane" 2>/dev/null | cut -c1-400 | sed "s/^/   /"
+    grep -aE '^(FAILED|ERROR) [^ ]+\.py|^kvmlab lanes: lane [0-9]+ ran' "$folder/out-$lane" 2>/dev/null | cut -c1-400 | sed "s/^/   /"
     grep -aE '^=+ .*(passed|failed|error|no tests ran).* in [0-9.]+s' "$folder/out-$lane" 2>/dev/null | tail -1 | sed "s/^/   /"
     if [ "$rc" = 0 ] && [ "$lane_rc" != 0 ]; then rc=$lane_rc; fi
 done

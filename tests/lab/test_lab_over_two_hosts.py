@@ -76,6 +76,10 @@ def spread_lab(lab: LabSession, tmp_path: Path, monkeypatch):
             conn.close()
 
 
+# slow (`make test-slow`): its hv1 runs under host2's nested KVM, which TCG's emulated SVM gives it, and
+# in one of two fresh-clone CI runs here hv1 rebooted by itself during its checks (two boots in host2's
+# kernel log, no error in the harness). The other tests of this module run their nodes under TCG inside.
+@pytest.mark.slow
 def test_a_lab_spread_over_two_hosts_passes_its_checks_survives_a_cut_and_leaves_nothing(lab, spread_lab):
     start = time.monotonic()
     spread_lab.up()
