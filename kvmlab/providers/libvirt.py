@@ -57,6 +57,16 @@ def _stderr(line: str) -> None:
     sys.stderr.flush()
 
 
+def _unless_removed(read: Callable[[], str]) -> str | None:
+    """READ of a listed network, or None when another lab removed that network since the listing."""
+    try:
+        return read()
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_NETWORK:
+            return None
+        raise
+
+
 def _reconnecting(method: F) -> F:
     """libvirtd restarted (its QEMU processes live on and it finds them again): reconnect within
     a deadline and try METHOD once more, instead of failing on a dead connection."""
@@ -389,14 +399,20 @@ class LibvirtProvider:
 
     @_reconnecting
     def network_bridges(self) -> dict[str, str]:
-        return {n.name(): n.bridgeName() for n in self._conn.listAllNetworks(libvirt.VIR_CONNECT_LIST_NETWORKS_ACTIVE)}
+        bridges = {}
+        for net in self._conn.listAllNetworks(libvirt.VIR_CONNECT_LIST_NETWORKS_ACTIVE):
+            bridge = _unless_removed(net.bridgeName)
+            if bridge is not None:
+                bridges[net.name()] = bridge
+        return bridges
 
     @_reconnecting
     def network_addresses(self) -> list[str]:
         """The <ip> of every defined network, so leases never overlap networks we did not create."""
         out = []
         for net in self._conn.listAllNetworks(0):
-            for ip in ET.fromstring(net.XMLDesc(0)).findall("ip"):
+            xml = _unless_removed(lambda net=net: net.XMLDesc(0))
+            for ip in ET.fromstring(xml).findall("ip") if xml is not None else []:
                 if ip.get("address"):
                     out.append(f"{ip.get('address')}/{ip.get('prefix') or ip.get('netmask') or 24}")
         return out
