@@ -33,7 +33,7 @@ from tests.lab.helpers import ROOT, client_of, default_sigint, node_libvirt_uri,
 
 # In `make test` since the hosts are sent the root disk compressed: the first test's upload to both hosts
 # at once took 6-12 minutes uncompressed. Alone: nested KVM in TCG hosts (see test_remote_host.py).
-pytestmark = [pytest.mark.lab("two-hosts"), pytest.mark.alone]
+pytestmark = [pytest.mark.lab("two-hosts"), pytest.mark.alone, pytest.mark.slow]  # slow: see test_remote_host.py
 NAME = "rspread"
 HOSTS = ("host1", "host2")
 

@@ -22,7 +22,7 @@ from tests.lab.helpers import node_libvirt_uri
 
 # Alone: with the other modules of the two-hosts lab, which run alone (nested KVM in TCG hosts), so
 # that one build of the lab serves them all.
-pytestmark = [pytest.mark.lab("two-hosts"), pytest.mark.alone]
+pytestmark = [pytest.mark.lab("two-hosts"), pytest.mark.alone, pytest.mark.slow]  # slow: see test_remote_host.py
 
 HOSTS = ("host1", "host2")
 # Lives only inside the two hosts: no network of this machine is bridged to it.
