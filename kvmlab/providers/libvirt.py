@@ -57,16 +57,6 @@ def _stderr(line: str) -> None:
     sys.stderr.flush()
 
 
-def _unless_removed(read: Callable[[], str]) -> str | None:
-    """READ of a listed network, or None when another lab removed that network since the listing."""
-    try:
-        return read()
-    except libvirt.libvirtError as exc:
-        if exc.get_error_code() == libvirt.VIR_ERR_NO_NETWORK:
-            return None
-        raise
-
-
 def _reconnecting(method: F) -> F:
     """libvirtd restarted (its QEMU processes live on and it finds them again): reconnect within
     a deadline and try METHOD once more, instead of failing on a dead connection."""
@@ -401,9 +391,10 @@ class LibvirtProvider:
     def network_bridges(self) -> dict[str, str]:
         bridges = {}
         for net in self._conn.listAllNetworks(libvirt.VIR_CONNECT_LIST_NETWORKS_ACTIVE):
-            bridge = _unless_removed(net.bridgeName)
-            if bridge is not None:
-                bridges[net.name()] = bridge
+            try:
+                bridges[net.name()] = net.bridgeName()
+            except libvirt.libvirtError as exc:  # another lab removed it since the listing
+                _unless_gone(exc, libvirt.VIR_ERR_NO_NETWORK, f"read the bridge of network {net.name()}")
         return bridges
 
     @_reconnecting
@@ -411,8 +402,12 @@ class LibvirtProvider:
         """The <ip> of every defined network, so leases never overlap networks we did not create."""
         out = []
         for net in self._conn.listAllNetworks(0):
-            xml = _unless_removed(lambda net=net: net.XMLDesc(0))
-            for ip in ET.fromstring(xml).findall("ip") if xml is not None else []:
+            try:
+                root = ET.fromstring(net.XMLDesc(0))
+            except libvirt.libvirtError as exc:  # another lab removed it since the listing
+                _unless_gone(exc, libvirt.VIR_ERR_NO_NETWORK, f"describe network {net.name()}")
+                continue
+            for ip in root.findall("ip"):
                 if ip.get("address"):
                     out.append(f"{ip.get('address')}/{ip.get('prefix') or ip.get('netmask') or 24}")
         return out

@@ -6,6 +6,7 @@ from __future__ import annotations
 import libvirt
 import pytest
 
+from kvmlab.errors import HarnessError
 from kvmlab.providers.libvirt import LibvirtProvider
 
 
@@ -62,5 +63,5 @@ def test_any_other_error_still_fails(provider):
 
     provider._conn = _Conn([Broken("odd", removed=False)])
     provider._connected = lambda: True  # a real error of the call, not a lost connection
-    with pytest.raises(libvirt.libvirtError):
+    with pytest.raises(HarnessError, match="describe network odd: internal error"):
         provider.network_addresses()
