@@ -14,6 +14,8 @@ import contextlib
 import json
 import secrets
 import threading
+import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -31,7 +33,8 @@ CONSOLE_USER = "root"
 class WebConsole:
     def __init__(self, session: LabSession, log: Callable[[str], None], task_html: str = "") -> None:
         self.session = session
-        self.log = log
+        self._log = log
+        self.recent_log: deque[str] = deque(maxlen=20)  # for a test's failure message: what the server last said
         self.task_html = task_html
         self.key = secrets.token_urlsafe(16)
         self.tokens = {secrets.token_urlsafe(16): node.name for node in session.nodes}
@@ -44,6 +47,10 @@ class WebConsole:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
         self.url = ""
+
+    def log(self, line: str) -> None:
+        self.recent_log.append(line)
+        self._log(line)
 
     # -- the app ---------------------------------------------------------------------------------
     def app(self) -> web.Application:
@@ -114,22 +121,28 @@ class WebConsole:
     def _set_password(self, name: str) -> None:
         if name in self._password_set:
             return
+        started = time.monotonic()
         try:
             # On stdin, so the password is in no command line, log or artifact.
             self.session.node(name).remote.check(
                 "chpasswd", "set the console password", timeout=60, stdin=f"{CONSOLE_USER}:{self.console_password}\n"
             )
             self._password_set.add(name)
+            self.log(f"web: {name}: console password set in {time.monotonic() - started:.1f} s")
         except HarnessError as exc:
-            self.log(f"web: {name}: could not set the console password ({exc}); log in as you would by `kvmlab ssh`")
+            self.log(
+                f"web: {name}: could not set the console password in {time.monotonic() - started:.0f} s ({exc});"
+                " log in as you would by `kvmlab ssh`"
+            )
 
     async def _serial(self, request: web.Request) -> web.WebSocketResponse:
         name = self._node_of(request)
-        loop = asyncio.get_running_loop()
-        # Before the viewer can type: a login tried before the password is set would be refused.
-        await loop.run_in_executor(self._pool, self._set_password, name)
         ws = web.WebSocketResponse(heartbeat=30)
         await ws.prepare(request)
+        # Before the viewer's keys reach the console (they wait in the socket meanwhile): a login tried
+        # before the password is set would be refused. The socket is open already, so a slow node shows
+        # as a console that answers late, not as one that never opens.
+        await asyncio.get_running_loop().run_in_executor(self._pool, self._set_password, name)
         try:
             console = self._console(name)
             queue = await console.join()

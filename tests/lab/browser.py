@@ -13,7 +13,9 @@ CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 
 
 @contextlib.contextmanager
-def chromium(width: int = 1400, height: int = 1000) -> Iterator[object]:
+def chromium(width: int = 1400, height: int = 1000, context: Callable[[], str] = lambda: "") -> Iterator[object]:
+    """The browser. A test that fails in it gets, on its message's first line (the one a run's summary
+    shows), what the page showed and CONTEXT's words (say, its server's last log lines)."""
     # A missing browser fails the test (it is a prerequisite of the suite), never skips it.
     if not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)):
         pytest.fail(f"{CHROMIUM} and {CHROMEDRIVER} are needed: apt-get install chromium chromium-driver (scripts/host-setup.sh does)")
@@ -26,12 +28,37 @@ def chromium(width: int = 1400, height: int = 1000) -> Iterator[object]:
     # Root in a container: no sandbox, and /dev/shm may be small.
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", f"--window-size={width},{height}"):
         options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "SEVERE"})  # the page's own errors, for failures
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.set_script_timeout(60)
     try:
         yield driver
+    except pytest.fail.Exception as exc:
+        first, newline, rest = str(exc.msg).partition("\n")
+        pytest.fail(f"{first} [{page_state(driver)}{'; ' + said if (said := context()) else ''}]{newline}{rest}")
     finally:
         driver.quit()
+
+
+# What the page of `kvmlab web` keeps for its tests: where it is, and its timings (not the terminal or noVNC objects).
+PAGE_STATE = """
+const title = document.getElementById('title');
+const k = window.kvmlab;
+return JSON.stringify({title: title ? title.textContent : null, kvmlab: k ? {ready: k.ready, vnc: k.vnc, times: k.times} : null});
+"""
+
+
+def page_state(driver) -> str:
+    """One line: the page's address, its heading and kvmlab state, and the browser's last errors."""
+    from selenium.common.exceptions import WebDriverException
+
+    try:
+        state = driver.execute_script(PAGE_STATE)
+        errors = [entry["message"] for entry in driver.get_log("browser")][-3:]
+    except WebDriverException as exc:
+        return f"the page could not be read: {exc.msg}"
+    url = driver.current_url.split("?")[0]
+    return f"page {url} {state}; browser errors: {errors or 'none'}"
 
 
 def wait_until(what: str, probe: Callable[[], object], timeout: float = 90.0, interval: float = 0.5) -> object:

@@ -44,6 +44,11 @@ def web(lab):
         yield console
 
 
+def browser(console: WebConsole):
+    """Chromium, whose failures also quote what the console's server last logged."""
+    return chromium(context=lambda: "kvmlab web said: " + (" | ".join(console.recent_log) or "nothing"))
+
+
 def page(console: WebConsole, node: str) -> str:
     return f"{console.url}&node={node}"
 
@@ -99,7 +104,7 @@ def test_display_checks_pass(lab):
 def test_serial_console_logs_in_and_runs_a_command(lab, web):
     from selenium.webdriver.common.by import By
 
-    with chromium() as driver:
+    with browser(web) as driver:
         driver.get(page(web, "virtio1"))
         wait_until("the serial console to open", lambda: driver.execute_script("return window.kvmlab && window.kvmlab.times.serialOpen"))
         keys = driver.find_element(By.CSS_SELECTOR, "#serial .xterm-helper-textarea")
@@ -111,7 +116,7 @@ def test_serial_console_logs_in_and_runs_a_command(lab, web):
 def test_novnc_shows_the_screen_and_its_changes(lab, web):
     from selenium.webdriver.common.by import By
 
-    with chromium() as driver:
+    with browser(web) as driver:
         started = time.monotonic()
         driver.get(page(web, "qxl1"))
         wait_until("noVNC to connect", lambda: driver.execute_script("return window.kvmlab && window.kvmlab.vnc") == "connected")
@@ -160,7 +165,7 @@ def test_vnc_password_is_asked_for_and_only_the_right_one_connects(lab, web):
         field.send_keys(text)
         driver.find_element(By.ID, "vnc-connect").click()
 
-    with chromium() as driver:
+    with browser(web) as driver:
         driver.get(page(web, "vga1"))
         submit(driver, "wrong" + password[:3])
         wait_until("the wrong password to be refused", lambda: state(driver) in ("refused", "disconnected") and state(driver))
@@ -188,7 +193,7 @@ def test_page_follows_node_states(lab, web):
                 f"{lab.node('virtio1').state}; the page's header says {header!r}; /api/lab answers {api[:600]}"
             )
 
-    with chromium() as driver:
+    with browser(web) as driver:
         driver.get(web.url)
         wait_shown(driver, "running", "virtio1 running in the node table")
         with lab.node("virtio1").paused():

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 import urllib.error
 import urllib.request
 from types import SimpleNamespace
 
+import aiohttp
 import pytest
 
 from kvmlab.display_checks import vnc_target
@@ -112,3 +115,46 @@ def test_a_node_on_a_remote_host_shows_that_hosts_state_and_says_its_vnc_is_out_
         assert node["state"] == "paused", "read from the provider of the node's own host"
         status, body = get(base + "ws/vnc/" + node["token"])
     assert status == 501 and b"runs on the libvirt host root@server1" in body, body
+
+
+class SlowRemote:
+    """A node whose chpasswd answers only when the test lets it."""
+
+    def __init__(self) -> None:
+        self.answer = threading.Event()
+
+    def check(self, *_args, **_kwargs) -> None:
+        assert self.answer.wait(30), "the test never let chpasswd answer"
+
+
+class EndedStream:
+    def read(self) -> bytes:
+        return b""
+
+    def write(self, _data: bytes) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_serial_console_opens_at_once_and_its_keys_wait_for_the_console_password():
+    model = Node("n1", ("nfs-server",), 384, 1, (), ("mgmt",), None)
+    provider, remote = FakeProvider(), SlowRemote()
+    provider.open_console = lambda _domain: EndedStream()
+    session = fake_session(model, provider=provider)
+    session.node = lambda name: SimpleNamespace(domain="kvmlab-x-n1", remote=remote)
+    with BackgroundWebConsole(WebConsole(session, log=print)) as console:
+        (node,) = json.loads(get(console.url.replace("/?", "/api/lab?"))[1])["nodes"]
+        url = console.url.split("?")[0].replace("http", "ws") + "ws/serial/" + node["token"]
+
+        async def open_then_let_the_password_be_set() -> str:
+            async with aiohttp.ClientSession() as client, client.ws_connect(url, timeout=aiohttp.ClientWSTimeout(ws_close=10)) as ws:
+                # The handshake is done while chpasswd has not answered yet.
+                remote.answer.set()
+                message = await ws.receive(timeout=30)  # the console ends: the server closes with why
+                return message.extra or ""
+
+        reason = asyncio.run(open_then_let_the_password_be_set())
+    assert "the console closed" in reason
+    assert any("n1: console password set" in line for line in console.recent_log), list(console.recent_log)
