@@ -29,6 +29,7 @@ from kvmlab.hosts_file import spread_over
 from kvmlab.lab import LabSession
 from kvmlab.loader import load_lab
 from kvmlab.verify import PASS, checks_for, run_checks
+from kvmlab_fixtures.artifacts import keep_evidence_of
 from tests.lab.helpers import ROOT, client_of, default_sigint, node_libvirt_uri, own_client_state
 
 # In `make test` since the hosts are sent the root disk compressed: the first test's upload to both hosts
@@ -52,7 +53,7 @@ def leftovers(lab: LabSession, host: str, name: str = NAME) -> str:
 
 
 @pytest.fixture
-def spread_lab(lab: LabSession, tmp_path: Path, monkeypatch):
+def spread_lab(lab: LabSession, tmp_path: Path, monkeypatch, request):
     """The smoke lab as rspread, nfs1 pinned to host1 and hv1 to host2; torn down after."""
     hosts = tmp_path / "hosts.yaml"
     hosts.write_text(yaml.safe_dump({"hosts": {h: {"uri": node_libvirt_uri(lab, h)} for h in HOSTS}}))
@@ -68,6 +69,7 @@ def spread_lab(lab: LabSession, tmp_path: Path, monkeypatch):
     where, uris = spread_over(model, str(hosts), print)
     conns = {name: providers.connect(uri) for name, uri in uris.items()}
     session = LabSession(model, conns["host1"], spread=where, host_providers=conns)
+    keep_evidence_of(request.node, session)  # its consoles are on the hosts, gone once it is down
     try:
         yield session
     finally:
