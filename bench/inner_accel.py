@@ -16,43 +16,34 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "bench"), str(ROOT)]
 
-from lab_up import print_table, timed  # noqa: E402
-from spread import measure, say  # noqa: E402
+from lab_up import print_table  # noqa: E402
+from spread import hosts_and_lab, measure, say  # noqa: E402
 
 from kvmlab import providers  # noqa: E402
 from kvmlab.lab import LabSession  # noqa: E402
-from kvmlab.loader import load_lab  # noqa: E402
 from tests.lab.helpers import node_libvirt_uri  # noqa: E402
 
 
 def main() -> int:
     source = Path(sys.argv[1] if len(sys.argv) > 1 else ROOT / "labs" / "tiny.yaml")
     rows: list[tuple[str, str]] = []
-    with LabSession(load_lab(ROOT / "labs" / "two-hosts.yaml"), providers.connect(), progress=say, use_saved=False) as hosts_lab:
-        hosts_s, _ = timed(hosts_lab.up)
-        rows.append(("hosts (labs/two-hosts.yaml) up on this machine", f"{hosts_s:.1f} s"))
-        with tempfile.TemporaryDirectory() as tmp:
-            # A private name, so that a lab of the user's own of this file is never touched.
-            path = Path(tmp) / f"{('b' + load_lab(source).name)[:12]}.yaml"
-            path.write_text(source.read_text())
-            lab = load_lab(path)
-            for accel, scale in (("kvm", "1"), ("tcg", os.environ.get("KVMLAB_TIMEOUT_SCALE", "3"))):
-                os.environ.update(KVMLAB_ACCEL=accel, KVMLAB_TIMEOUT_SCALE=scale)
-                title = f"{lab.name} in host1, {'nested KVM' if accel == 'kvm' else 'TCG in TCG'}"
-                conn = providers.connect(node_libvirt_uri(hosts_lab, "host1"))
-                try:
-                    measure(LabSession(lab, conn, progress=say, use_saved=False), title, rows)
-                except Exception as exc:  # a figure for the other accelerator is still worth printing
-                    say(f"{title}: {exc}")
-                    rows.append((f"{title}: failed", f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"))
-                finally:
-                    conn.close()
+    with hosts_and_lab(source, rows) as (hosts_lab, lab, _tmp):
+        for accel, scale in (("kvm", "1"), ("tcg", os.environ.get("KVMLAB_TIMEOUT_SCALE", "3"))):
+            os.environ.update(KVMLAB_ACCEL=accel, KVMLAB_TIMEOUT_SCALE=scale)
+            title = f"{lab.name} in host1, {'nested KVM' if accel == 'kvm' else 'TCG in TCG'}"
+            conn = providers.connect(node_libvirt_uri(hosts_lab, "host1"))
+            try:
+                measure(LabSession(lab, conn, progress=say, use_saved=False), title, rows)
+            except Exception as exc:  # a figure for the other accelerator is still worth printing
+                say(f"{title}: {exc}")
+                rows.append((f"{title}: failed", f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"))
+            finally:
+                conn.close()
     print_table(f"{source} inside a libvirt host that is a TCG guest: nested KVM against TCG in TCG", rows)
     return 0
 

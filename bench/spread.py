@@ -17,10 +17,12 @@ with the machine it ran on; every figure comes from this run.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,37 +80,44 @@ def in_turn(lab: Lab) -> Lab:
     return dataclasses.replace(lab, nodes=nodes)
 
 
-def main() -> int:
-    source = Path(sys.argv[1] if len(sys.argv) > 1 else ROOT / "labs" / "smoke.yaml")
-    rows: list[tuple[str, str]] = []
+@contextlib.contextmanager
+def hosts_and_lab(source: Path, rows: list[tuple[str, str]]) -> Iterator[tuple[LabSession, Lab, Path]]:
+    """host1 and host2 (labs/two-hosts.yaml) up on this machine, their time added to ROWS; SOURCE's lab
+    under a private name, so that a lab of the user's own of that file is never touched; and a
+    temporary folder. Everything is gone after."""
     with LabSession(load_lab(ROOT / "labs" / "two-hosts.yaml"), providers.connect(), progress=say, use_saved=False) as hosts_lab:
         hosts_s, _ = timed(hosts_lab.up)
         rows.append(("hosts host1, host2 (labs/two-hosts.yaml) up on this machine", f"{hosts_s:.1f} s"))
         with tempfile.TemporaryDirectory() as tmp:
-            # A private name, so that a lab of the user's own of this file is never touched.
             path = Path(tmp) / f"{('b' + load_lab(source).name)[:12]}.yaml"
             path.write_text(source.read_text())
-            lab = load_lab(path)
-            uris = {h: node_libvirt_uri(hosts_lab, h) for h in HOSTS}
-            one = providers.connect(uris["host1"])
-            try:
-                measure(LabSession(lab, one, progress=say, use_saved=False), f"{lab.name} on host1 alone", rows)
-            finally:
-                one.close()
-            hosts_file = Path(tmp) / "hosts.yaml"
-            hosts_file.write_text(yaml.safe_dump({"hosts": {h: {"uri": uri} for h, uri in uris.items()}}))
-            spread_lab = in_turn(lab)
-            placed = spread_over(spread_lab, str(hosts_file), say)
-            assert placed is not None
-            where, used = placed
-            conns = {h: providers.connect(uri) for h, uri in used.items()}
-            try:
-                session = LabSession(spread_lab, conns["host1"], progress=say, spread=where, host_providers=conns)
-                on = ", ".join(f"{n.name}@{n.host}" for n in spread_lab.nodes)
-                measure(session, f"{lab.name} spread ({on})", rows)
-            finally:
-                for conn in conns.values():
-                    conn.close()
+            yield hosts_lab, load_lab(path), Path(tmp)
+
+
+def main() -> int:
+    source = Path(sys.argv[1] if len(sys.argv) > 1 else ROOT / "labs" / "smoke.yaml")
+    rows: list[tuple[str, str]] = []
+    with hosts_and_lab(source, rows) as (hosts_lab, lab, tmp):
+        uris = {h: node_libvirt_uri(hosts_lab, h) for h in HOSTS}
+        one = providers.connect(uris["host1"])
+        try:
+            measure(LabSession(lab, one, progress=say, use_saved=False), f"{lab.name} on host1 alone", rows)
+        finally:
+            one.close()
+        hosts_file = tmp / "hosts.yaml"
+        hosts_file.write_text(yaml.safe_dump({"hosts": {h: {"uri": uri} for h, uri in uris.items()}}))
+        spread_lab = in_turn(lab)
+        placed = spread_over(spread_lab, str(hosts_file), say)
+        assert placed is not None
+        where, used = placed
+        conns = {h: providers.connect(uri) for h, uri in used.items()}
+        try:
+            session = LabSession(spread_lab, conns["host1"], progress=say, spread=where, host_providers=conns)
+            on = ", ".join(f"{n.name}@{n.host}" for n in spread_lab.nodes)
+            measure(session, f"{lab.name} spread ({on})", rows)
+        finally:
+            for conn in conns.values():
+                conn.close()
     print_table(f"{source} on one host and spread over two (hosts are TCG guests, their guests nested KVM)", rows)
     return 0
 
