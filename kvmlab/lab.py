@@ -137,7 +137,20 @@ class NodeHandle:
                 cause += f"; the pool filesystem {settings.pool_dir()} is full"
             fix = f"free space there (or set KVMLAB_POOL_DIR), then `virsh resume {self.domain}`; or `kvmlab down {lab}`"
             return NodeStopped(self.name, cause, fix)
-        for net in self.model.networks if st.state == "running" else ():
+        return self._cut_off(active) if st.state == "running" else None
+
+    def network_gone(self) -> NodeStopped | None:
+        """The node's stop when one of its lab networks no longer exists (it cannot start or answer), else None."""
+        try:
+            return self._cut_off(self.provider.active_networks())
+        except LibvirtGone:
+            raise
+        except HarnessError:
+            return None
+
+    def _cut_off(self, active: list[str]) -> NodeStopped | None:
+        lab = self.session.lab.name
+        for net in self.model.networks:
             name = render.network_name(lab, self.session.run_id, net)
             if name not in active:
                 cause = f"its network {net} is gone: libvirt network {name} was removed behind kvmlab's back"
@@ -964,11 +977,22 @@ class LabSession:
             except HarnessError as exc:
                 if self._stop.is_set():
                     raise
+                self._unless_cut_off(node)  # booting it would fail the same way
                 self.log(f"{node.name}: cloning failed ({str(exc).splitlines()[0]}); booting it instead")
                 provider.destroy_domain(self.node(node.name).domain)
                 provider.delete_volume(settings.POOL, root)
                 provider.create_volume(settings.POOL, root_xml)
-        provider.create_domain(xml)
+        try:
+            provider.create_domain(xml)
+        except HarnessError:
+            self._unless_cut_off(node)
+            raise
+
+    def _unless_cut_off(self, node: Node) -> None:
+        """Say that NODE is cut off when a network of its was removed while it started (libvirt's own
+        error names only the network)."""
+        if (gone := self.node(node.name).network_gone()) is not None:
+            raise gone.at("while booting") from None
 
     def _step(self, node: Node, role: str, phase: str, fn: Callable[[], None]) -> None:
         if self._stop.is_set():

@@ -3,10 +3,15 @@ reconnecting to libvirtd, reading how QEMU ended. No VMs (libvirt's test driver 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import libvirt
 import pytest
 
+from kvmlab import clones, render
 from kvmlab.errors import HarnessError, LibvirtGone, NodeStopped, PoolFull
+from kvmlab.lab import LabSession
+from kvmlab.loader import load_lab
 from kvmlab.providers import libvirt as libvirt_provider
 from kvmlab.providers.libvirt import LibvirtProvider
 from kvmlab.remote import _drain, _short
@@ -156,3 +161,66 @@ def test_a_real_error_is_not_taken_for_a_lost_connection():
         provider.domain_xml("kvmlab-none-000000-n1")
     assert said == []
     provider.close()
+
+
+class _NetworklessProvider:
+    """A host whose lab networks were all removed: starting a domain fails as libvirt fails it."""
+
+    uri = "qemu:///system"
+
+    def __init__(self) -> None:
+        self.created: list[str] = []
+
+    def active_networks(self) -> list[str]:
+        return ["default"]
+
+    def create_domain(self, xml: str) -> None:
+        self.created.append(xml)
+        raise HarnessError("libvirt: create domain: Network not found: no network with matching name 'kvmlab-tiny-0a1b2c-mgmt'")
+
+    def destroy_domain(self, name: str) -> None:
+        pass
+
+    def delete_volume(self, pool: str, name: str) -> None:
+        pass
+
+    def create_volume(self, pool: str, xml: str) -> None:
+        pass
+
+
+class _Generics:
+    def for_node(self, xml: str, stop: object) -> object:
+        return type("Generic", (), {"key": "k", "volume_path": "/pool/generic-k.qcow2"})()
+
+
+def _tiny_session(provider: _NetworklessProvider):
+    lab = load_lab(Path(__file__).resolve().parents[2] / "labs" / "tiny.yaml")
+    session = LabSession(lab, provider=provider, run_id="0a1b2c")  # type: ignore[arg-type]
+    session.placement = render.preview_placement(lab)
+    session.files = {"domains/n1.xml": "<domain><name>kvmlab-tiny-0a1b2c-n1</name></domain>", "volumes/n1-root.xml": "<volume/>"}
+    return session
+
+
+CUT_OFF = (
+    r"node n1 is cut off \(its network mgmt is gone: libvirt network kvmlab-tiny-0a1b2c-mgmt was removed behind"
+    r" kvmlab's back\) while booting: run `kvmlab down tiny` \(if the lab is still up\) and bring it up again"
+)
+
+
+def test_a_node_whose_network_was_removed_before_it_started_is_said_to_be_cut_off():
+    provider = _NetworklessProvider()
+    session = _tiny_session(provider)
+    with pytest.raises(NodeStopped, match=f"^{CUT_OFF}$"):
+        session._start_node(session.lab.nodes[0], None)
+
+
+def test_a_clone_that_fails_for_a_removed_network_is_not_booted_instead(monkeypatch):
+    def restore_clone(*_args: object) -> None:
+        raise HarnessError("libvirt: attach device: Network not found: no network with matching name 'kvmlab-tiny-0a1b2c-mgmt'")
+
+    monkeypatch.setattr(clones, "restore_clone", restore_clone)
+    provider = _NetworklessProvider()
+    session = _tiny_session(provider)
+    with pytest.raises(NodeStopped, match=f"^{CUT_OFF}$"):
+        session._start_node(session.lab.nodes[0], _Generics())  # type: ignore[arg-type]
+    assert provider.created == []
