@@ -54,11 +54,39 @@ def page_state(driver) -> str:
 
     try:
         state = driver.execute_script(PAGE_STATE)
-        errors = [entry["message"] for entry in driver.get_log("browser")][-3:]
+        errors = browser_errors(driver)[-3:]
     except WebDriverException as exc:
         return f"the page could not be read: {exc.msg}"
     url = driver.current_url.split("?")[0]
     return f"page {url} {state}; browser errors: {errors or 'none'}"
+
+
+def browser_errors(driver) -> list[str]:
+    """Every error the browser logged so far (ChromeDriver hands each out once: keep them on the driver)."""
+    seen = driver.__dict__.setdefault("kvmlab_errors", [])
+    seen.extend(entry["message"] for entry in driver.get_log("browser"))
+    return seen
+
+
+def open_page(driver, url: str, what: str, ready: str, timeout: float = 90.0, attempts: int = 3) -> None:
+    """Load URL until the JavaScript expression READY is true (WHAT names it in a failure).
+
+    Chromium aborts what it is loading, even from 127.0.0.1, with ERR_NETWORK_CHANGED whenever the
+    host's interfaces change, as they do when another lab creates or removes its bridges; a page whose
+    modules were aborted never runs. Such a load is made again; any other failure is the test's."""
+    for attempt in range(1, attempts + 1):
+        before = len(browser_errors(driver))
+        driver.get(url)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if driver.execute_script(f"return Boolean({ready})"):
+                return
+            if any("ERR_NETWORK_CHANGED" in e for e in browser_errors(driver)[before:]):
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail(f"waited {timeout:.0f} s for {what} (load {attempt} of the page)")
+    pytest.fail(f"{what}: the page was loaded {attempts} times, and the host's network changed under each load")
 
 
 def wait_until(what: str, probe: Callable[[], object], timeout: float = 90.0, interval: float = 0.5) -> object:

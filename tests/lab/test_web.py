@@ -19,7 +19,7 @@ from kvmlab.display_checks import CHECKS as DISPLAY_CHECKS
 from kvmlab.roles import Check
 from kvmlab.verify import FAIL, PASS, run_checks
 from kvmlab.web.server import BackgroundWebConsole, WebConsole
-from tests.lab.browser import chromium, wait_until
+from tests.lab.browser import chromium, open_page, wait_until
 
 pytestmark = pytest.mark.lab("display")
 
@@ -105,8 +105,7 @@ def test_serial_console_logs_in_and_runs_a_command(lab, web):
     from selenium.webdriver.common.by import By
 
     with browser(web) as driver:
-        driver.get(page(web, "virtio1"))
-        wait_until("the serial console to open", lambda: driver.execute_script("return window.kvmlab && window.kvmlab.times.serialOpen"))
+        open_page(driver, page(web, "virtio1"), "the serial console to open", "window.kvmlab && window.kvmlab.times.serialOpen")
         keys = driver.find_element(By.CSS_SELECTOR, "#serial .xterm-helper-textarea")
         log_in(driver, keys, "virtio1", web.console_password)
         keys.send_keys("echo typed-$((6 * 7))-$(hostname)\n")
@@ -118,8 +117,7 @@ def test_novnc_shows_the_screen_and_its_changes(lab, web):
 
     with browser(web) as driver:
         started = time.monotonic()
-        driver.get(page(web, "qxl1"))
-        wait_until("noVNC to connect", lambda: driver.execute_script("return window.kvmlab && window.kvmlab.vnc") == "connected")
+        open_page(driver, page(web, "qxl1"), "noVNC to connect", "window.kvmlab && window.kvmlab.vnc === 'connected'")
         first = wait_until("a screen that is not blank", lambda: (p := driver.execute_script(CANVAS_PROBE)) and p[0] > 0 and p)
         first_frame_s = time.monotonic() - started
         lab.node("qxl1").run_expect(
@@ -165,12 +163,13 @@ def test_vnc_password_is_asked_for_and_only_the_right_one_connects(lab, web):
         field.send_keys(text)
         driver.find_element(By.ID, "vnc-connect").click()
 
+    asking = "window.kvmlab && window.kvmlab.vnc === 'password'"
     with browser(web) as driver:
-        driver.get(page(web, "vga1"))
+        open_page(driver, page(web, "vga1"), "the page to ask for the VNC password", asking)
         submit(driver, "wrong" + password[:3])
         wait_until("the wrong password to be refused", lambda: state(driver) in ("refused", "disconnected") and state(driver))
         assert state(driver) == "refused", "the page did not say the password was refused"
-        driver.get(page(web, "vga1"))
+        open_page(driver, page(web, "vga1"), "the page to ask for the VNC password again", asking)
         submit(driver, password)
         wait_until("the right password to connect", lambda: state(driver) == "connected")
         wait_until("a screen that is not blank", lambda: (p := driver.execute_script(CANVAS_PROBE)) and p[0] > 0)
@@ -194,7 +193,7 @@ def test_page_follows_node_states(lab, web):
             )
 
     with browser(web) as driver:
-        driver.get(web.url)
+        open_page(driver, web.url, "the page to run", "window.kvmlab")
         wait_shown(driver, "running", "virtio1 running in the node table")
         with lab.node("virtio1").paused():
             wait_shown(driver, "paused", "virtio1 paused in the node table", timeout=30)
@@ -208,7 +207,7 @@ def test_unknown_token_and_missing_key_are_refused(lab, web):
             urllib.request.urlopen(base + path, timeout=30)
         assert info.value.code == 403, f"{path}: HTTP {info.value.code}"
     with chromium() as driver:
-        driver.get(web.url)
+        open_page(driver, web.url, "the page to run", "window.kvmlab")
         outcome = driver.execute_async_script(
             """const done = arguments[arguments.length - 1];
             const ws = new WebSocket(arguments[0]);
