@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import sys
 import time
 from collections.abc import Callable, Iterator
 
@@ -82,6 +83,7 @@ def open_page(driver, url: str, what: str, ready: str, timeout: float = 90.0, at
             if driver.execute_script(f"return Boolean({ready})"):
                 return
             if any("ERR_NETWORK_CHANGED" in e for e in browser_errors(driver)[before:]):
+                print(f"browser: load {attempt} of {url.split('?')[0]} aborted by a network change", file=sys.stderr)
                 break
             time.sleep(0.5)
         else:
