@@ -7,6 +7,8 @@ PACKAGES=(
   qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients libvirt-daemon-driver-qemu
   libvirt-dev pkg-config gcc python3-dev python3-venv mmdebstrap dnsmasq-base iptables
   libxml2-utils e2fsprogs openssh-client iproute2 graphviz
+  # Reaps the QEMU processes libvirtd starts (scripts/start-libvirtd.sh says why).
+  tini
   # `kvmlab web`: noVNC's browser library; its tests drive Debian's headless Chromium.
   novnc chromium chromium-driver openssl
 )
@@ -46,8 +48,7 @@ if [ "$(bash "$(dirname "$0")/spice-tls.sh")" = changed ] && pgrep -x libvirtd >
 fi
 
 # No systemd as PID 1 here: start the daemons ourselves when they are not running.
-if ! pgrep -x virtlogd >/dev/null; then virtlogd -d; fi
-if ! pgrep -x libvirtd >/dev/null; then libvirtd -d; fi
+bash "$(dirname "$0")/start-libvirtd.sh"
 for _ in $(seq 1 50); do
   virsh -c qemu:///system version >/dev/null 2>&1 && break
   sleep 0.2
