@@ -568,16 +568,25 @@ def _gc_hosts(hosts: str | None) -> list[str]:
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
-    from kvmlab.gc import Collected, collect
+    from kvmlab.gc import Collected, collect, forget_host
 
     out, unreachable = Collected(), []
+    if args.forget:
+        forgotten = forget_host(args.forget)
+        print(f"forgot runs {', '.join(forgotten)} on {args.forget}: their records and subnet leases are gone")
     for uri in _gc_hosts(args.hosts):
+        if uri == args.forget:
+            continue
         try:
             out.merge(collect(_provider(uri)))
         except HarnessError as exc:
-            unreachable.append(f"{uri}: {str(exc).splitlines()[0]}")
-    for problem in unreachable:
-        print(f"kvmlab gc: could not collect on {problem}; what dead runs left there stays until it answers", file=sys.stderr)
+            unreachable.append((uri, str(exc).splitlines()[0]))
+    for uri, problem in unreachable:
+        print(
+            f"kvmlab gc: could not collect on {uri}: {problem}; what dead runs left there stays until it answers"
+            f" (if it never will: `kvmlab gc --forget {uri}`)",
+            file=sys.stderr,
+        )
     if out.empty:
         print("nothing to collect")
     else:
@@ -716,6 +725,11 @@ def parser() -> argparse.ArgumentParser:
     rv.set_defaults(fn=cmd_revert)
     gc = sub.add_parser("gc", help="remove what dead runs left behind, on every libvirt host runs were recorded on")
     _add_hosts_option(gc)
+    gc.add_argument(
+        "--forget",
+        metavar="URI",
+        help="a libvirt host that will never answer again: forget the runs recorded on it (and their subnets), then collect elsewhere",
+    )
     gc.set_defaults(fn=cmd_gc)
     from kvmlab.cli_exercise import add_parser as add_exercise_parser
 

@@ -174,3 +174,24 @@ def collect(provider: Provider, only_runs: set[str] | None = None) -> Collected:
     if only_runs is None and not runs.all_runs():
         out.generics = clones.remove_stale(current_digests()) + clones.remove_unused_volumes(provider)
     return out
+
+
+def forget_host(uri: str) -> list[str]:
+    """Forget the runs recorded on the libvirt host at URI, which will never answer again (a removed
+    machine, a lab node that was a host): their records and subnet leases go; what they left on that
+    host, should it come back, is not collected. Returns the runs forgotten. Refused while a process
+    of this machine still owns one of them, and for a host no run was recorded on."""
+    recorded = {run_id: run for run_id, run in runs.all_runs().items() if uri in run.uris}
+    if not recorded:
+        hosts = sorted({u for run in runs.all_runs().values() for u in run.uris if u}) or ["none"]
+        raise HarnessError(f"no run is recorded on {uri}: nothing to forget (hosts with runs: {', '.join(hosts)})")
+    alive = [
+        f"{run_id} (lab {run.lab}, pid {run.pid})"
+        for run_id, run in recorded.items()
+        if run.host == socket.gethostname() and run.boot_id == boot_id() and runs.pid_alive(run.pid)
+    ]
+    if alive:
+        raise HarnessError(f"runs on {uri} are still owned by live processes: {', '.join(alive)}; end them first")
+    for run_id in recorded:
+        runs.release_on(run_id, uri)
+    return sorted(recorded)

@@ -262,7 +262,7 @@ def test_down_and_gc_go_to_the_host_each_run_recorded_and_gc_names_a_host_that_d
     assert "removed runs 0d0d0d: 2 domains" in out.out
     assert out.err.strip() == (
         f"kvmlab gc: could not collect on {far}: cannot connect to libvirt at {far}: no route;"
-        " what dead runs left there stays until it answers"
+        f" what dead runs left there stays until it answers (if it never will: `kvmlab gc --forget {far}`)"
     )
     assert set(runs.all_runs()) == {"0e0e0e"}, "the far run's record is how a later gc finds its host"
 

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from kvmlab import gc, golden, host_locks, runs, settings
+from kvmlab import cli, gc, golden, host_locks, runs, settings
 from kvmlab.libvirt_host import host_of
 from tests.unit.test_render import render_smoke
 
@@ -250,3 +250,42 @@ def test_gc_leaves_a_save_in_progress_alone():
         removed = golden.remove_orphans(["saved-smoke-4567-nfs1-root.qcow2"], lambda vol: pytest.fail(vol))
     assert removed == []
     assert (golden.saved_root() / "smoke-4567.partial").exists()
+
+
+GONE_HOST = "qemu+libssh://root@10.213.7.2/system"
+
+
+def _run_on(run_id: str, uri: str, pid: int, node_uris: dict[str, str] | None = None) -> None:
+    runs.register(run_id, "tiny", "labs/tiny.yaml", {"mgmt": 24}, uri=uri, node_uris=node_uris)
+    with runs._registry() as registry:
+        registry[run_id].pid = pid
+
+
+def test_gc_forgets_the_dead_runs_of_a_host_that_will_never_answer(monkeypatch, capsys):
+    _run_on("aaaaaa", GONE_HOST, dead_pid())
+    _run_on("bbbbbb", "qemu:///system", dead_pid(), node_uris={"n1": "qemu:///system", "n2": GONE_HOST})
+    _run_on("cccccc", "qemu:///system", dead_pid())
+    monkeypatch.setattr(cli, "_gc_hosts", lambda hosts: [GONE_HOST])  # nothing else to collect on here
+    assert cli.main(["gc", "--forget", GONE_HOST]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == (
+        f"forgot runs aaaaaa, bbbbbb on {GONE_HOST}: their records and subnet leases are gone"
+    )
+    left = runs.all_runs()
+    assert sorted(left) == ["bbbbbb", "cccccc"]  # the spread run keeps its other host's node
+    assert left["bbbbbb"].uris == ["qemu:///system"]
+
+
+def test_gc_does_not_forget_a_host_a_live_process_still_uses(capsys):
+    _run_on("aaaaaa", GONE_HOST, os.getpid())
+    assert cli.main(["gc", "--forget", GONE_HOST]) == 1
+    assert f"runs on {GONE_HOST} are still owned by live processes: aaaaaa (lab tiny, pid {os.getpid()})" in capsys.readouterr().err
+    assert sorted(runs.all_runs()) == ["aaaaaa"]
+
+
+def test_gc_refuses_to_forget_a_host_no_run_was_recorded_on(capsys):
+    _run_on("aaaaaa", GONE_HOST, dead_pid())
+    assert cli.main(["gc", "--forget", "qemu+libssh://root@10.213.7.3/system"]) == 1
+    assert (
+        f"no run is recorded on qemu+libssh://root@10.213.7.3/system: nothing to forget (hosts with runs: {GONE_HOST})"
+        in capsys.readouterr().err
+    )
