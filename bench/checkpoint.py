@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from lab_up import print_table, timed
+from lab_up import interruptible, print_table, timed
 
 from kvmlab import golden
 from kvmlab.lab import LabSession
@@ -69,4 +69,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    interruptible()
     sys.exit(main())

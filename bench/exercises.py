@@ -15,7 +15,7 @@ import argparse
 import sys
 import time
 
-from lab_up import print_table
+from lab_up import interruptible, print_table
 
 from kvmlab.exercise import all_exercises, find_exercise
 from kvmlab.providers import connect
@@ -69,4 +69,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    interruptible()
     sys.exit(main())

@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "bench"), str(ROOT)]
 
-from lab_up import print_table  # noqa: E402
+from lab_up import interruptible, print_table  # noqa: E402
 from spread import hosts_and_lab, measure, say  # noqa: E402
 
 from kvmlab import providers  # noqa: E402
@@ -49,4 +49,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    interruptible()
     sys.exit(main())

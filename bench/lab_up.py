@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -23,6 +24,12 @@ from kvmlab.loader import load_lab
 from kvmlab.providers import connect
 from kvmlab.step_graph import format_timeline
 from kvmlab.verify import PASS, checks_for, run_checks, summary
+
+
+def interruptible() -> None:
+    """Ctrl-C tears the bench's labs down, also when a script started the bench in the background:
+    such a process inherits SIGINT ignored, and Python then never raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def machine() -> str:
@@ -116,4 +123,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    interruptible()
     sys.exit(main())

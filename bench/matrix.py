@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from lab_up import print_table
+from lab_up import interruptible, print_table
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,4 +60,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    interruptible()
     main()

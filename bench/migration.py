@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.lab.migration_helpers
 
-from bench.lab_up import print_table
+from bench.lab_up import interruptible, print_table
 from kvmlab import runs
 from kvmlab.inner_guest import downtime
 from kvmlab.lab import LabSession
@@ -121,4 +121,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    interruptible()
     sys.exit(main())

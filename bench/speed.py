@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 
-from lab_up import machine  # bench/ is on sys.path when a script of it runs
+from lab_up import interruptible, machine  # bench/ is on sys.path when a script of it runs
 
 from kvmlab import settings
 from kvmlab.lab import LabSession
@@ -88,4 +88,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    interruptible()
     sys.exit(main())

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "bench"), str(ROOT)]
 
 import yaml  # noqa: E402
-from lab_up import print_table, timed  # noqa: E402
+from lab_up import interruptible, print_table, timed  # noqa: E402
 
 from kvmlab import providers  # noqa: E402
 from kvmlab.hosts_file import spread_over  # noqa: E402
@@ -123,4 +123,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    interruptible()
     sys.exit(main())

@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from lab_up import print_table, timed
+from lab_up import interruptible, print_table, timed
 from speed import floor_run, kvmlab_run
 
 from kvmlab import golden, images, settings
@@ -133,4 +133,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    interruptible()
     sys.exit(main())

@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from lab_up import print_table, timed
+from lab_up import interruptible, print_table, timed
 
 from kvmlab.lab import LabSession
 from kvmlab.loader import load_lab
@@ -75,4 +75,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    interruptible()
     sys.exit(main())
