@@ -185,11 +185,7 @@ def forget_host(uri: str) -> list[str]:
     if not recorded:
         hosts = sorted({u for run in runs.all_runs().values() for u in run.uris if u}) or ["none"]
         raise HarnessError(f"no run is recorded on {uri}: nothing to forget (hosts with runs: {', '.join(hosts)})")
-    alive = [
-        f"{run_id} (lab {run.lab}, pid {run.pid})"
-        for run_id, run in recorded.items()
-        if run.host == socket.gethostname() and run.boot_id == boot_id() and runs.pid_alive(run.pid)
-    ]
+    alive = [f"{run_id} (lab {run.lab}, pid {run.pid})" for run_id, run in recorded.items() if runs.holder(run) is not None]
     if alive:
         raise HarnessError(f"runs on {uri} are still owned by live processes: {', '.join(alive)}; end them first")
     for run_id in recorded:
