@@ -71,6 +71,7 @@ class NodeStatus:
 CONSOLE_READ_BYTES = 256 * 1024  # of a console log, for its last lines (a boot prints about 60 KiB)
 ARTIFACT_CONSOLE_BYTES = 16 * 2**20
 ROOT_FS_ERROR = "EXT4-fs error (device vda)"  # what the guest's kernel prints on a corrupt root disk
+POLL_COMMAND_S = 30.0  # one readiness poll over SSH: a poll that hangs is retried on a new connection, not sat out
 
 
 class NodeHandle:
@@ -1051,7 +1052,7 @@ class LabSession:
             return None
 
         wait_until(
-            lambda: handle.remote.answers() and handle.run("test -e /run/kvmlab-identity").rc == 0,
+            lambda: handle.remote.answers() and handle.run("test -e /run/kvmlab-identity", timeout=POLL_COMMAND_S).rc == 0,
             timeout_for("boot", self.pace) * self._boot_contention(),
             f"node {node.name} to answer SSH and finish first boot",
             interval=0.5,  # a clone is ready seconds after its restore; each poll is one SSH attempt

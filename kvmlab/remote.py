@@ -28,6 +28,13 @@ CONNECT_TIMEOUT_S = 10
 # ended or was paused never closes the TCP connection, so the command would sit out its whole timeout.
 WATCH_INTERVAL_S = 2.0
 TEST_COMMAND_TIMEOUT_S = 900  # a test's command that hangs fails instead of stalling the whole run
+DIAGNOSE_TIMEOUT_S = 20  # a look at a node whose command hung: over a new connection, quickly or not at all
+# What a hung command left running: processes younger than the command (its tree, whatever it
+# started) and any process in uninterruptible sleep (a hard NFS mount, a stuck disk), oldest first.
+HUNG_PS = (
+    "ps -e --no-headers --sort=start_time -o stat=,etimes=,wchan:24=,args:160= "
+    "| awk -v t={age} '$4 !~ /^\\[/ && $4 !~ /^(ps|awk|head|sshd:)/ && ($2 <= t || $1 ~ /^D/)' | head -n 6"
+)
 
 # paramiko logs every failed handshake with its traceback (Python's last-resort handler prints it):
 # while a node boots, the readiness poll expects those failures and reports its own error at its deadline.
@@ -58,6 +65,14 @@ class SshTarget:
     ssh_config: Path
     user: str = "root"
     via: LibvirtHost | None = None  # a remote libvirt host: the node's network exists only inside it
+
+
+class CommandTimeout(HarnessError):
+    """A command gave no result within its timeout."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        super().__init__(f"command produced no result within {timeout:.0f} s")
 
 
 class Remote:
@@ -102,6 +117,15 @@ class Remote:
             self.close_unlocked()
 
     def run(self, command: str, timeout: float = 600.0, stdin: str | None = None) -> Result:
+        """Run COMMAND; a command that gives no result in TIMEOUT is a HarnessError saying what still runs."""
+        try:
+            return self._run(command, timeout, stdin)
+        except CommandTimeout as exc:
+            raise HarnessError(
+                f"{self.target.node}: `{_short(command)}` gave no result within {exc.timeout:.0f} s; {self.what_hangs(exc.timeout)}"
+            ) from exc
+
+    def _run(self, command: str, timeout: float, stdin: str | None = None) -> Result:
         try:
             return _execute(self.client.get_transport(), command, timeout, self._stopped, stdin)  # type: ignore[arg-type]
         except NodeStopped as exc:
@@ -114,6 +138,26 @@ class Remote:
             if isinstance(exc, HarnessError):
                 raise
             raise HarnessError(f"ssh to {self.target.node}: '{command}': {exc or type(exc).__name__}") from exc
+
+    def what_hangs(self, age: float) -> str:
+        """What the node is doing after a command of AGE seconds hung, looked at over a new connection:
+        whether it answers at all, and which processes of that age (or stuck in the kernel) still run."""
+        try:
+            client = self._connect()
+        except HarnessError as exc:
+            return f"the node does not take a new SSH connection either ({exc}): it is hung or cut off"
+        try:
+            rc, out, _ = _execute_bytes(
+                client.get_transport(), HUNG_PS.format(age=int(age) + 5).encode(), DIAGNOSE_TIMEOUT_S, self._stopped
+            )  # type: ignore[arg-type]
+        except HarnessError as exc:
+            return f"the node takes a new SSH connection but runs nothing there ({exc}): it is hung"
+        finally:
+            client.close()
+        lines = [" ".join(line.split()) for line in out.decode(errors="replace").splitlines() if line.strip()]
+        if rc != 0 or not lines:
+            return "the node answers, and nothing of the command is left running there"
+        return "still running there (state, seconds, kernel wait, command): " + " | ".join(lines)
 
     def check(self, command: str, step: str, timeout: float = 600.0, stdin: str | None = None) -> Result:
         """Run COMMAND; a non-zero exit is a RoleError naming node, step, command and output."""
@@ -135,7 +179,7 @@ class Remote:
         if self._stopped():
             return False  # no use knocking: the node's QEMU ended, or it cannot be reached any more
         try:
-            return self.run("true", timeout=CONNECT_TIMEOUT_S).rc == 0
+            return self._run("true", timeout=CONNECT_TIMEOUT_S).rc == 0
         except HarnessError:
             return False
 
@@ -205,7 +249,7 @@ class HostShell:
         try:
             directory = shlex.quote(str(Path(path).parent))
             hold = "sh -c 'echo locked; exec cat >/dev/null'"
-            with _ChannelGuard(chan, lambda: None, time.monotonic() + timeout):
+            with _ChannelGuard(chan, lambda: None, time.monotonic() + timeout, timeout):
                 chan.exec_command(f"mkdir -p {directory} && exec flock -x -w {timeout:.0f} {shlex.quote(path)} {hold}")
             chan.settimeout(timeout + CONNECT_TIMEOUT_S)
             try:
@@ -221,6 +265,10 @@ class HostShell:
     def run(self, command: str, timeout: float = 120.0) -> Result:
         try:
             return _execute(self.client.get_transport(), command, timeout, lambda: None)  # type: ignore[arg-type]
+        except CommandTimeout as exc:
+            raise HarnessError(
+                f"on the libvirt host {self.host.describe()}: '{_short(command)}' gave no result within {exc.timeout:.0f} s"
+            ) from exc
         except (OSError, paramiko.SSHException, EOFError) as exc:
             raise HarnessError(f"on the libvirt host {self.host.describe()}: '{_short(command)}': {exc or type(exc).__name__}") from exc
 
@@ -301,14 +349,14 @@ def _execute_bytes(
     """Run COMMAND on a new channel of TRANSPORT, within TIMEOUT, asking STOPPED whether its node is gone."""
     chan = transport.open_session(timeout=CONNECT_TIMEOUT_S)
     deadline = time.monotonic() + timeout
-    with _ChannelGuard(chan, stopped, deadline):
+    with _ChannelGuard(chan, stopped, deadline, timeout):
         chan.exec_command(command)
     if stdin is not None:
         chan.settimeout(timeout)
         chan.sendall(stdin.encode())
         chan.shutdown_write()
     out, err = _drain(chan, timeout, stopped)
-    with _ChannelGuard(chan, stopped, deadline):
+    with _ChannelGuard(chan, stopped, deadline, timeout):
         rc = chan.recv_exit_status()
     return rc, out, err
 
@@ -319,8 +367,8 @@ class _ChannelGuard:
     closes the channel, which ends paramiko's wait, once STOPPED names a cause or DEADLINE passes; the
     block then raises that cause, or a timeout."""
 
-    def __init__(self, chan: paramiko.Channel, stopped: Watch, deadline: float) -> None:
-        self.chan, self.stopped, self.deadline = chan, stopped, deadline
+    def __init__(self, chan: paramiko.Channel, stopped: Watch, deadline: float, timeout: float) -> None:
+        self.chan, self.stopped, self.deadline, self.timeout = chan, stopped, deadline, timeout
         self.cause: NodeStopped | None = None
         self.error: Exception | None = None
         self.expired = False
@@ -350,7 +398,7 @@ class _ChannelGuard:
         if self.error is not None:
             raise self.error
         if self.expired:
-            raise HarnessError("command produced no result before its timeout") from None
+            raise CommandTimeout(self.timeout) from None
 
 
 def _drain(chan: paramiko.Channel, timeout: float, stopped: Watch) -> tuple[bytes, bytes]:
@@ -368,7 +416,7 @@ def _drain(chan: paramiko.Channel, timeout: float, stopped: Watch) -> tuple[byte
             if stop := stopped():
                 raise stop from None
             if time.monotonic() > deadline:
-                raise HarnessError("command produced no result before its timeout") from None
+                raise CommandTimeout(timeout) from None
             continue
         if not data:
             break  # stdout closed: the command has ended
@@ -377,7 +425,7 @@ def _drain(chan: paramiko.Channel, timeout: float, stopped: Watch) -> tuple[byte
     try:
         err += chan.makefile_stderr("rb").read()
     except TimeoutError as exc:
-        raise HarnessError("command produced no result before its timeout") from exc
+        raise CommandTimeout(timeout) from exc
     return bytes(out), bytes(err)
 
 
