@@ -38,6 +38,10 @@ class LabTimeout(HarnessError):
     """A wait ran past its deadline."""
 
 
+class CommandHung(HarnessError):
+    """A command on a node gave no result in its time; the message says what still ran there."""
+
+
 class RoleError(HarnessError):
     """A role step failed on a node."""
 

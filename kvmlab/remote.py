@@ -20,7 +20,7 @@ import paramiko
 import testinfra
 from testinfra.backend.paramiko import ParamikoBackend
 
-from kvmlab.errors import HarnessError, NodeStopped, RoleError
+from kvmlab.errors import CommandHung, HarnessError, NodeStopped, RoleError
 from kvmlab.libvirt_host import LibvirtHost
 
 CONNECT_TIMEOUT_S = 10
@@ -117,11 +117,11 @@ class Remote:
             self.close_unlocked()
 
     def run(self, command: str, timeout: float = 600.0, stdin: str | None = None) -> Result:
-        """Run COMMAND; a command that gives no result in TIMEOUT is a HarnessError saying what still runs."""
+        """Run COMMAND; one that gives no result in TIMEOUT is a CommandHung saying what still runs."""
         try:
             return self._run(command, timeout, stdin)
         except CommandTimeout as exc:
-            raise HarnessError(
+            raise CommandHung(
                 f"{self.target.node}: `{_short(command)}` gave no result within {exc.timeout:.0f} s; {self.what_hangs(exc.timeout)}"
             ) from exc
 
