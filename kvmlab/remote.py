@@ -31,9 +31,10 @@ TEST_COMMAND_TIMEOUT_S = 900  # a test's command that hangs fails instead of sta
 DIAGNOSE_TIMEOUT_S = 20  # a look at a node whose command hung: over a new connection, quickly or not at all
 # What a hung command left running: processes younger than the command (its tree, whatever it
 # started) and any process in uninterruptible sleep (a hard NFS mount, a stuck disk), oldest first.
+HUNG_LINE_CHARS = 200
 HUNG_PS = (
-    "ps -e --no-headers --sort=start_time -o stat=,etimes=,wchan:24=,args:160= "
-    "| awk -v t={age} '$4 !~ /^\\[/ && $4 !~ /^(ps|awk|head|sshd:)/ && ($2 <= t || $1 ~ /^D/)' | head -n 6"
+    "ps -e --no-headers --sort=start_time -o stat=,etimes=,wchan:24=,args= "
+    "| awk -v t={age} '$4 !~ /^\\[/ && $4 !~ /^(ps|awk|head|sshd:)/ && !index($0, \"--no-headers\") && ($2 <= t || $1 ~ /^D/)' | head -n 6"
 )
 
 # paramiko logs every failed handshake with its traceback (Python's last-resort handler prints it):
@@ -154,7 +155,7 @@ class Remote:
             return f"the node takes a new SSH connection but runs nothing there ({exc}): it is hung"
         finally:
             client.close()
-        lines = [" ".join(line.split()) for line in out.decode(errors="replace").splitlines() if line.strip()]
+        lines = [" ".join(line.split())[:HUNG_LINE_CHARS] for line in out.decode(errors="replace").splitlines() if line.strip()]
         if rc != 0 or not lines:
             return "the node answers, and nothing of the command is left running there"
         return "still running there (state, seconds, kernel wait, command): " + " | ".join(lines)
