@@ -30,11 +30,13 @@ WATCH_INTERVAL_S = 2.0
 TEST_COMMAND_TIMEOUT_S = 900  # a test's command that hangs fails instead of stalling the whole run
 DIAGNOSE_TIMEOUT_S = 20  # a look at a node whose command hung: over a new connection, quickly or not at all
 # What a hung command left running: processes younger than the command (its tree, whatever it
-# started) and any process in uninterruptible sleep (a hard NFS mount, a stuck disk), oldest first.
+# started) and every thread in uninterruptible sleep (a hard NFS mount, a stuck disk; often a thread
+# of an older daemon the command waits on), oldest first, with the kernel function each waits in.
 HUNG_LINE_CHARS = 200
 HUNG_PS = (
-    "ps -e --no-headers --sort=start_time -o stat=,etimes=,wchan:24=,args= "
-    "| awk -v t={age} '$4 !~ /^\\[/ && $4 !~ /^(ps|awk|head|sshd:)/ && !index($0, \"--no-headers\") && ($2 <= t || $1 ~ /^D/)' | head -n 6"
+    "ps -eL --no-headers --sort=start_time -o stat=,etimes=,pid=,wchan:24=,args= | awk -v t={age} "
+    "'!index($0, \"--no-headers\") && $5 !~ /^(ps|awk|head|sshd:)/ && ($1 ~ /^D/ || ($2 <= t && $5 !~ /^\\[/ && !seen[$3]++))'"
+    " | head -n 8"
 )
 
 # paramiko logs every failed handshake with its traceback (Python's last-resort handler prints it):
@@ -149,7 +151,7 @@ class Remote:
             return f"the node does not take a new SSH connection either ({exc}): it is hung or cut off"
         try:
             rc, out, _ = _execute_bytes(
-                client.get_transport(), HUNG_PS.format(age=int(age) + 5).encode(), DIAGNOSE_TIMEOUT_S, self._stopped
+                client.get_transport(), HUNG_PS.format(age=int(age) + 1).encode(), DIAGNOSE_TIMEOUT_S, self._stopped
             )  # type: ignore[arg-type]
         except HarnessError as exc:
             return f"the node takes a new SSH connection but runs nothing there ({exc}): it is hung"
@@ -158,7 +160,7 @@ class Remote:
         lines = [" ".join(line.split())[:HUNG_LINE_CHARS] for line in out.decode(errors="replace").splitlines() if line.strip()]
         if rc != 0 or not lines:
             return "the node answers, and nothing of the command is left running there"
-        return "still running there (state, seconds, kernel wait, command): " + " | ".join(lines)
+        return "still running there (state, seconds, pid, kernel wait, command): " + " | ".join(lines)
 
     def check(self, command: str, step: str, timeout: float = 600.0, stdin: str | None = None) -> Result:
         """Run COMMAND; a non-zero exit is a RoleError naming node, step, command and output."""
