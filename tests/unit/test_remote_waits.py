@@ -93,11 +93,12 @@ class _ScriptedServer(paramiko.ServerInterface):
 
     def check_channel_exec_request(self, channel: paramiko.Channel, command: bytes) -> bool:
         if command.startswith(b"ps "):
-
+            # The answer may reach the client before the server's reply to the exec request: an end
+            # of file waits for that reply, where closing the channel would refuse the request.
             def answer() -> None:
                 channel.sendall(self.answer)
                 channel.send_exit_status(0)
-                channel.close()
+                channel.shutdown_write()
 
             threading.Thread(target=answer, daemon=True).start()
         return True
