@@ -150,15 +150,13 @@ class Remote:
         except HarnessError as exc:
             return f"the node does not take a new SSH connection either ({exc}): it is hung or cut off"
         try:
-            rc, out, _ = _execute_bytes(
-                client.get_transport(), HUNG_PS.format(age=int(age) + 1).encode(), DIAGNOSE_TIMEOUT_S, self._stopped
-            )  # type: ignore[arg-type]
+            seen = _execute(client.get_transport(), HUNG_PS.format(age=int(age) + 1), DIAGNOSE_TIMEOUT_S, self._stopped)  # type: ignore[arg-type]
         except HarnessError as exc:
             return f"the node takes a new SSH connection but runs nothing there ({exc}): it is hung"
         finally:
             client.close()
-        lines = [" ".join(line.split())[:HUNG_LINE_CHARS] for line in out.decode(errors="replace").splitlines() if line.strip()]
-        if rc != 0 or not lines:
+        lines = [" ".join(line.split())[:HUNG_LINE_CHARS] for line in seen.stdout.splitlines() if line.strip()]
+        if seen.rc != 0 or not lines:
             return "the node answers, and nothing of the command is left running there"
         return "still running there (state, seconds, pid, kernel wait, command): " + " | ".join(lines)
 

@@ -20,9 +20,8 @@ from kvmlab import remote
 from kvmlab.errors import HarnessError, NodeStopped
 
 
-class _SilentServer(paramiko.ServerInterface):
-    def __init__(self, release: threading.Event) -> None:
-        self.release = release
+class _OpenServer(paramiko.ServerInterface):
+    """An SSH server that lets anyone in and opens every session."""
 
     def check_auth_none(self, username: str) -> int:
         return paramiko.AUTH_SUCCESSFUL
@@ -32,6 +31,11 @@ class _SilentServer(paramiko.ServerInterface):
 
     def check_channel_request(self, kind: str, chanid: int) -> int:
         return paramiko.OPEN_SUCCEEDED
+
+
+class _SilentServer(_OpenServer):
+    def __init__(self, release: threading.Event) -> None:
+        self.release = release
 
     def check_channel_exec_request(self, channel: paramiko.Channel, command: bytes) -> bool:
         self.release.wait(60)  # blocks the server's transport: no answer ever comes
@@ -76,20 +80,11 @@ def test_a_command_never_answered_fails_at_its_deadline(silent_transport: parami
     assert time.monotonic() - start < 1 + 2 * remote.WATCH_INTERVAL_S
 
 
-class _ScriptedServer(paramiko.ServerInterface):
+class _ScriptedServer(_OpenServer):
     """Answers `ps` (the look at a hung node) with ANSWER; every other command runs forever."""
 
     def __init__(self, answer: bytes) -> None:
         self.answer = answer
-
-    def check_auth_none(self, username: str) -> int:
-        return paramiko.AUTH_SUCCESSFUL
-
-    def get_allowed_auths(self, username: str) -> str:
-        return "none"
-
-    def check_channel_request(self, kind: str, chanid: int) -> int:
-        return paramiko.OPEN_SUCCEEDED
 
     def check_channel_exec_request(self, channel: paramiko.Channel, command: bytes) -> bool:
         if command.startswith(b"ps "):
